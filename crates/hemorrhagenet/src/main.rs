@@ -1,0 +1,45 @@
+//! `hemorrhagenet` — layer 5 (faces): the command line.
+//!
+//! Each subcommand lives in `cmd/<name>.rs` and is a thin wrapper over the library crates.
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+#[derive(Parser)]
+#[command(
+    name = "hemorrhagenet",
+    version,
+    about = "Intracranial hemorrhage classification and prognosis from head CT/MR and clinical data"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read a DICOM file/folder or a NIfTI volume and report what was found.
+    Inspect(cmd::inspect::InspectArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HEMORRHAGENET_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => cmd::inspect::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

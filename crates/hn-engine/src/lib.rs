@@ -1,0 +1,4 @@
+//! # hn-engine — layer 4: engines
+//!
+//! Training, evaluation (metrics, baselines, calibration), inference and explanation, built on
+//! `hn-data` and `hn-model`.
