@@ -10,6 +10,7 @@
 //! Coordinate convention: **LPS** (DICOM patient coordinates) everywhere. NIfTI's RAS+
 //! world coordinates are converted on read and write (x and y negated).
 
+pub mod dicom_write;
 pub mod volume;
 
 pub use volume::{Modality, Provenance, Volume, VolumeError};
