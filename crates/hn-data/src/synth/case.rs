@@ -58,7 +58,13 @@ pub struct Case {
     pub ich_score: u8,
     pub pose: Pose,
     pub planned_subtypes: [bool; 5],
+    /// One head-frame point inside each present lesion (used to guarantee that every labelled
+    /// subtype has at least one mask voxel even when it is smaller than a voxel).
+    pub anchors: [Option<[f64; 3]>; 5],
 }
+
+/// Lesions smaller than this on the measuring grid are removed from the plan.
+pub const MIN_LESION_ML: f64 = 0.1;
 
 /// Head placement in the scanner.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -373,9 +379,17 @@ pub fn sample_case(cfg: &SynthConfig, seed: u64, index: usize) -> Case {
         + u8::from(anatomy.calc_pineal)
         + u8::from(anatomy.calc_basal_ganglia);
     let phantom = Phantom::new(anatomy, lesions);
-    let (volume_ml, infra_ml) = measure(&phantom);
-    // A planned subtype that falls out of the measured grid is dropped from the plan, so
-    // facts, labels and outcomes always agree with what is drawn.
+    let mut phantom = phantom;
+    let (mut volume_ml, mut infra_ml, mut anchors) = measure(&phantom);
+    // A planned lesion that barely exists on the measuring grid (< 0.1 mL) is dropped from the
+    // plan, so facts, labels and outcomes always agree with what is drawn.
+    let before = phantom.lesions.len();
+    phantom
+        .lesions
+        .retain(|l| volume_ml[l.subtype_index] >= MIN_LESION_ML);
+    if phantom.lesions.len() != before {
+        (volume_ml, infra_ml, anchors) = measure(&phantom);
+    }
     let total_ml: f64 = volume_ml.iter().sum();
     let ivh = volume_ml[4] > 0.0;
     let parenchymal_ml = total_ml - volume_ml[4];
@@ -593,6 +607,7 @@ pub fn sample_case(cfg: &SynthConfig, seed: u64, index: usize) -> Case {
         ich_score,
         pose,
         planned_subtypes,
+        anchors,
     }
 }
 
@@ -636,12 +651,14 @@ pub fn ich_score(gcs: u8, volume_ml: f64, ivh: bool, infratentorial: bool, age: 
 
 /// Lesion volumes per subtype (mL) and the infratentorial part of non-IVH volume, on a
 /// 1.5 mm grid over each lesion's bounding box.
-pub fn measure(ph: &Phantom) -> ([f64; 5], f64) {
+pub fn measure(ph: &Phantom) -> ([f64; 5], f64, [Option<[f64; 3]>; 5]) {
     const STEP: f64 = 1.5;
     let mut counts = [0usize; 5];
+    let mut sums = [[0.0f64; 3]; 5];
+    let mut first: [Option<[f64; 3]>; 5] = [None; 5];
     let mut infra = 0usize;
     if ph.lesions.is_empty() {
-        return ([0.0; 5], 0.0);
+        return ([0.0; 5], 0.0, [None; 5]);
     }
     // Union of boxes, visiting each grid point once (grid anchored at the origin).
     let mut lo = [f64::INFINITY; 3];
@@ -666,7 +683,12 @@ pub fn measure(ph: &Phantom) -> ([f64; 5], f64) {
                 }
                 let (_, l) = ph.classify(p);
                 if l > 0 {
-                    counts[l as usize - 1] += 1;
+                    let t = l as usize - 1;
+                    counts[t] += 1;
+                    for i in 0..3 {
+                        sums[t][i] += p[i];
+                    }
+                    first[t].get_or_insert(p);
                     if l != 5 && ph.infratentorial(p) {
                         infra += 1;
                     }
@@ -676,10 +698,19 @@ pub fn measure(ph: &Phantom) -> ([f64; 5], f64) {
     }
     let ml = STEP * STEP * STEP / 1000.0;
     let mut v = [0.0; 5];
+    let mut anchors = [None; 5];
     for t in 0..5 {
         v[t] = counts[t] as f64 * ml;
+        if counts[t] > 0 {
+            let c = sums[t].map(|x| x / counts[t] as f64);
+            anchors[t] = if ph.classify(c).1 as usize == t + 1 {
+                Some(c)
+            } else {
+                first[t]
+            };
+        }
     }
-    (v, infra as f64 * ml)
+    (v, infra as f64 * ml, anchors)
 }
 
 /// Piecewise-linear map from the continuous severity index to the 30-day mortality logit.

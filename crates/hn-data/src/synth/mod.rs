@@ -134,7 +134,32 @@ pub fn try_generate_study(
         .map_err(|msg| SynthError::Config { path: None, msg })?;
     let case = sample_case(cfg, cohort_seed, index);
     let geometry = render::scan_geometry(cfg, &case, cohort_seed, index);
-    let (mut volume, mask) = render::render(&case, &geometry, cohort_seed, index)?;
+    let (mut volume, mut mask) = render::render(&case, &geometry, cohort_seed, index)?;
+    // Every lesion in the facts must be visible in the mask: a lesion smaller than a voxel
+    // (or between sub-samples) gets the voxel at its anchor point, with blood density.
+    for t in 0..5 {
+        let present = case.facts.volume_ml[t] > 0.0;
+        if present && !mask.iter().any(|m| *m as usize == t + 1) {
+            if let Some(a) = case.anchors[t] {
+                let w = render::world_from_head(&case.pose, a);
+                let mut ijk = [0usize; 3];
+                for c in 0..3 {
+                    let f = ((w[c] - volume.origin[c]) / volume.spacing[c]).round();
+                    ijk[c] = f.clamp(0.0, (volume.dims[c] - 1) as f64) as usize;
+                }
+                let idx = volume.index(ijk[0], ijk[1], ijk[2]);
+                mask[idx] = t as u8 + 1;
+                let hu = case
+                    .phantom
+                    .lesions
+                    .iter()
+                    .find(|l| l.subtype_index == t)
+                    .map(|l| l.hu)
+                    .unwrap_or(60.0);
+                volume.data[idx] = 0.5 * volume.data[idx] + 0.5 * hu as f32;
+            }
+        }
+    }
     let id = study_id(index);
     volume.provenance.sources.push(format!("synthetic:{id}"));
     let plane = geometry.size * geometry.size;

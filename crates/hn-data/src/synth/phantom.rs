@@ -545,7 +545,7 @@ impl Phantom {
                 };
                 // SAH and layering IVH mix with CSF.
                 if les.subtype_index == 2 {
-                    hu = 0.8 * hu + 0.2 * self.anatomy.csf_hu;
+                    hu = 0.85 * hu + 0.15 * self.anatomy.csf_hu;
                 }
             }
         }

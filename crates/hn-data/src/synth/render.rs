@@ -113,6 +113,18 @@ pub fn head_from_world(pose: &Pose, w: [f64; 3]) -> [f64; 3] {
     ]
 }
 
+/// Head frame → world (LPS mm).
+pub fn world_from_head(pose: &Pose, p: [f64; 3]) -> [f64; 3] {
+    let r = rotation(pose.angles);
+    let mut w = pose.offset;
+    for i in 0..3 {
+        for j in 0..3 {
+            w[i] += r[i][j] * p[j];
+        }
+    }
+    w
+}
+
 /// Render the case: (HU volume, label mask).
 pub(crate) fn render(
     case: &Case,
