@@ -740,7 +740,21 @@ fn stored_samples<'a>(h: &'a Header) -> Result<Stored<'a>, ImagingError> {
                 reader.decode(obj, &mut out)
             }))
             .map_err(|e| decode_err(path, format!("{}: {}", ts.name(), panic_msg(e))))?;
-            res.map_err(|e| decode_err(path, format!("{}: {}", ts.name(), error_chain(&e))))?;
+            res.map_err(|e| {
+                let msg = error_chain(&e);
+                if msg.contains("SamplePrecision(12)") || msg.contains("SamplePrecision(16)") {
+                    // jpeg-decoder (and zune-jpeg) decode 8-bit DCT JPEG only.
+                    ImagingError::Unsupported {
+                        path: path.clone(),
+                        reason: format!(
+                            "{}: 12/16-bit DCT JPEG (process 4) has no pure-Rust decoder here (jpeg-decoder and zune-jpeg decode 8-bit DCT only): {msg}",
+                            ts.name()
+                        ),
+                    }
+                } else {
+                    decode_err(path, format!("{}: {msg}", ts.name()))
+                }
+            })?;
             Ok(Stored::Bytes(Cow::Owned(out)))
         }
         Value::Sequence(_) => Err(decode_err(path, "Pixel Data is a sequence")),

@@ -325,7 +325,7 @@ pub fn read_volume(path: &Path, opts: &NiftiReadOptions) -> Result<Volume, Imagi
         });
     }
     let raw = bytes[start..end].to_vec();
-    let data: Vec<f32> = f32::from_raw_vec_validated(raw, h.endianness, dtype)
+    let data = typed_to_f32(raw, h.endianness, dtype)
         .map_err(|e| nerr(path, format!("datatype {}: {e}", datatype_name(h.datatype))))?;
     // scl_slope == 0 means "no scaling" in the standard.
     let (slope, inter) = if h.scl_slope != 0.0 && h.scl_slope.is_finite() {
@@ -401,6 +401,36 @@ pub fn read_volume(path: &Path, opts: &NiftiReadOptions) -> Result<Volume, Imagi
         warnings: Vec::new(),
     };
     Ok(vol)
+}
+
+/// Stored values → f32. The crate reads each type with the file's byte order; the cast to f32
+/// is ours (exact for every 8/16-bit type; 32/64-bit integers above 2^24 lose precision, as
+/// they would in any f32 volume).
+fn typed_to_f32(raw: Vec<u8>, e: Endianness, t: NiftiType) -> Result<Vec<f32>, nifti::NiftiError> {
+    fn cast<T: DataElement + Copy>(
+        raw: Vec<u8>,
+        e: Endianness,
+        t: NiftiType,
+        f: impl Fn(T) -> f32,
+    ) -> Result<Vec<f32>, nifti::NiftiError> {
+        Ok(T::from_raw_vec_validated(raw, e, t)?
+            .into_iter()
+            .map(f)
+            .collect())
+    }
+    match t {
+        NiftiType::Uint8 => cast::<u8>(raw, e, t, |v| v as f32),
+        NiftiType::Int8 => cast::<i8>(raw, e, t, |v| v as f32),
+        NiftiType::Int16 => cast::<i16>(raw, e, t, |v| v as f32),
+        NiftiType::Uint16 => cast::<u16>(raw, e, t, |v| v as f32),
+        NiftiType::Int32 => cast::<i32>(raw, e, t, |v| v as f32),
+        NiftiType::Uint32 => cast::<u32>(raw, e, t, |v| v as f32),
+        NiftiType::Int64 => cast::<i64>(raw, e, t, |v| v as f32),
+        NiftiType::Uint64 => cast::<u64>(raw, e, t, |v| v as f32),
+        NiftiType::Float32 => f32::from_raw_vec_validated(raw, e, t),
+        NiftiType::Float64 => cast::<f64>(raw, e, t, |v| v as f32),
+        other => Err(nifti::NiftiError::UnsupportedDataType(other)),
+    }
 }
 
 /// True when the path names a NIfTI file (`.nii` or `.nii.gz`).
