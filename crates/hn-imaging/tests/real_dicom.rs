@@ -35,7 +35,13 @@ const REFERENCE: &[(&str, [usize; 3], f32, f32, f64)] = &[
     ("CT_small.dcm", [128, 128, 1], -896.0, 1167.0, -1950906.0),
     ("JPEG-LL.dcm", [256, 1024, 1], 0.0, 278.0, 3596452.0),
     ("JPEG2000.dcm", [256, 1024, 1], -30.0, 245.0, 3527976.0),
-    ("JPEGLSNearLossless_16.dcm", [10, 50, 1], 0.0, 65535.0, 6007250.0),
+    (
+        "JPEGLSNearLossless_16.dcm",
+        [10, 50, 1],
+        0.0,
+        65535.0,
+        6007250.0,
+    ),
     (
         "JPGLosslessP14SV1_1s_1f_8b.dcm",
         [1024, 768, 1],
@@ -52,15 +58,51 @@ const REFERENCE: &[(&str, [usize; 3], f32, f32, f64)] = &[
     ),
     ("MR_small.dcm", [64, 64, 1], 127.0, 2145.0, 2125338.0),
     ("MR_small_RLE.dcm", [64, 64, 1], 127.0, 2145.0, 2125338.0),
-    ("MR_small_bigendian.dcm", [64, 64, 1], 127.0, 2145.0, 2125338.0),
-    ("MR_small_implicit.dcm", [64, 64, 1], 127.0, 2145.0, 2125338.0),
-    ("MR_small_jp2klossless.dcm", [64, 64, 1], 127.0, 2145.0, 2125338.0),
-    ("MR_small_jpeg_ls_lossless.dcm", [64, 64, 1], 127.0, 2145.0, 2125338.0),
+    (
+        "MR_small_bigendian.dcm",
+        [64, 64, 1],
+        127.0,
+        2145.0,
+        2125338.0,
+    ),
+    (
+        "MR_small_implicit.dcm",
+        [64, 64, 1],
+        127.0,
+        2145.0,
+        2125338.0,
+    ),
+    (
+        "MR_small_jp2klossless.dcm",
+        [64, 64, 1],
+        127.0,
+        2145.0,
+        2125338.0,
+    ),
+    (
+        "MR_small_jpeg_ls_lossless.dcm",
+        [64, 64, 1],
+        127.0,
+        2145.0,
+        2125338.0,
+    ),
     ("MR_small_padded.dcm", [64, 64, 1], 127.0, 2145.0, 2125338.0),
-    ("decimal_rescale.dcm", [128, 96, 1], -4096.0, -4096.0, -50331648.0),
+    (
+        "decimal_rescale.dcm",
+        [128, 96, 1],
+        -4096.0,
+        -4096.0,
+        -50331648.0,
+    ),
     ("emri_small.dcm", [64, 64, 10], 0.0, 467.0, 4493276.0),
     ("emri_small_RLE.dcm", [64, 64, 10], 0.0, 467.0, 4493276.0),
-    ("emri_small_jpeg_2k_lossless.dcm", [64, 64, 10], 0.0, 467.0, 4493276.0),
+    (
+        "emri_small_jpeg_2k_lossless.dcm",
+        [64, 64, 10],
+        0.0,
+        467.0,
+        4493276.0,
+    ),
     ("image_dfl.dcm", [512, 512, 1], 0.0, 255.0, 33322688.0),
     ("siemens_dti_0.dcm", [256, 256, 1], 0.0, 4095.0, 134184960.0),
 ];
@@ -95,7 +137,10 @@ fn lossy_jpeg2000_ct_within_pydicom_tolerance() {
         .unwrap()
         .volume;
     let (lo, hi) = v.min_max().unwrap();
-    assert!((lo - -3995.0).abs() <= 2.0 && (hi - 1812.0).abs() <= 2.0, "{lo} {hi}");
+    assert!(
+        (lo - -3995.0).abs() <= 2.0 && (hi - 1812.0).abs() <= 2.0,
+        "{lo} {hi}"
+    );
     let mean_diff = (sum(&v.data) - -270617240.0).abs() / v.len() as f64;
     assert!(mean_diff < 0.5, "mean difference {mean_diff} HU");
     assert_eq!(v.modality, Modality::Ct);
@@ -197,7 +242,12 @@ fn head_series_sorts_by_position_not_name() {
     assert_eq!(v.origin, [-125.0, -128.100006, -99.480003]);
     assert!((v.spacing[2] - 1.25).abs() < 1e-4, "median spacing");
     assert!(v.provenance.warnings.iter().any(|w| w.contains("gap")));
-    assert!(v.provenance.warnings.iter().any(|w| w.contains("non-uniform")));
+    assert!(
+        v.provenance
+            .warnings
+            .iter()
+            .any(|w| w.contains("non-uniform"))
+    );
     assert_eq!(st.skipped.len(), 1, "README.txt skipped");
     assert!(st.skipped[0].path.ends_with("README.txt"));
     assert_eq!(st.series.len(), 1);
