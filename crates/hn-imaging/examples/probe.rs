@@ -10,6 +10,9 @@ fn main() {
         match read_any(Path::new(&a), &o) {
             Ok(s) => {
                 let v = &s.volume;
+                if let Ok(out) = std::env::var("OUT") {
+                    hn_imaging::nifti::write_volume(Path::new(&out), v).unwrap();
+                }
                 let (lo, hi) = v.min_max().unwrap();
                 let sum: f64 = v.data.iter().map(|x| *x as f64).sum();
                 println!(
