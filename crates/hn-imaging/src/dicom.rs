@@ -345,6 +345,12 @@ struct PixelInfo {
     padding: Option<i64>,
 }
 
+/// Per frame: (ImagePositionPatient, ImageOrientationPatient).
+type FrameGeom = (Option<[f64; 3]>, Option<[f64; 6]>);
+
+/// One decoded file: its frames, notes, whether the RSNA fix and padding applied.
+type DecodedFile = (Vec<Frame>, Vec<String>, bool, bool);
+
 /// Everything we need from one file before decoding its pixels.
 struct Header {
     path: PathBuf,
@@ -355,7 +361,7 @@ struct Header {
     instance_number: Option<i64>,
     pix: PixelInfo,
     /// Per frame: (ImagePositionPatient, ImageOrientationPatient).
-    frame_geom: Vec<(Option<[f64; 3]>, Option<[f64; 6]>)>,
+    frame_geom: Vec<FrameGeom>,
     /// (row spacing, column spacing) = PixelSpacing.
     pixel_spacing: Option<[f64; 2]>,
     slice_thickness: Option<f64>,
@@ -460,15 +466,14 @@ fn read_header(path: &Path, obj: Obj) -> Result<Header, ImagingError> {
         Some(e) => {
             // US or SS depending on PixelRepresentation: keep the raw 16-bit pattern and
             // interpret it like a stored pixel later.
-            let v = if e.vr() == VR::SS {
+            if e.vr() == VR::SS {
                 e.value().to_int::<i32>().ok().map(|v| v as i64)
             } else {
                 nums(ds, tags::PIXEL_PADDING_VALUE)
                     .ok()
                     .flatten()
                     .and_then(|v| v.first().map(|x| *x as i64))
-            };
-            v
+            }
         }
     };
     let pix = PixelInfo {
@@ -1320,7 +1325,7 @@ fn build_volume(series: Series, opts: &ReadOptions, root: &Path) -> Result<Volum
 
     // Decode every file (in parallel: decoding dominates) into frames.
     use rayon::prelude::*;
-    let decoded: Vec<Result<(Vec<Frame>, Vec<String>, bool, bool), ImagingError>> = series
+    let decoded: Vec<Result<DecodedFile, ImagingError>> = series
         .headers
         .par_iter()
         .enumerate()

@@ -125,7 +125,7 @@ impl Transform for HuWindow {
         )
     }
     fn apply(&self, mut vol: Volume) -> Result<Volume, TransformError> {
-        if !(self.0.width > 0.0) {
+        if self.0.width.is_nan() || self.0.width <= 0.0 {
             return Err(terr(&self.name(), "window width must be > 0"));
         }
         if !vol.modality.is_hu() {
@@ -382,7 +382,7 @@ impl Transform for ThresholdMask {
         format!("ThresholdMask({}..{})", self.lo, self.hi)
     }
     fn apply(&self, mut vol: Volume) -> Result<Volume, TransformError> {
-        if !(self.lo <= self.hi) {
+        if self.lo.is_nan() || self.hi.is_nan() || self.lo > self.hi {
             return Err(terr(&self.name(), "lo must be <= hi"));
         }
         for v in vol.data.iter_mut() {

@@ -262,7 +262,7 @@ fn truncated_file_is_an_error_not_a_panic() {
     for cut in [600usize, 300_000] {
         let p = dir.path().join(format!("cut{cut}.dcm"));
         std::fs::write(&p, &bytes[..cut]).unwrap();
-        let e = read_series(&[p.clone()], &ReadOptions::default()).unwrap_err();
+        let e = read_series(std::slice::from_ref(&p), &ReadOptions::default()).unwrap_err();
         assert!(matches!(e, ImagingError::Truncated { .. }), "{e}");
         assert!(e.to_string().contains(&format!("cut{cut}.dcm")));
     }
