@@ -895,6 +895,56 @@ fn rsna_applies(p: &PixelInfo, m: &ValueMap) -> bool {
     p.bits_stored == 12 && !p.signed && m.intercept > -100.0 && m.lut.is_none()
 }
 
+/// Hot path for 16-bit native samples with a plain rescale (every uncompressed CT slice):
+/// straight loops over slices with the per-voxel branches hoisted out, so LLVM vectorises them.
+/// The general [`convert_frame`] ran at ~3 ns/voxel and was 75% of a 512×512 slice's time.
+/// Integer slope/intercept small enough for exact f32 arithmetic use f32, otherwise f64 (the
+/// same rounding as pydicom's float64 rescale then a float32 cast).
+fn convert_u16_fast(src: &[u16], p: &PixelInfo, m: &ValueMap, out: &mut [f32]) {
+    let shift = p.high_bit + 1 - p.bits_stored;
+    let up = 32 - p.bits_stored;
+    let dec_s = |r: u16| -> i32 { ((((r as u32) >> shift) << up) as i32) >> up };
+    let dec_u = |r: u16| -> i32 { ((((r as u32) >> shift) << up) >> up) as i32 };
+    let pad: Option<i32> = p.padding.map(|pv| {
+        if p.signed {
+            dec_s(pv as u16)
+        } else {
+            dec_u(pv as u16)
+        }
+    });
+    let exact_f32 = m.slope.fract() == 0.0
+        && m.intercept.fract() == 0.0
+        && m.slope.abs() * 65536.0 + m.intercept.abs() < 16_777_216.0;
+    let (s32, b32) = (m.slope as f32, m.intercept as f32);
+    let (s64, b64) = (m.slope, m.intercept);
+    let map32 = |v: i32| v as f32 * s32 + b32;
+    let map64 = |v: i32| (v as f64 * s64 + b64) as f32;
+    macro_rules! go {
+        ($dec:expr, $map:expr) => {
+            match pad {
+                None => {
+                    for (o, &r) in out.iter_mut().zip(src) {
+                        *o = $map($dec(r));
+                    }
+                }
+                Some(pv) => {
+                    for (o, &r) in out.iter_mut().zip(src) {
+                        let v = $dec(r);
+                        let y = $map(v);
+                        *o = if v == pv { f32::NAN } else { y };
+                    }
+                }
+            }
+        };
+    }
+    match (p.signed, exact_f32) {
+        (true, true) => go!(dec_s, map32),
+        (true, false) => go!(dec_s, map64),
+        (false, true) => go!(dec_u, map32),
+        (false, false) => go!(dec_u, map64),
+    }
+}
+
 /// Convert one frame's stored samples to numbers; padding voxels become NaN (filled later).
 fn convert_frame<F: Fn(usize) -> u32>(
     get: F,
@@ -1333,7 +1383,18 @@ fn build_volume(series: Series, opts: &ReadOptions, root: &Path) -> Result<Volum
             let mut fnotes = Vec::new();
             let maps = value_maps(h, opts, &mut fnotes)?;
             let stored = stored_samples(h)?;
-            let p = &h.pix;
+            // Without padding handling the padding value is rescaled like any other voxel
+            // (pydicom's behaviour), so the converters never see it.
+            let unpadded;
+            let p = if opts.apply_padding || h.pix.padding.is_none() {
+                &h.pix
+            } else {
+                unpadded = PixelInfo {
+                    padding: None,
+                    ..h.pix.clone()
+                };
+                &unpadded
+            };
             let per_frame = npx * p.samples;
             let have = match &stored {
                 Stored::Bytes(b) => b.len() / (p.bits_allocated as usize / 8),
@@ -1361,6 +1422,11 @@ fn build_volume(series: Series, opts: &ReadOptions, root: &Path) -> Result<Volum
                 let mut data = vec![0f32; npx];
                 let base = f * per_frame;
                 match &stored {
+                    Stored::Words(w)
+                        if m.lut.is_none() && !m.invert && !rsna && p.bits_stored <= 16 =>
+                    {
+                        convert_u16_fast(&w[base..base + per_frame], p, m, &mut data)
+                    }
                     Stored::Words(w) => convert_frame(|i| w[i] as u32, base, p, m, rsna, &mut data),
                     Stored::Bytes(b) => match p.bits_allocated {
                         8 => convert_frame(|i| b[i] as u32, base, p, m, rsna, &mut data),
@@ -1390,15 +1456,7 @@ fn build_volume(series: Series, opts: &ReadOptions, root: &Path) -> Result<Volum
                     },
                 }
                 if p.padding.is_some() {
-                    if !opts.apply_padding {
-                        // Put the rescaled padding value back: caller asked for raw values.
-                        let pv = rescaled_padding(p, m, rsna);
-                        for v in data.iter_mut().filter(|v| v.is_nan()) {
-                            *v = pv;
-                        }
-                    } else {
-                        any_pad |= data.iter().any(|v| v.is_nan());
-                    }
+                    any_pad |= data.iter().any(|v| v.is_nan());
                 }
                 let (ipp, iop) = h.frame_geom[f];
                 frames.push(Frame {
@@ -1575,10 +1633,15 @@ fn build_volume(series: Series, opts: &ReadOptions, root: &Path) -> Result<Volum
             (1.0, 1.0)
         }
     };
-    let mut data = Vec::with_capacity(npx * nz);
-    for f in &frames {
-        data.extend_from_slice(&f.data);
-    }
+    let mut data = if frames.len() == 1 {
+        std::mem::take(&mut frames[0].data)
+    } else {
+        let mut d = Vec::with_capacity(npx * nz);
+        for f in &frames {
+            d.extend_from_slice(&f.data);
+        }
+        d
+    };
     if any_pad {
         let lowest = data
             .iter()
@@ -1643,21 +1706,6 @@ fn build_volume(series: Series, opts: &ReadOptions, root: &Path) -> Result<Volum
 
 fn sub(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
     [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-
-fn rescaled_padding(p: &PixelInfo, m: &ValueMap, rsna: bool) -> f32 {
-    let bits = p.bits_allocated;
-    let raw = p.padding.unwrap_or(0) as u32
-        & if bits >= 32 {
-            u32::MAX
-        } else {
-            (1u32 << bits) - 1
-        };
-    let mut out = [0f32];
-    let mut q = p.clone();
-    q.padding = None;
-    convert_frame(|_| raw, 0, &q, m, rsna, &mut out);
-    out[0]
 }
 
 /// Read one DICOM file (single- or multi-frame) as a volume.
