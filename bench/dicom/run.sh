@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # DICOM file -> HU float32 throughput: hn-imaging vs pydicom+numpy, same files, same run,
-# one core each (RAYON_NUM_THREADS=1; numpy/openjpeg single-threaded via OMP/OPENBLAS vars).
+# one core each, best of 5 blocks of ITERATIONS (RAYON_NUM_THREADS=1; numpy/openjpeg single-threaded via OMP/OPENBLAS vars).
 #
 #   bash bench/dicom/run.sh [ITERATIONS]        (from the repository root)
 #
 # Needs python3 with: pydicom pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg numpy
 # (set PYTHON=/path/to/venv/bin/python to choose the interpreter).
 set -euo pipefail
-ITERS="${1:-50}"
+ITERS="${1:-20}"
 PY="${PYTHON:-python3}"
 D=testdata/real-imaging/dicom
 FILES=(
@@ -24,4 +24,5 @@ cargo build --release -q -p hn-imaging --example bench_dicom
 export RAYON_NUM_THREADS=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 echo "# $(date -u +%FT%TZ) $(uname -m) $(nproc) cores; iterations $ITERS"
 ./target/release/examples/bench_dicom "$ITERS" "${FILES[@]}"
+BENCH_PADDING=1 ./target/release/examples/bench_dicom "$ITERS" "${FILES[@]:0:2}"
 "$PY" bench/dicom/bench_pydicom.py "$ITERS" "${FILES[@]}"

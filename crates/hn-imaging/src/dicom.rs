@@ -1643,11 +1643,20 @@ fn build_volume(series: Series, opts: &ReadOptions, root: &Path) -> Result<Volum
         d
     };
     if any_pad {
-        let lowest = data
+        // Branch-free passes (padding voxels are scattered, so per-voxel branches mispredict).
+        // Eight independent lanes so the minimum vectorises (a single fold is a serial chain).
+        let mut lanes = [f32::INFINITY; 8];
+        let chunks = data.chunks_exact(8);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for l in 0..8 {
+                lanes[l] = if c[l] < lanes[l] { c[l] } else { lanes[l] };
+            }
+        }
+        let lowest = lanes
             .iter()
-            .copied()
-            .filter(|v| !v.is_nan())
-            .fold(f32::INFINITY, f32::min);
+            .chain(tail)
+            .fold(f32::INFINITY, |a, &b| if b < a { b } else { a });
         let fill = if modality == Modality::Ct {
             lowest.min(-1024.0)
         } else if lowest.is_finite() {
@@ -1655,9 +1664,11 @@ fn build_volume(series: Series, opts: &ReadOptions, root: &Path) -> Result<Volum
         } else {
             0.0
         };
-        let count = data.iter().filter(|v| v.is_nan()).count();
-        for v in data.iter_mut().filter(|v| v.is_nan()) {
-            *v = fill;
+        let mut count = 0usize;
+        for v in data.iter_mut() {
+            let nan = v.is_nan();
+            count += nan as usize;
+            *v = if nan { fill } else { *v };
         }
         notes.push(format!(
             "PixelPaddingValue: {count} padding voxel(s) set to {fill} (lowest value)"
