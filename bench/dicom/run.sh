@@ -23,6 +23,9 @@ FILES=(
 cargo build --release -q -p hn-imaging --example bench_dicom
 export RAYON_NUM_THREADS=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 echo "# $(date -u +%FT%TZ) $(uname -m) $(nproc) cores; iterations $ITERS"
-./target/release/examples/bench_dicom "$ITERS" "${FILES[@]}"
+# Interleaved per file, so a load change on the shared machine hits both sides alike.
+for f in "${FILES[@]}"; do
+  ./target/release/examples/bench_dicom "$ITERS" "$f"
+  "$PY" bench/dicom/bench_pydicom.py "$ITERS" "$f"
+done
 BENCH_PADDING=1 ./target/release/examples/bench_dicom "$ITERS" "${FILES[@]:0:2}"
-"$PY" bench/dicom/bench_pydicom.py "$ITERS" "${FILES[@]}"
