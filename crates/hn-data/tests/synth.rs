@@ -399,7 +399,7 @@ fn bad_config_and_unwritable_dir_are_clear_errors() {
 fn tool_missing(what: &str) -> ! {
     panic!(
         "{what} is required by this test and was not found; install it (apt-get install dcmtk; \
-         python3 -m pip install pydicom numpy)"
+         python3 -m pip install pydicom numpy nibabel)"
     )
 }
 
@@ -476,5 +476,107 @@ print(v.shape[0], v.shape[1], v.shape[2], float(v.sum()))
         "pydicom sum {} vs generated {}",
         f[3],
         want
+    );
+}
+
+#[test]
+fn dicom_reread_by_project_reader_equals_volume_within_quantisation() {
+    let cfg = SynthConfig {
+        size: 64,
+        n_slices: Some(10),
+        p_missing_slice: 0.0,
+        p_gantry_tilt: 0.0,
+        ..SynthConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_cohort_with_progress(&cfg, dir.path(), 3, 5, OutputFormat::Both, false).unwrap();
+    for i in 0..3 {
+        let st = generate_study(&cfg, 5, i);
+        let sdir = dir.path().join("studies").join(&st.id);
+        let mut files: Vec<_> = std::fs::read_dir(sdir.join("dicom"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        let read =
+            hn_imaging::dicom::read_series(&files, &hn_imaging::ReadOptions::default()).unwrap();
+        let v = read.volume;
+        assert_eq!(v.dims, st.volume.dims);
+        for c in 0..3 {
+            assert!(
+                (v.spacing[c] - st.volume.spacing[c]).abs() < 1e-4,
+                "{:?}",
+                v.spacing
+            );
+            assert!(
+                (v.origin[c] - st.volume.origin[c]).abs() < 1e-3,
+                "{:?}",
+                v.origin
+            );
+        }
+        let max = v
+            .data
+            .iter()
+            .zip(&st.volume.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(max <= 0.5 + 1e-3, "{}: max |DICOM - volume| = {max}", st.id);
+        // NIfTI volume and mask round trip through the project's NIfTI reader.
+        let nv = hn_imaging::nifti::read_volume(
+            &sdir.join("ct.nii.gz"),
+            &hn_imaging::NiftiReadOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(nv.dims, st.volume.dims);
+        assert!(
+            nv.data
+                .iter()
+                .zip(&st.volume.data)
+                .all(|(a, b)| (a - b).abs() < 1e-3)
+        );
+        let nm = hn_imaging::nifti::read_volume(
+            &sdir.join("mask.nii.gz"),
+            &hn_imaging::NiftiReadOptions::default(),
+        )
+        .unwrap();
+        assert!(
+            nm.data
+                .iter()
+                .zip(&st.mask)
+                .all(|(a, b)| *a == f32::from(*b))
+        );
+    }
+}
+
+#[test]
+fn nifti_files_read_in_nibabel() {
+    let cfg = SynthConfig {
+        size: 48,
+        n_slices: Some(8),
+        ..SynthConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_cohort_with_progress(&cfg, dir.path(), 1, 2, OutputFormat::Nifti, false).unwrap();
+    let sdir = dir.path().join("studies").join("SYNTH-000000");
+    let script = r#"
+import sys, nibabel as nib, numpy as np
+a = nib.load(sys.argv[1]); m = nib.load(sys.argv[2])
+print(*a.shape, *m.shape, int(np.asarray(m.dataobj).max()) <= 5)
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(sdir.join("ct.nii.gz"))
+        .arg(sdir.join("mask.nii.gz"))
+        .output()
+        .unwrap_or_else(|_| tool_missing("python3"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("No module named") {
+        tool_missing("nibabel/numpy");
+    }
+    assert!(out.status.success(), "nibabel failed: {stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "48 48 8 48 48 8 True"
     );
 }

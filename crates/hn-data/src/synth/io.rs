@@ -145,11 +145,20 @@ pub fn write_study_images(
     Ok(())
 }
 
-fn write_nifti(_study: &SyntheticStudy, dir: &Path) -> Result<(), SynthError> {
-    Err(SynthError::Write {
-        path: dir.to_path_buf(),
-        msg: "NIfTI output needs hn_imaging::nifti (not merged yet); use --format dicom".into(),
-    })
+fn write_nifti(study: &SyntheticStudy, dir: &Path) -> Result<(), SynthError> {
+    let wr = |path: PathBuf, e: hn_imaging::ImagingError| SynthError::Write {
+        path,
+        msg: e.to_string(),
+    };
+    let ct = dir.join("ct.nii.gz");
+    hn_imaging::nifti::write_volume(&ct, &study.volume).map_err(|e| wr(ct.clone(), e))?;
+    let mvol = study
+        .volume
+        .with_data(study.mask.iter().map(|m| f32::from(*m)).collect())
+        .map_err(|e| SynthError::Internal(e.to_string()))?;
+    let mp = dir.join("mask.nii.gz");
+    hn_imaging::nifti::write_mask(&mp, &mvol).map_err(|e| wr(mp.clone(), e))?;
+    Ok(())
 }
 
 struct Rows {
