@@ -208,21 +208,9 @@ pub fn sample_case(cfg: &SynthConfig, seed: u64, index: usize) -> Case {
                     add(2);
                 }
             }
-            1 => {
-                if rng.random::<f64>() < 0.2 {
-                    add(2);
-                }
-            }
-            0 => {
-                if rng.random::<f64>() < 0.12 {
-                    add(1);
-                }
-            }
-            2 => {
-                if rng.random::<f64>() < 0.2 {
-                    add(4);
-                }
-            }
+            1 if rng.random::<f64>() < 0.2 => add(2),
+            0 if rng.random::<f64>() < 0.12 => add(1),
+            2 if rng.random::<f64>() < 0.2 => add(4),
             _ => {}
         }
         for t in 0..5 {

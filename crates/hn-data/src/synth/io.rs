@@ -328,7 +328,7 @@ fn write_tables(out: &Path, rows: &[Rows]) -> Result<(), SynthError> {
         let o = r.study.outcomes;
         w.write_record([
             r.study.id.clone(),
-            opt(o.mortality_30d.map(|b| b01(b))),
+            opt(o.mortality_30d.map(b01)),
             opt(o.mrs_90d),
         ])
         .map_err(csv_err(&p))?;

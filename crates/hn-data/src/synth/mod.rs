@@ -139,8 +139,11 @@ pub fn try_generate_study(
     // (or between sub-samples) gets the voxel at its anchor point, with blood density.
     for t in 0..5 {
         let present = case.facts.volume_ml[t] > 0.0;
-        if present && !mask.iter().any(|m| *m as usize == t + 1) {
-            if let Some(a) = case.anchors[t] {
+        if present
+            && !mask.iter().any(|m| *m as usize == t + 1)
+            && let Some(a) = case.anchors[t]
+        {
+            {
                 let w = render::world_from_head(&case.pose, a);
                 let mut ijk = [0usize; 3];
                 for c in 0..3 {

@@ -380,7 +380,7 @@ impl Phantom {
         // Supratentorial.
         // Interhemispheric fissure and falx (not through the deep structures).
         let fiss_w = 1.0 + 2.0 * a.atrophy;
-        if x.abs() * s < fiss_w && (z > 22.0 || y < -32.0 || y > 38.0) {
+        if x.abs() * s < fiss_w && (z > 22.0 || !(-32.0..=38.0).contains(&y)) {
             return if x.abs() * s < 0.5 {
                 (Tissue::Falx, 60.0)
             } else {
