@@ -285,7 +285,7 @@ impl Phantom {
     pub fn infratentorial(&self, p: [f64; 3]) -> bool {
         let s = self.anatomy.scale;
         let (x, y, z) = (p[0] / s, p[1] / s, p[2] / s);
-        y > 8.0 && z < tentorium_z(x, y)
+        y > pf_front(x) && z < tentorium_z(x, y)
     }
 
     /// Base anatomy at p (brain points use the warped coordinates q).
@@ -345,7 +345,7 @@ impl Phantom {
             }
         }
 
-        if y > 8.0 && z < tentorium_z(x, y) {
+        if y > pf_front(x) && z < tentorium_z(x, y) {
             // Posterior fossa.
             if (z - tentorium_z(x, y)).abs() < 0.8 && y > 14.0 {
                 return (Tissue::Falx, 55.0);
@@ -374,7 +374,7 @@ impl Phantom {
             if f64::from(f).abs() < 0.03 + 0.07 * a.atrophy && depth < 12.0 {
                 return (Tissue::Sulcus, a.csf_hu);
             }
-            return (Tissue::Gm, a.gm_hu + 1.0);
+            return (Tissue::Gm, a.gm_hu - 2.0);
         }
 
         // Supratentorial.
@@ -633,10 +633,16 @@ impl Phantom {
     }
 }
 
+/// Anterior boundary of the posterior fossa (petrous ridges run antero-medially).
+#[inline]
+fn pf_front(x: f64) -> f64 {
+    2.0 + 0.75 * x.abs()
+}
+
 /// Height of the tentorium (unscaled head frame): slopes down posteriorly and laterally.
 #[inline]
 fn tentorium_z(x: f64, y: f64) -> f64 {
-    -4.0 - 0.30 * (y - 12.0).max(0.0) - 0.10 * x.abs()
+    -4.0 - 0.30 * (y - 12.0).max(0.0) - 0.15 * x.abs()
 }
 
 trait ClampBox {
