@@ -705,10 +705,10 @@ pub fn measure(ph: &Phantom) -> ([f64; 5], f64, [Option<[f64; 3]>; 5]) {
 /// Knots were tuned (see docs/SYNTH.md) so that the ICH-score strata reproduce Hemphill 2001.
 pub const SEVERITY_KNOTS: [(f64, f64); 6] = [
     (0.0, -5.6),
-    (1.0, -1.8),
-    (2.0, -1.75),
-    (3.0, -0.2),
-    (4.0, 3.2),
+    (1.0, -1.7),
+    (2.0, -1.8),
+    (3.0, -1.0),
+    (4.0, 4.3),
     (5.0, 7.0),
 ];
 
