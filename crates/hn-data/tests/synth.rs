@@ -580,3 +580,61 @@ print(*a.shape, *m.shape, int(np.asarray(m.dataobj).max()) <= 5)
         "48 48 8 48 48 8 True"
     );
 }
+
+fn auc(scores: &[f64], labels: &[bool]) -> f64 {
+    // Mann–Whitney with ties counted half.
+    let pos: Vec<f64> = scores
+        .iter()
+        .zip(labels)
+        .filter(|x| *x.1)
+        .map(|x| *x.0)
+        .collect();
+    let neg: Vec<f64> = scores
+        .iter()
+        .zip(labels)
+        .filter(|x| !*x.1)
+        .map(|x| *x.0)
+        .collect();
+    let mut s = 0.0;
+    for p in &pos {
+        for n in &neg {
+            s += if p > n {
+                1.0
+            } else if p == n {
+                0.5
+            } else {
+                0.0
+            };
+        }
+    }
+    s / (pos.len() * neg.len()) as f64
+}
+
+#[test]
+fn oracle_leaves_room_above_the_ich_score() {
+    let cfg = SynthConfig {
+        prevalence_bleed: 1.0,
+        ..SynthConfig::default()
+    };
+    let mut oracle = Vec::new();
+    let mut ich = Vec::new();
+    let mut died = Vec::new();
+    for i in 0..1200 {
+        let c = synth::sample_case(&cfg, 31, i);
+        if let Some(d) = c.outcomes.mortality_30d {
+            oracle.push(c.oracle.p_mortality_30d);
+            ich.push(f64::from(c.ich_score));
+            died.push(d);
+        }
+    }
+    let a_oracle = auc(&oracle, &died);
+    let a_ich = auc(&ich, &died);
+    assert!(
+        a_ich > 0.75,
+        "ICH score AUC {a_ich:.3} should be informative"
+    );
+    assert!(
+        a_oracle > a_ich + 0.02,
+        "oracle AUC {a_oracle:.3} vs ICH score {a_ich:.3}: no room for a learned model"
+    );
+}
