@@ -45,11 +45,11 @@ pub struct CtSeriesMeta {
 /// Errors from [`write_ct_series`].
 #[derive(Debug, thiserror::Error)]
 pub enum DicomWriteError {
-    #[error("{}: {source}", path.display())]
+    /// The cause is part of the message (not a `source()`), so error chains print it once.
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{}: {msg}", path.display())]
     Encode { path: PathBuf, msg: String },
@@ -111,7 +111,7 @@ pub fn write_ct_series(
     }
     std::fs::create_dir_all(dir).map_err(|e| DicomWriteError::Io {
         path: dir.to_path_buf(),
-        source: e,
+        cause: e,
     })?;
     let [nx, ny, nz] = vol.dims;
     let d = vol.direction;

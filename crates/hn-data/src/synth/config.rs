@@ -77,7 +77,7 @@ impl SynthConfig {
     pub fn from_toml_file(path: &Path) -> Result<Self, SynthError> {
         let text = std::fs::read_to_string(path).map_err(|e| SynthError::Io {
             path: path.to_path_buf(),
-            source: e,
+            cause: e,
         })?;
         let cfg: SynthConfig = toml::from_str(&text).map_err(|e| SynthError::Config {
             path: Some(path.to_path_buf()),

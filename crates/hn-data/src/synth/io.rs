@@ -83,7 +83,7 @@ pub struct Cohort {
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SynthError + '_ {
     move |e| SynthError::Io {
         path: path.to_path_buf(),
-        source: e,
+        cause: e,
     }
 }
 

@@ -50,11 +50,11 @@ pub const GENERATOR_VERSION: &str = "hn-synth 1.0";
 pub enum SynthError {
     #[error("invalid synthetic config{}: {msg}", path.as_ref().map(|p| format!(" {}", p.display())).unwrap_or_default())]
     Config { path: Option<PathBuf>, msg: String },
-    #[error("{}: {source}", path.display())]
+    /// The cause is part of the message (not a `source()`), so error chains print it once.
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{}: {msg}", path.display())]
     Format { path: PathBuf, msg: String },
@@ -143,24 +143,31 @@ pub fn try_generate_study(
             && !mask.iter().any(|m| *m as usize == t + 1)
             && let Some(a) = case.anchors[t]
         {
-            {
-                let w = render::world_from_head(&case.pose, a);
-                let mut ijk = [0usize; 3];
-                for c in 0..3 {
-                    let f = ((w[c] - volume.origin[c]) / volume.spacing[c]).round();
-                    ijk[c] = f.clamp(0.0, (volume.dims[c] - 1) as f64) as usize;
-                }
-                let idx = volume.index(ijk[0], ijk[1], ijk[2]);
-                mask[idx] = t as u8 + 1;
-                let hu = case
-                    .phantom
-                    .lesions
-                    .iter()
-                    .find(|l| l.subtype_index == t)
-                    .map(|l| l.hu)
-                    .unwrap_or(60.0);
-                volume.data[idx] = 0.5 * volume.data[idx] + 0.5 * hu as f32;
+            let w = render::world_from_head(&case.pose, a);
+            let mut ijk = [0usize; 3];
+            let mut clamped = false;
+            for c in 0..3 {
+                let f = ((w[c] - volume.origin[c]) / volume.spacing[c]).round();
+                let max = (volume.dims[c] - 1) as f64;
+                clamped |= f < 0.0 || f > max;
+                ijk[c] = f.clamp(0.0, max) as usize;
             }
+            if clamped {
+                volume.provenance.warnings.push(format!(
+                    "{:?} lesion lies outside the scanned range; its label is kept on the edge voxel",
+                    crate::SUBTYPES[t]
+                ));
+            }
+            let idx = volume.index(ijk[0], ijk[1], ijk[2]);
+            mask[idx] = t as u8 + 1;
+            let hu = case
+                .phantom
+                .lesions
+                .iter()
+                .find(|l| l.subtype_index == t)
+                .map(|l| l.hu)
+                .unwrap_or(60.0);
+            volume.data[idx] = 0.5 * volume.data[idx] + 0.5 * hu as f32;
         }
     }
     let id = study_id(index);

@@ -88,7 +88,7 @@ pub fn write_montage(
     }
     let f = std::fs::File::create(path).map_err(|e| SynthError::Io {
         path: path.to_path_buf(),
-        source: e,
+        cause: e,
     })?;
     let mut enc = png::Encoder::new(std::io::BufWriter::new(f), tw as u32, th as u32);
     enc.set_color(png::ColorType::Grayscale);
