@@ -297,9 +297,10 @@ fn epidural_never_crosses_a_suture() {
 
 #[test]
 fn ich_score_strata_reproduce_hemphill_within_12_points() {
-    let rows = synth::calibration_check(&SynthConfig::default(), 2026, 1500);
+    let report = synth::calibration_check(&SynthConfig::default(), 2026, 1500);
+    let rows = &report.rows;
     let mut total = 0;
-    for r in &rows {
+    for r in rows {
         total += r.n;
         if r.n >= 10 {
             let diff = (r.observed - r.target).abs() * 100.0;
@@ -629,6 +630,9 @@ fn oracle_leaves_room_above_the_ich_score() {
     }
     let a_oracle = auc(&oracle, &died);
     let a_ich = auc(&ich, &died);
+    // The library's rank-based AUC agrees with the pairwise definition.
+    assert!((synth::auc(&oracle, &died) - a_oracle).abs() < 1e-9);
+    assert!((synth::auc(&ich, &died) - a_ich).abs() < 1e-9);
     assert!(
         a_ich > 0.75,
         "ICH score AUC {a_ich:.3} should be informative"

@@ -60,14 +60,15 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.calibration_check {
         did = true;
         let t0 = std::time::Instant::now();
-        let rows = synth::calibration_check(&cfg, seed, n);
+        let report = synth::calibration_check(&cfg, seed, n);
+        let rows = &report.rows;
         println!("ICH-score calibration: {n} bleeding patients, seed {seed}");
         println!(
             "| ICH score | n | deaths | observed 30-d mortality | mean oracle | Hemphill 2001 | diff (points) |"
         );
         println!("|---|---|---|---|---|---|---|");
         let mut ok = true;
-        for r in &rows {
+        for r in rows {
             let diff = (r.observed - r.target) * 100.0;
             if r.n > 0 && diff.abs() > args.tolerance {
                 ok = false;
@@ -83,6 +84,10 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
                 diff
             );
         }
+        println!(
+            "AUC for 30-day death: oracle {:.3}, ICH score {:.3}",
+            report.auc_oracle, report.auc_ich_score
+        );
         println!(
             "within ±{} points: {}  ({:.1} s)",
             args.tolerance,

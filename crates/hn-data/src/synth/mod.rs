@@ -232,9 +232,52 @@ pub struct CalibrationRow {
 /// Hemphill 2001 30-day mortality by ICH score 0..=5.
 pub const HEMPHILL_MORTALITY: [f64; 6] = [0.0, 0.13, 0.26, 0.72, 0.97, 1.0];
 
+/// Result of [`calibration_check`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CalibrationReport {
+    /// One row per ICH score 0..=5 (scores ≥ 5 pooled into 5).
+    pub rows: Vec<CalibrationRow>,
+    /// AUC of 30-day death for the oracle probability and for the ICH score: the gap is the
+    /// room a model using continuous image and clinical information has above the score.
+    pub auc_oracle: f64,
+    pub auc_ich_score: f64,
+}
+
+/// Area under the ROC curve (Mann–Whitney, ties count half).
+pub fn auc(scores: &[f64], labels: &[bool]) -> f64 {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|a, b| scores[*a].total_cmp(&scores[*b]));
+    // Average ranks over ties.
+    let mut ranks = vec![0.0; scores.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && scores[idx[j + 1]] == scores[idx[i]] {
+            j += 1;
+        }
+        let r = (i + j) as f64 / 2.0 + 1.0;
+        for k in i..=j {
+            ranks[idx[k]] = r;
+        }
+        i = j + 1;
+    }
+    let npos = labels.iter().filter(|l| **l).count() as f64;
+    let nneg = labels.len() as f64 - npos;
+    if npos == 0.0 || nneg == 0.0 {
+        return f64::NAN;
+    }
+    let rsum: f64 = ranks
+        .iter()
+        .zip(labels)
+        .filter(|x| *x.1)
+        .map(|x| *x.0)
+        .sum();
+    (rsum - npos * (npos + 1.0) / 2.0) / (npos * nneg)
+}
+
 /// ICH-score calibration over the first `n` *bleeding* patients of cohort `seed` (no pixels
-/// rendered). Returns one row per score 0..=5 (scores ≥ 5 pooled into 5).
-pub fn calibration_check(cfg: &SynthConfig, seed: u64, n: usize) -> Vec<CalibrationRow> {
+/// rendered): observed 30-day mortality per ICH score against Hemphill 2001.
+pub fn calibration_check(cfg: &SynthConfig, seed: u64, n: usize) -> CalibrationReport {
     use rayon::prelude::*;
     let mut cfg = cfg.clone();
     cfg.prevalence_bleed = 1.0;
@@ -249,7 +292,14 @@ pub fn calibration_check(cfg: &SynthConfig, seed: u64, n: usize) -> Vec<Calibrat
             )
         })
         .collect();
-    (0..=5u8)
+    let known: Vec<_> = cases.iter().filter(|c| c.1.is_some()).collect();
+    let died: Vec<bool> = known.iter().map(|c| c.1 == Some(true)).collect();
+    let auc_oracle = auc(&known.iter().map(|c| c.2).collect::<Vec<_>>(), &died);
+    let auc_ich_score = auc(
+        &known.iter().map(|c| f64::from(c.0)).collect::<Vec<_>>(),
+        &died,
+    );
+    let rows = (0..=5u8)
         .map(|s| {
             let rows: Vec<_> = cases.iter().filter(|c| c.0 == s).collect();
             let known: Vec<_> = rows.iter().filter_map(|c| c.1).collect();
@@ -271,5 +321,10 @@ pub fn calibration_check(cfg: &SynthConfig, seed: u64, n: usize) -> Vec<Calibrat
                 target: HEMPHILL_MORTALITY[s as usize],
             }
         })
-        .collect()
+        .collect();
+    CalibrationReport {
+        rows,
+        auc_oracle,
+        auc_ich_score,
+    }
 }
