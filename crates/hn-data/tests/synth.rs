@@ -642,3 +642,42 @@ fn oracle_leaves_room_above_the_ich_score() {
         "oracle AUC {a_oracle:.3} vs ICH score {a_ich:.3}: no room for a learned model"
     );
 }
+
+#[test]
+fn missing_slice_is_left_out_of_the_dicom_series_only() {
+    let cfg = SynthConfig {
+        size: 32,
+        n_slices: Some(8),
+        p_missing_slice: 1.0,
+        ..SynthConfig::default()
+    };
+    let st = generate_study(&cfg, 3, 0);
+    let k = st.geometry.missing_slice.expect("p_missing_slice = 1");
+    assert_eq!(st.volume.dims[2], 8, "the volume keeps every slice");
+    let dir = tempfile::tempdir().unwrap();
+    write_cohort_with_progress(&cfg, dir.path(), 1, 3, OutputFormat::Dicom, false).unwrap();
+    let d = dir.path().join("studies").join(&st.id).join("dicom");
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 7);
+    assert!(!d.join(format!("IM{:04}.dcm", k + 1)).exists());
+}
+
+#[test]
+fn montage_is_a_png_of_six_tiles_with_masks() {
+    let cfg = SynthConfig {
+        size: 48,
+        n_slices: Some(12),
+        ..SynthConfig::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m.png");
+    synth::montage::write_montage(&cfg, 7, &p, true).unwrap();
+    let b = std::fs::read(&p).unwrap();
+    assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n");
+    let w = u32::from_be_bytes(b[16..20].try_into().unwrap());
+    let h = u32::from_be_bytes(b[20..24].try_into().unwrap());
+    assert_eq!((w, h), (3 * 48, 4 * 48));
+    let e = synth::montage::write_montage(&cfg, 7, &dir.path().join("no/such/dir/m.png"), true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no/such/dir"), "{e}");
+}
