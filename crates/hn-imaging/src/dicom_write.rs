@@ -231,3 +231,64 @@ pub fn write_ct_series(
     }
     Ok(paths)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Modality;
+
+    fn meta() -> CtSeriesMeta {
+        CtSeriesMeta {
+            patient_id: "SYNTH-000001".into(),
+            patient_name: "SYNTHETIC^PATIENT".into(),
+            study_instance_uid: uid_from_hash(11),
+            series_instance_uid: uid_from_hash(12),
+            frame_of_reference_uid: uid_from_hash(13),
+            sop_uid_prefix: uid_from_hash(14),
+            study_description: String::new(),
+            series_description: String::new(),
+            image_comments: "SYNTHETIC".into(),
+            study_date: "20260101".into(),
+            study_time: "120000".into(),
+            manufacturer: "test".into(),
+            window_center: 40.0,
+            window_width: 80.0,
+            series_number: 1,
+            skip_slices: vec![],
+        }
+    }
+
+    #[test]
+    fn ds_fits_sixteen_characters() {
+        for x in [0.0, -111.489_843_75, 123_456.789_012, -1.0e9, 0.488_281_25] {
+            let s = ds(x);
+            assert!(s.len() <= 16, "{s}");
+            assert!(
+                (s.parse::<f64>().unwrap() - x).abs() <= 1e-6 * x.abs().max(1.0),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_bad_uids_and_writes_one_file_per_slice() {
+        let vol = Volume::new(
+            vec![0.0; 4 * 4 * 3],
+            [4, 4, 3],
+            [0.5, 0.5, 5.0],
+            Modality::Ct,
+        )
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!("hn-dicom-write-{}", std::process::id()));
+        let mut m = meta();
+        m.series_instance_uid = "1.2.abc".into();
+        let e = write_ct_series(&dir, &vol, &m).unwrap_err().to_string();
+        assert!(e.contains("series_instance_uid"), "{e}");
+        let mut m = meta();
+        m.skip_slices = vec![1];
+        let paths = write_ct_series(&dir, &vol, &m).unwrap();
+        assert_eq!(paths.len(), 2);
+        assert!(paths[1].ends_with("IM0003.dcm"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
