@@ -46,6 +46,13 @@ fn same_seed_same_bytes_whatever_the_thread_count() {
     assert_eq!(a.clinical, b.clinical);
     assert_eq!(a.outcomes, b.outcomes);
     assert_eq!(a.oracle, b.oracle);
+    let batch = pool(2).install(|| synth::generate_studies(&cfg, 11, 2..5).unwrap());
+    assert_eq!(batch.len(), 3);
+    assert_eq!(
+        bytes(&batch[1]),
+        bytes(&a),
+        "batch API must match generate_study"
+    );
     let c = generate_study(&cfg, 12, 3);
     assert_ne!(
         bytes(&a),

@@ -124,6 +124,22 @@ pub fn generate_study(cfg: &SynthConfig, cohort_seed: u64, index: usize) -> Synt
     try_generate_study(cfg, cohort_seed, index).expect("valid synthetic config")
 }
 
+/// Generate studies `indices` of cohort `cohort_seed` in parallel (rayon), in index order.
+/// The in-memory path for training: no files are written. Same bytes as [`generate_study`].
+pub fn generate_studies(
+    cfg: &SynthConfig,
+    cohort_seed: u64,
+    indices: std::ops::Range<usize>,
+) -> Result<Vec<SyntheticStudy>, SynthError> {
+    use rayon::prelude::*;
+    cfg.validate()
+        .map_err(|msg| SynthError::Config { path: None, msg })?;
+    indices
+        .into_par_iter()
+        .map(|i| try_generate_study(cfg, cohort_seed, i))
+        .collect()
+}
+
 /// Fallible variant of [`generate_study`].
 pub fn try_generate_study(
     cfg: &SynthConfig,
