@@ -283,7 +283,7 @@ pub fn sample_case(cfg: &SynthConfig, seed: u64, index: usize) -> Case {
                         IphSite::Lobar,
                         IphSite::Cerebellum,
                         IphSite::Brainstem,
-                    ][pick(&mut rng, &[0.42, 0.18, 0.25, 0.10, 0.05])];
+                    ][pick(&mut rng, &[0.38, 0.17, 0.25, 0.13, 0.07])];
                     iph_site = Some(site);
                     let small = rng.random::<f64>() < cfg.p_small_bleed;
                     let mut vol: f64 = if small {
