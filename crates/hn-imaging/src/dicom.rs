@@ -17,7 +17,6 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
@@ -240,18 +239,113 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Fail fast when a top-level element declares more bytes than the file has left.
+///
+/// Hand-written on purpose: dicom-rs allocates and zero-fills an element's declared length
+/// before reading it, so one corrupt length field (up to 4 GB) costs seconds and gigabytes
+/// before the truncation error comes. This walk reads only element headers: the file meta
+/// group (always explicit VR little endian), then the data set in the transfer syntax the meta
+/// names. It stops, leaving the verdict to dicom-rs, at anything it cannot judge cheaply
+/// (undefined lengths, deflated data sets, unknown VRs).
+fn check_lengths(path: &Path, b: &[u8], magic_at: usize) -> Result<(), ImagingError> {
+    const LONG_VRS: [&[u8; 2]; 13] = [
+        b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"OD", b"OL", b"OV", b"UC", b"UR", b"SV", b"UV",
+    ];
+    let len = b.len();
+    let mut pos = magic_at + 4;
+    let mut ts: Option<String> = None;
+    let mut in_meta = true;
+    let (mut explicit, mut big) = (true, false);
+    while pos + 8 <= len {
+        let rd16 = |o: usize| {
+            let a = [b[o], b[o + 1]];
+            if big {
+                u16::from_be_bytes(a)
+            } else {
+                u16::from_le_bytes(a)
+            }
+        };
+        let rd32 = |o: usize| {
+            let a = [b[o], b[o + 1], b[o + 2], b[o + 3]];
+            if big {
+                u32::from_be_bytes(a)
+            } else {
+                u32::from_le_bytes(a)
+            }
+        };
+        let group = rd16(pos);
+        if in_meta && group != 0x0002 {
+            // Leaving the meta group: switch to the data set's encoding.
+            in_meta = false;
+            match ts.as_deref() {
+                Some("1.2.840.10008.1.2") => explicit = false,
+                Some("1.2.840.10008.1.2.2") => big = true,
+                Some("1.2.840.10008.1.2.1.99") | None => return Ok(()),
+                Some(_) => {}
+            }
+            continue;
+        }
+        let elem = rd16(pos + 2);
+        let (hdr, length) = if explicit {
+            let vr = [b[pos + 4], b[pos + 5]];
+            if !vr.iter().all(|c| c.is_ascii_uppercase()) {
+                return Ok(());
+            }
+            if LONG_VRS.iter().any(|v| **v == vr) {
+                if pos + 12 > len {
+                    break;
+                }
+                (12, rd32(pos + 8))
+            } else {
+                (8, rd16(pos + 6) as u32)
+            }
+        } else {
+            (8, rd32(pos + 4))
+        };
+        if length == u32::MAX {
+            return Ok(());
+        }
+        let end = pos as u64 + hdr as u64 + length as u64;
+        if end > len as u64 {
+            return Err(ImagingError::Truncated {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "element ({group:04X},{elem:04X}) at byte {pos} declares {length} bytes, the file has {} left",
+                    len - (pos + hdr).min(len)
+                ),
+            });
+        }
+        if in_meta && elem == 0x0010 {
+            let v = &b[pos + hdr..end as usize];
+            ts = Some(
+                String::from_utf8_lossy(v)
+                    .trim_end_matches(['\0', ' '])
+                    .to_string(),
+            );
+        }
+        pos = end as usize;
+    }
+    Ok(())
+}
+
 /// Open a DICOM file: standard Part-10 first (with or without the 128-byte preamble), then as
 /// a bare data set (implicit, then explicit VR little endian) for files without file meta.
 pub(crate) fn open_dicom(path: &Path) -> Result<Obj, ImagingError> {
-    let mut f = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
-    let mut head = [0u8; 132];
-    let n = read_up_to(&mut f, &mut head).map_err(|e| io_err(path, e))?;
-    drop(f);
-    let has_magic = (n >= 132 && &head[128..132] == b"DICM") || (n >= 4 && &head[0..4] == b"DICM");
-    if has_magic {
+    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    let head = &bytes[..bytes.len().min(132)];
+    let n = head.len();
+    let magic_at = if n >= 132 && &head[128..132] == b"DICM" {
+        Some(128)
+    } else if n >= 4 && &head[0..4] == b"DICM" {
+        Some(0)
+    } else {
+        None
+    };
+    if let Some(off) = magic_at {
+        check_lengths(path, &bytes, off)?;
         return OpenFileOptions::new()
-            .read_preamble(ReadPreamble::Auto)
-            .open_file(path)
+            .read_preamble(ReadPreamble::Never)
+            .from_reader(&bytes[off..])
             .map_err(|e| {
                 let msg = error_chain(&e);
                 if looks_truncated(&msg) {
@@ -275,7 +369,6 @@ pub(crate) fn open_dicom(path: &Path) -> Result<Obj, ImagingError> {
             reason: "no DICM magic and no data set at the start of the file".into(),
         });
     }
-    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
     let explicit = head[4].is_ascii_uppercase() && head[5].is_ascii_uppercase();
     let (ts, uid) = if explicit {
         (
@@ -313,18 +406,6 @@ pub(crate) fn open_dicom(path: &Path) -> Result<Obj, ImagingError> {
         path: path.to_path_buf(),
         reason: format!("bare data set: {e}"),
     })
-}
-
-fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        let k = f.read(&mut buf[n..])?;
-        if k == 0 {
-            break;
-        }
-        n += k;
-    }
-    Ok(n)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -452,7 +533,11 @@ fn read_header(path: &Path, obj: Obj) -> Result<Header, ImagingError> {
             reason: format!("BitsAllocated {bits_allocated} (only 8, 16, 32 are supported)"),
         });
     }
-    if bits_stored == 0 || bits_stored > bits_allocated || high_bit >= bits_allocated {
+    if bits_stored == 0
+        || bits_stored > bits_allocated
+        || high_bit >= bits_allocated
+        || high_bit + 1 < bits_stored
+    {
         return Err(bad_attr(
             path,
             "BitsStored/HighBit",
@@ -476,6 +561,19 @@ fn read_header(path: &Path, obj: Obj) -> Result<Header, ImagingError> {
             }
         }
     };
+    // Refuse absurd sizes before allocating for them (a corrupt NumberOfFrames must not abort
+    // the process with an allocation failure).
+    let samples_total =
+        (rows as u128) * (cols as u128) * (frames as u128) * (samples.max(1) as u128);
+    if samples_total > (1u128 << 31) || samples == 0 || samples > 4 {
+        return Err(bad_attr(
+            path,
+            "Rows/Columns/NumberOfFrames/SamplesPerPixel",
+            format!(
+                "{cols}x{rows}, {frames} frame(s), {samples} sample(s): implausible image size"
+            ),
+        ));
+    }
     let pix = PixelInfo {
         rows,
         cols,
