@@ -213,7 +213,7 @@ fn first_item(obj: &InMemDicomObject, tag: Tag) -> Option<&InMemDicomObject> {
 fn io_err(path: &Path, source: std::io::Error) -> ImagingError {
     ImagingError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     }
 }
 
@@ -1781,7 +1781,7 @@ fn build_volume(series: Series, opts: &ReadOptions, root: &Path) -> Result<Volum
     )
     .map_err(|source| ImagingError::Volume {
         path: root.to_path_buf(),
-        source,
+        error: source,
     })?;
     vol.origin = origin;
     vol.direction = [[u[0], v[0], n[0]], [u[1], v[1], n[1]], [u[2], v[2], n[2]]];

@@ -63,7 +63,7 @@ fn is_gz(path: &Path) -> bool {
 fn read_bytes(path: &Path) -> Result<Vec<u8>, ImagingError> {
     let raw = std::fs::read(path).map_err(|source| ImagingError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     })?;
     if is_gz(path) || raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::with_capacity(raw.len() * 4);
@@ -375,7 +375,7 @@ pub fn read_volume(path: &Path, opts: &NiftiReadOptions) -> Result<Volume, Imagi
     let mut vol = Volume::new(data, [nx, ny, nz], spacing, modality).map_err(|source| {
         ImagingError::Volume {
             path: path.to_path_buf(),
-            source,
+            error: source,
         }
     })?;
     vol.origin = [lps[0][3], lps[1][3], lps[2][3]];
