@@ -424,6 +424,8 @@ struct PixelInfo {
     signed: bool,
     photometric: String,
     padding: Option<i64>,
+    /// PixelPaddingRangeLimit: padding is the range between it and `padding`.
+    padding_limit: Option<i64>,
 }
 
 /// Per frame: (ImagePositionPatient, ImageOrientationPatient).
@@ -546,21 +548,18 @@ fn read_header(path: &Path, obj: Obj) -> Result<Header, ImagingError> {
             ),
         ));
     }
-    let padding = match ds.get(tags::PIXEL_PADDING_VALUE) {
+    // US or SS depending on PixelRepresentation: keep the raw 16-bit pattern and interpret it
+    // like a stored pixel later.
+    let raw_pad = |tag: Tag| match ds.get(tag) {
         None => None,
-        Some(e) => {
-            // US or SS depending on PixelRepresentation: keep the raw 16-bit pattern and
-            // interpret it like a stored pixel later.
-            if e.vr() == VR::SS {
-                e.value().to_int::<i32>().ok().map(|v| v as i64)
-            } else {
-                nums(ds, tags::PIXEL_PADDING_VALUE)
-                    .ok()
-                    .flatten()
-                    .and_then(|v| v.first().map(|x| *x as i64))
-            }
-        }
+        Some(e) if e.vr() == VR::SS => e.value().to_int::<i32>().ok().map(|v| v as i64),
+        Some(_) => nums(ds, tag)
+            .ok()
+            .flatten()
+            .and_then(|v| v.first().map(|x| *x as i64)),
     };
+    let padding = raw_pad(tags::PIXEL_PADDING_VALUE);
+    let padding_limit = padding.and(raw_pad(tags::PIXEL_PADDING_RANGE_LIMIT));
     // Refuse absurd sizes before allocating for them (a corrupt NumberOfFrames must not abort
     // the process with an allocation failure).
     let samples_total =
@@ -585,6 +584,7 @@ fn read_header(path: &Path, obj: Obj) -> Result<Header, ImagingError> {
         signed,
         photometric,
         padding,
+        padding_limit,
     };
 
     // Geometry: classic attributes, or functional groups of enhanced multi-frame objects.
@@ -1003,12 +1003,16 @@ fn convert_u16_fast(src: &[u16], p: &PixelInfo, m: &ValueMap, out: &mut [f32]) {
     let up = 32 - p.bits_stored;
     let dec_s = |r: u16| -> i32 { ((((r as u32) >> shift) << up) as i32) >> up };
     let dec_u = |r: u16| -> i32 { ((((r as u32) >> shift) << up) >> up) as i32 };
-    let pad: Option<i32> = p.padding.map(|pv| {
+    let dec_pad = |pv: i64| {
         if p.signed {
             dec_s(pv as u16)
         } else {
             dec_u(pv as u16)
         }
+    };
+    let pad: Option<(i32, i32)> = p.padding.map(|pv| {
+        let (a, b) = (dec_pad(pv), dec_pad(p.padding_limit.unwrap_or(pv)));
+        (a.min(b), a.max(b))
     });
     let exact_f32 = m.slope.fract() == 0.0
         && m.intercept.fract() == 0.0
@@ -1025,11 +1029,11 @@ fn convert_u16_fast(src: &[u16], p: &PixelInfo, m: &ValueMap, out: &mut [f32]) {
                         *o = $map($dec(r));
                     }
                 }
-                Some(pv) => {
+                Some((lo, hi)) => {
                     for (o, &r) in out.iter_mut().zip(src) {
                         let v = $dec(r);
                         let y = $map(v);
-                        *o = if v == pv { f32::NAN } else { y };
+                        *o = if (v >= lo) & (v <= hi) { f32::NAN } else { y };
                     }
                 }
             }
@@ -1068,16 +1072,17 @@ fn convert_frame<F: Fn(usize) -> u32>(
             v as i64
         }
     };
+    let alloc_mask = if p.bits_allocated >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << p.bits_allocated) - 1
+    };
     let pad = p.padding.map(|pv| {
-        decode(
-            pv as u32
-                & if p.bits_allocated >= 32 {
-                    u32::MAX
-                } else {
-                    (1u32 << p.bits_allocated) - 1
-                },
-        )
+        let a = decode(pv as u32 & alloc_mask);
+        let b = decode(p.padding_limit.unwrap_or(pv) as u32 & alloc_mask);
+        (a.min(b), a.max(b))
     });
+    let is_pad = |v: i64| pad.is_some_and(|(lo, hi)| v >= lo && v <= hi);
     let (slope, intercept) = if rsna {
         (m.slope, -1000.0)
     } else {
@@ -1093,10 +1098,10 @@ fn convert_frame<F: Fn(usize) -> u32>(
                     *o = (decode(get(base + i)) as f64 * slope + intercept) as f32;
                 }
             }
-            Some(pv) => {
+            Some(_) => {
                 for (i, o) in out.iter_mut().enumerate() {
                     let v = decode(get(base + i));
-                    *o = if v == pv {
+                    *o = if is_pad(v) {
                         f32::NAN
                     } else {
                         (v as f64 * slope + intercept) as f32
@@ -1108,7 +1113,7 @@ fn convert_frame<F: Fn(usize) -> u32>(
     }
     for i in 0..n {
         let mut v = decode(get(base + i));
-        if pad == Some(v) {
+        if is_pad(v) {
             out[i] = f32::NAN;
             continue;
         }
@@ -1489,6 +1494,7 @@ fn build_volume(series: Series, opts: &ReadOptions, root: &Path) -> Result<Volum
             } else {
                 unpadded = PixelInfo {
                     padding: None,
+                    padding_limit: None,
                     ..h.pix.clone()
                 };
                 &unpadded
@@ -1769,7 +1775,7 @@ fn build_volume(series: Series, opts: &ReadOptions, root: &Path) -> Result<Volum
             *v = if nan { fill } else { *v };
         }
         notes.push(format!(
-            "PixelPaddingValue: {count} padding voxel(s) set to {fill} (lowest value)"
+            "PixelPaddingValue (and range limit, if any): {count} padding voxel(s) set to {fill} (lowest value)"
         ));
     }
     let origin = frames[0].ipp.unwrap_or([0.0; 3]);

@@ -341,3 +341,31 @@ fn single_slice_spacing_comes_from_slice_thickness() {
     assert_eq!(v.spacing[2], 2.0);
     assert_eq!(v.origin, [0.0, 0.0, 5.0]);
 }
+
+#[test]
+fn pixel_padding_value_and_range_limit() {
+    // Stored 0..=2 is padding (range), 3000 is real; CT fill is at most -1024 HU.
+    let mut o = slice(&[0, 1, 2, 3000], 2, 2, 0.0);
+    o.put(us(tags::PIXEL_PADDING_VALUE, 2));
+    o.put(us(tags::PIXEL_PADDING_RANGE_LIMIT, 0));
+    let v = read_object(file(o.clone()), p(), &ReadOptions::default()).unwrap();
+    assert_eq!(v.data, vec![-1024.0, -1024.0, -1024.0, 1976.0]);
+    assert!(
+        v.provenance
+            .notes
+            .iter()
+            .any(|n| n.contains("3 padding voxel"))
+    );
+    // Padding off: plain rescale, like pydicom.
+    let raw = ReadOptions {
+        apply_padding: false,
+        ..ReadOptions::default()
+    };
+    let v = read_object(file(o), p(), &raw).unwrap();
+    assert_eq!(v.data, vec![-1024.0, -1023.0, -1022.0, 1976.0]);
+    // Without a range limit only the single value is padding.
+    let mut o = slice(&[0, 1, 2, 3000], 2, 2, 0.0);
+    o.put(us(tags::PIXEL_PADDING_VALUE, 2));
+    let v = read_object(file(o), p(), &ReadOptions::default()).unwrap();
+    assert_eq!(v.data, vec![-1024.0, -1023.0, -1024.0, 1976.0]);
+}
