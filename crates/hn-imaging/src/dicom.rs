@@ -1768,11 +1768,10 @@ fn build_volume(series: Series, opts: &ReadOptions, root: &Path) -> Result<Volum
         } else {
             0.0
         };
-        let mut count = 0usize;
+        let count = data.iter().map(|v| v.is_nan() as u32).sum::<u32>();
         for v in data.iter_mut() {
-            let nan = v.is_nan();
-            count += nan as usize;
-            *v = if nan { fill } else { *v };
+            let x = *v;
+            *v = if x.is_nan() { fill } else { x };
         }
         notes.push(format!(
             "PixelPaddingValue (and range limit, if any): {count} padding voxel(s) set to {fill} (lowest value)"
