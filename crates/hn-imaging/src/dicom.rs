@@ -431,9 +431,6 @@ struct PixelInfo {
 /// Per frame: (ImagePositionPatient, ImageOrientationPatient).
 type FrameGeom = (Option<[f64; 3]>, Option<[f64; 6]>);
 
-/// One decoded file: its frames, notes, whether the RSNA fix and padding applied.
-type DecodedFile = (Vec<Frame>, Vec<String>, bool, bool);
-
 /// Everything we need from one file before decoding its pixels.
 struct Header {
     path: PathBuf,
@@ -1450,7 +1447,15 @@ struct Frame {
     instance: Option<i64>,
     file_index: usize,
     frame_index: usize,
-    data: Vec<f32>,
+}
+
+/// A file ready for conversion (see phase A in [`build_volume`]).
+struct Prepared<'a> {
+    stored: Stored<'a>,
+    maps: Vec<ValueMap>,
+    rsna: Vec<bool>,
+    pix: PixelInfo,
+    notes: Vec<String>,
 }
 
 fn build_volume(series: Series, opts: &ReadOptions, root: &Path) -> Result<Volume, ImagingError> {
@@ -1476,118 +1481,80 @@ fn build_volume(series: Series, opts: &ReadOptions, root: &Path) -> Result<Volum
     let mut warnings: Vec<String> = Vec::new();
     let npx = rows * cols;
 
-    // Decode every file (in parallel: decoding dominates) into frames.
+    // Phase A, in parallel over files (decompression dominates): stored samples (borrowed
+    // in place for native data), per-frame value maps, notes. Nothing is converted yet.
     use rayon::prelude::*;
-    let decoded: Vec<Result<DecodedFile, ImagingError>> = series
+    let prepared: Vec<Result<Prepared, ImagingError>> = series
         .headers
         .par_iter()
-        .enumerate()
-        .map(|(fi, h)| {
+        .map(|h| {
             let mut fnotes = Vec::new();
             let maps = value_maps(h, opts, &mut fnotes)?;
             let stored = stored_samples(h)?;
             // Without padding handling the padding value is rescaled like any other voxel
             // (pydicom's behaviour), so the converters never see it.
-            let unpadded;
-            let p = if opts.apply_padding || h.pix.padding.is_none() {
-                &h.pix
+            let pix = if opts.apply_padding {
+                h.pix.clone()
             } else {
-                unpadded = PixelInfo {
+                PixelInfo {
                     padding: None,
                     padding_limit: None,
                     ..h.pix.clone()
-                };
-                &unpadded
+                }
             };
-            let per_frame = npx * p.samples;
+            let per_frame = npx * pix.samples;
             let have = match &stored {
-                Stored::Bytes(b) => b.len() / (p.bits_allocated as usize / 8),
+                Stored::Bytes(b) => b.len() / (pix.bits_allocated as usize / 8),
                 Stored::Words(w) => w.len(),
             };
-            if have < per_frame * p.frames {
+            if have < per_frame * pix.frames {
                 return Err(ImagingError::Truncated {
                     path: h.path.clone(),
                     reason: format!(
                         "pixel data holds {have} samples, {} frame(s) of {}x{} need {}",
-                        p.frames,
-                        p.cols,
-                        p.rows,
-                        per_frame * p.frames
+                        pix.frames,
+                        pix.cols,
+                        pix.rows,
+                        per_frame * pix.frames
                     ),
                 });
             }
-            let mut frames = Vec::with_capacity(p.frames);
-            let mut any_rsna = false;
-            let mut any_pad = false;
-            for f in 0..p.frames {
-                let m = &maps[f];
-                let rsna = opts.rsna_fix && rsna_applies(p, m);
-                any_rsna |= rsna;
-                let mut data = vec![0f32; npx];
-                let base = f * per_frame;
-                match &stored {
-                    Stored::Words(w)
-                        if m.lut.is_none() && !m.invert && !rsna && p.bits_stored <= 16 =>
-                    {
-                        convert_u16_fast(&w[base..base + per_frame], p, m, &mut data)
-                    }
-                    Stored::Words(w) => convert_frame(|i| w[i] as u32, base, p, m, rsna, &mut data),
-                    Stored::Bytes(b) => match p.bits_allocated {
-                        8 => convert_frame(|i| b[i] as u32, base, p, m, rsna, &mut data),
-                        16 => convert_frame(
-                            |i| u16::from_le_bytes([b[2 * i], b[2 * i + 1]]) as u32,
-                            base,
-                            p,
-                            m,
-                            rsna,
-                            &mut data,
-                        ),
-                        _ => convert_frame(
-                            |i| {
-                                u32::from_le_bytes([
-                                    b[4 * i],
-                                    b[4 * i + 1],
-                                    b[4 * i + 2],
-                                    b[4 * i + 3],
-                                ])
-                            },
-                            base,
-                            p,
-                            m,
-                            rsna,
-                            &mut data,
-                        ),
-                    },
-                }
-                if p.padding.is_some() {
-                    any_pad |= data.iter().any(|v| v.is_nan());
-                }
-                let (ipp, iop) = h.frame_geom[f];
-                frames.push(Frame {
-                    ipp,
-                    iop,
-                    instance: h.instance_number,
-                    file_index: fi,
-                    frame_index: f,
-                    data,
-                });
-            }
-            Ok((frames, fnotes, any_rsna, any_pad))
+            let rsna: Vec<bool> = maps
+                .iter()
+                .map(|m| opts.rsna_fix && rsna_applies(&pix, m))
+                .collect();
+            Ok(Prepared {
+                stored,
+                maps,
+                rsna,
+                pix,
+                notes: fnotes,
+            })
         })
         .collect();
-    let mut frames = Vec::new();
+    let prepared: Vec<Prepared> = prepared.into_iter().collect::<Result<_, _>>()?;
     let mut rsna_count = 0;
-    let mut any_pad = false;
-    for d in decoded {
-        let (f, n, r, p) = d?;
-        frames.extend(f);
-        for x in n {
-            if !notes.contains(&x) {
-                notes.push(x);
+    for pr in &prepared {
+        for x in &pr.notes {
+            if !notes.contains(x) {
+                notes.push(x.clone());
             }
         }
-        rsna_count += r as usize;
-        any_pad |= p;
+        rsna_count += pr.rsna.iter().any(|r| *r) as usize;
+    }
+    let any_pad = prepared.iter().any(|pr| pr.pix.padding.is_some());
+    let mut frames: Vec<Frame> = Vec::new();
+    for (fi, h) in series.headers.iter().enumerate() {
+        for f in 0..h.pix.frames {
+            let (ipp, iop) = h.frame_geom[f];
+            frames.push(Frame {
+                ipp,
+                iop,
+                instance: h.instance_number,
+                file_index: fi,
+                frame_index: f,
+            });
+        }
     }
     if rsna_count > 0 {
         notes.push(format!(
@@ -1737,15 +1704,49 @@ fn build_volume(series: Series, opts: &ReadOptions, root: &Path) -> Result<Volum
             (1.0, 1.0)
         }
     };
-    let mut data = if frames.len() == 1 {
-        std::mem::take(&mut frames[0].data)
-    } else {
-        let mut d = Vec::with_capacity(npx * nz);
-        for f in &frames {
-            d.extend_from_slice(&f.data);
-        }
-        d
-    };
+    // Phase B: convert each kept frame straight into its slot of the volume, in sorted order,
+    // in parallel over slices (no per-slice buffers, no concatenation copy).
+    let mut data = vec![0f32; npx * nz];
+    data.par_chunks_mut(npx)
+        .zip(frames.par_iter())
+        .for_each(|(out, fr)| {
+            let pr = &prepared[fr.file_index];
+            let p = &pr.pix;
+            let f = fr.frame_index;
+            let m = &pr.maps[f];
+            let rsna = pr.rsna[f];
+            let per_frame = npx * p.samples;
+            let base = f * per_frame;
+            match &pr.stored {
+                Stored::Words(w)
+                    if m.lut.is_none() && !m.invert && !rsna && p.bits_stored <= 16 =>
+                {
+                    convert_u16_fast(&w[base..base + per_frame], p, m, out)
+                }
+                Stored::Words(w) => convert_frame(|i| w[i] as u32, base, p, m, rsna, out),
+                Stored::Bytes(b) => match p.bits_allocated {
+                    8 => convert_frame(|i| b[i] as u32, base, p, m, rsna, out),
+                    16 => convert_frame(
+                        |i| u16::from_le_bytes([b[2 * i], b[2 * i + 1]]) as u32,
+                        base,
+                        p,
+                        m,
+                        rsna,
+                        out,
+                    ),
+                    _ => convert_frame(
+                        |i| {
+                            u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+                        },
+                        base,
+                        p,
+                        m,
+                        rsna,
+                        out,
+                    ),
+                },
+            }
+        });
     if any_pad {
         // Branch-free passes (padding voxels are scattered, so per-voxel branches mispredict).
         // Eight independent lanes so the minimum vectorises (a single fold is a serial chain).
@@ -1773,9 +1774,11 @@ fn build_volume(series: Series, opts: &ReadOptions, root: &Path) -> Result<Volum
             let x = *v;
             *v = if x.is_nan() { fill } else { x };
         }
-        notes.push(format!(
-            "PixelPaddingValue (and range limit, if any): {count} padding voxel(s) set to {fill} (lowest value)"
-        ));
+        if count > 0 {
+            notes.push(format!(
+                "PixelPaddingValue (and range limit, if any): {count} padding voxel(s) set to {fill} (lowest value)"
+            ));
+        }
     }
     let origin = frames[0].ipp.unwrap_or([0.0; 3]);
     let mut vol = Volume::new(
