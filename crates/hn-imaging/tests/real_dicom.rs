@@ -297,6 +297,11 @@ fn file_without_preamble_or_meta_reads_as_bare_data_set() {
     let v = read_series(&[p], &ReadOptions::default()).unwrap().volume;
     assert_eq!(v.min_max(), Some((127.0, 2145.0)));
     assert_eq!(sum(&v.data), 2125338.0);
+    // Meta kept but no 128-byte preamble: "DICM" at byte 0.
+    let p = dir.path().join("nopreamble.dcm");
+    std::fs::write(&p, &b[128..]).unwrap();
+    let v = read_series(&[p], &ReadOptions::default()).unwrap().volume;
+    assert_eq!(sum(&v.data), 2125338.0);
 }
 
 #[test]
