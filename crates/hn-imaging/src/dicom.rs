@@ -918,11 +918,7 @@ fn modality_lut(
     Ok(Some((first, data[..n].to_vec())))
 }
 
-fn value_maps(
-    h: &Header,
-    opts: &ReadOptions,
-    notes: &mut Vec<String>,
-) -> Result<Vec<ValueMap>, ImagingError> {
+fn value_maps(h: &Header, notes: &mut Vec<String>) -> Result<Vec<ValueMap>, ImagingError> {
     let path = &h.path;
     let ds: &InMemDicomObject = &h.obj;
     let lut = modality_lut(path, ds)?;
@@ -978,9 +974,6 @@ fn value_maps(
         } else {
             "MONOCHROME1 with rescale: values are quantitative, not inverted".into()
         });
-    }
-    if opts.rsna_fix {
-        let _ = notes; // the per-slice note is added where the fix is applied
     }
     Ok(maps)
 }
@@ -1489,7 +1482,7 @@ fn build_volume(series: Series, opts: &ReadOptions, root: &Path) -> Result<Volum
         .par_iter()
         .map(|h| {
             let mut fnotes = Vec::new();
-            let maps = value_maps(h, opts, &mut fnotes)?;
+            let maps = value_maps(h, &mut fnotes)?;
             let stored = stored_samples(h)?;
             // Without padding handling the padding value is rescaled like any other voxel
             // (pydicom's behaviour), so the converters never see it.
