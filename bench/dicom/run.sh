@@ -4,7 +4,7 @@
 #
 #   bash bench/dicom/run.sh [ITERATIONS]        (from the repository root)
 #
-# Needs python3 with: pydicom pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg numpy
+# Needs python3 with bench/dicom/requirements.txt installed
 # (set PYTHON=/path/to/venv/bin/python to choose the interpreter).
 set -euo pipefail
 ITERS="${1:-20}"

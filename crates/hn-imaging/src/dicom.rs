@@ -17,7 +17,6 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
@@ -214,7 +213,7 @@ fn first_item(obj: &InMemDicomObject, tag: Tag) -> Option<&InMemDicomObject> {
 fn io_err(path: &Path, source: std::io::Error) -> ImagingError {
     ImagingError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     }
 }
 
@@ -240,18 +239,113 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Fail fast when a top-level element declares more bytes than the file has left.
+///
+/// Hand-written on purpose: dicom-rs allocates and zero-fills an element's declared length
+/// before reading it, so one corrupt length field (up to 4 GB) costs seconds and gigabytes
+/// before the truncation error comes. This walk reads only element headers: the file meta
+/// group (always explicit VR little endian), then the data set in the transfer syntax the meta
+/// names. It stops, leaving the verdict to dicom-rs, at anything it cannot judge cheaply
+/// (undefined lengths, deflated data sets, unknown VRs).
+fn check_lengths(path: &Path, b: &[u8], magic_at: usize) -> Result<(), ImagingError> {
+    const LONG_VRS: [&[u8; 2]; 13] = [
+        b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"OD", b"OL", b"OV", b"UC", b"UR", b"SV", b"UV",
+    ];
+    let len = b.len();
+    let mut pos = magic_at + 4;
+    let mut ts: Option<String> = None;
+    let mut in_meta = true;
+    let (mut explicit, mut big) = (true, false);
+    while pos + 8 <= len {
+        let rd16 = |o: usize| {
+            let a = [b[o], b[o + 1]];
+            if big {
+                u16::from_be_bytes(a)
+            } else {
+                u16::from_le_bytes(a)
+            }
+        };
+        let rd32 = |o: usize| {
+            let a = [b[o], b[o + 1], b[o + 2], b[o + 3]];
+            if big {
+                u32::from_be_bytes(a)
+            } else {
+                u32::from_le_bytes(a)
+            }
+        };
+        let group = rd16(pos);
+        if in_meta && group != 0x0002 {
+            // Leaving the meta group: switch to the data set's encoding.
+            in_meta = false;
+            match ts.as_deref() {
+                Some("1.2.840.10008.1.2") => explicit = false,
+                Some("1.2.840.10008.1.2.2") => big = true,
+                Some("1.2.840.10008.1.2.1.99") | None => return Ok(()),
+                Some(_) => {}
+            }
+            continue;
+        }
+        let elem = rd16(pos + 2);
+        let (hdr, length) = if explicit {
+            let vr = [b[pos + 4], b[pos + 5]];
+            if !vr.iter().all(|c| c.is_ascii_uppercase()) {
+                return Ok(());
+            }
+            if LONG_VRS.iter().any(|v| **v == vr) {
+                if pos + 12 > len {
+                    break;
+                }
+                (12, rd32(pos + 8))
+            } else {
+                (8, rd16(pos + 6) as u32)
+            }
+        } else {
+            (8, rd32(pos + 4))
+        };
+        if length == u32::MAX {
+            return Ok(());
+        }
+        let end = pos as u64 + hdr as u64 + length as u64;
+        if end > len as u64 {
+            return Err(ImagingError::Truncated {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "element ({group:04X},{elem:04X}) at byte {pos} declares {length} bytes, the file has {} left",
+                    len - (pos + hdr).min(len)
+                ),
+            });
+        }
+        if in_meta && elem == 0x0010 {
+            let v = &b[pos + hdr..end as usize];
+            ts = Some(
+                String::from_utf8_lossy(v)
+                    .trim_end_matches(['\0', ' '])
+                    .to_string(),
+            );
+        }
+        pos = end as usize;
+    }
+    Ok(())
+}
+
 /// Open a DICOM file: standard Part-10 first (with or without the 128-byte preamble), then as
 /// a bare data set (implicit, then explicit VR little endian) for files without file meta.
 pub(crate) fn open_dicom(path: &Path) -> Result<Obj, ImagingError> {
-    let mut f = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
-    let mut head = [0u8; 132];
-    let n = read_up_to(&mut f, &mut head).map_err(|e| io_err(path, e))?;
-    drop(f);
-    let has_magic = (n >= 132 && &head[128..132] == b"DICM") || (n >= 4 && &head[0..4] == b"DICM");
-    if has_magic {
+    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    let head = &bytes[..bytes.len().min(132)];
+    let n = head.len();
+    let magic_at = if n >= 132 && &head[128..132] == b"DICM" {
+        Some(128)
+    } else if n >= 4 && &head[0..4] == b"DICM" {
+        Some(0)
+    } else {
+        None
+    };
+    if let Some(off) = magic_at {
+        check_lengths(path, &bytes, off)?;
         return OpenFileOptions::new()
-            .read_preamble(ReadPreamble::Auto)
-            .open_file(path)
+            .read_preamble(ReadPreamble::Never)
+            .from_reader(&bytes[off..])
             .map_err(|e| {
                 let msg = error_chain(&e);
                 if looks_truncated(&msg) {
@@ -275,7 +369,6 @@ pub(crate) fn open_dicom(path: &Path) -> Result<Obj, ImagingError> {
             reason: "no DICM magic and no data set at the start of the file".into(),
         });
     }
-    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
     let explicit = head[4].is_ascii_uppercase() && head[5].is_ascii_uppercase();
     let (ts, uid) = if explicit {
         (
@@ -315,18 +408,6 @@ pub(crate) fn open_dicom(path: &Path) -> Result<Obj, ImagingError> {
     })
 }
 
-fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        let k = f.read(&mut buf[n..])?;
-        if k == 0 {
-            break;
-        }
-        n += k;
-    }
-    Ok(n)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Per-file header facts
 
@@ -343,13 +424,12 @@ struct PixelInfo {
     signed: bool,
     photometric: String,
     padding: Option<i64>,
+    /// PixelPaddingRangeLimit: padding is the range between it and `padding`.
+    padding_limit: Option<i64>,
 }
 
 /// Per frame: (ImagePositionPatient, ImageOrientationPatient).
 type FrameGeom = (Option<[f64; 3]>, Option<[f64; 6]>);
-
-/// One decoded file: its frames, notes, whether the RSNA fix and padding applied.
-type DecodedFile = (Vec<Frame>, Vec<String>, bool, bool);
 
 /// Everything we need from one file before decoding its pixels.
 struct Header {
@@ -452,7 +532,11 @@ fn read_header(path: &Path, obj: Obj) -> Result<Header, ImagingError> {
             reason: format!("BitsAllocated {bits_allocated} (only 8, 16, 32 are supported)"),
         });
     }
-    if bits_stored == 0 || bits_stored > bits_allocated || high_bit >= bits_allocated {
+    if bits_stored == 0
+        || bits_stored > bits_allocated
+        || high_bit >= bits_allocated
+        || high_bit + 1 < bits_stored
+    {
         return Err(bad_attr(
             path,
             "BitsStored/HighBit",
@@ -461,21 +545,31 @@ fn read_header(path: &Path, obj: Obj) -> Result<Header, ImagingError> {
             ),
         ));
     }
-    let padding = match ds.get(tags::PIXEL_PADDING_VALUE) {
+    // US or SS depending on PixelRepresentation: keep the raw 16-bit pattern and interpret it
+    // like a stored pixel later.
+    let raw_pad = |tag: Tag| match ds.get(tag) {
         None => None,
-        Some(e) => {
-            // US or SS depending on PixelRepresentation: keep the raw 16-bit pattern and
-            // interpret it like a stored pixel later.
-            if e.vr() == VR::SS {
-                e.value().to_int::<i32>().ok().map(|v| v as i64)
-            } else {
-                nums(ds, tags::PIXEL_PADDING_VALUE)
-                    .ok()
-                    .flatten()
-                    .and_then(|v| v.first().map(|x| *x as i64))
-            }
-        }
+        Some(e) if e.vr() == VR::SS => e.value().to_int::<i32>().ok().map(|v| v as i64),
+        Some(_) => nums(ds, tag)
+            .ok()
+            .flatten()
+            .and_then(|v| v.first().map(|x| *x as i64)),
     };
+    let padding = raw_pad(tags::PIXEL_PADDING_VALUE);
+    let padding_limit = padding.and(raw_pad(tags::PIXEL_PADDING_RANGE_LIMIT));
+    // Refuse absurd sizes before allocating for them (a corrupt NumberOfFrames must not abort
+    // the process with an allocation failure).
+    let samples_total =
+        (rows as u128) * (cols as u128) * (frames as u128) * (samples.max(1) as u128);
+    if samples_total > (1u128 << 31) || samples == 0 || samples > 4 {
+        return Err(bad_attr(
+            path,
+            "Rows/Columns/NumberOfFrames/SamplesPerPixel",
+            format!(
+                "{cols}x{rows}, {frames} frame(s), {samples} sample(s): implausible image size"
+            ),
+        ));
+    }
     let pix = PixelInfo {
         rows,
         cols,
@@ -487,6 +581,7 @@ fn read_header(path: &Path, obj: Obj) -> Result<Header, ImagingError> {
         signed,
         photometric,
         padding,
+        padding_limit,
     };
 
     // Geometry: classic attributes, or functional groups of enhanced multi-frame objects.
@@ -823,11 +918,7 @@ fn modality_lut(
     Ok(Some((first, data[..n].to_vec())))
 }
 
-fn value_maps(
-    h: &Header,
-    opts: &ReadOptions,
-    notes: &mut Vec<String>,
-) -> Result<Vec<ValueMap>, ImagingError> {
+fn value_maps(h: &Header, notes: &mut Vec<String>) -> Result<Vec<ValueMap>, ImagingError> {
     let path = &h.path;
     let ds: &InMemDicomObject = &h.obj;
     let lut = modality_lut(path, ds)?;
@@ -884,9 +975,6 @@ fn value_maps(
             "MONOCHROME1 with rescale: values are quantitative, not inverted".into()
         });
     }
-    if opts.rsna_fix {
-        let _ = notes; // the per-slice note is added where the fix is applied
-    }
     Ok(maps)
 }
 
@@ -905,12 +993,16 @@ fn convert_u16_fast(src: &[u16], p: &PixelInfo, m: &ValueMap, out: &mut [f32]) {
     let up = 32 - p.bits_stored;
     let dec_s = |r: u16| -> i32 { ((((r as u32) >> shift) << up) as i32) >> up };
     let dec_u = |r: u16| -> i32 { ((((r as u32) >> shift) << up) >> up) as i32 };
-    let pad: Option<i32> = p.padding.map(|pv| {
+    let dec_pad = |pv: i64| {
         if p.signed {
             dec_s(pv as u16)
         } else {
             dec_u(pv as u16)
         }
+    };
+    let pad: Option<(i32, i32)> = p.padding.map(|pv| {
+        let (a, b) = (dec_pad(pv), dec_pad(p.padding_limit.unwrap_or(pv)));
+        (a.min(b), a.max(b))
     });
     let exact_f32 = m.slope.fract() == 0.0
         && m.intercept.fract() == 0.0
@@ -927,11 +1019,11 @@ fn convert_u16_fast(src: &[u16], p: &PixelInfo, m: &ValueMap, out: &mut [f32]) {
                         *o = $map($dec(r));
                     }
                 }
-                Some(pv) => {
+                Some((lo, hi)) => {
                     for (o, &r) in out.iter_mut().zip(src) {
                         let v = $dec(r);
                         let y = $map(v);
-                        *o = if v == pv { f32::NAN } else { y };
+                        *o = if (v >= lo) & (v <= hi) { f32::NAN } else { y };
                     }
                 }
             }
@@ -970,16 +1062,17 @@ fn convert_frame<F: Fn(usize) -> u32>(
             v as i64
         }
     };
+    let alloc_mask = if p.bits_allocated >= 32 {
+        u32::MAX
+    } else {
+        (1u32 << p.bits_allocated) - 1
+    };
     let pad = p.padding.map(|pv| {
-        decode(
-            pv as u32
-                & if p.bits_allocated >= 32 {
-                    u32::MAX
-                } else {
-                    (1u32 << p.bits_allocated) - 1
-                },
-        )
+        let a = decode(pv as u32 & alloc_mask);
+        let b = decode(p.padding_limit.unwrap_or(pv) as u32 & alloc_mask);
+        (a.min(b), a.max(b))
     });
+    let is_pad = |v: i64| pad.is_some_and(|(lo, hi)| v >= lo && v <= hi);
     let (slope, intercept) = if rsna {
         (m.slope, -1000.0)
     } else {
@@ -995,10 +1088,10 @@ fn convert_frame<F: Fn(usize) -> u32>(
                     *o = (decode(get(base + i)) as f64 * slope + intercept) as f32;
                 }
             }
-            Some(pv) => {
+            Some(_) => {
                 for (i, o) in out.iter_mut().enumerate() {
                     let v = decode(get(base + i));
-                    *o = if v == pv {
+                    *o = if is_pad(v) {
                         f32::NAN
                     } else {
                         (v as f64 * slope + intercept) as f32
@@ -1010,7 +1103,7 @@ fn convert_frame<F: Fn(usize) -> u32>(
     }
     for i in 0..n {
         let mut v = decode(get(base + i));
-        if pad == Some(v) {
+        if is_pad(v) {
             out[i] = f32::NAN;
             continue;
         }
@@ -1347,7 +1440,15 @@ struct Frame {
     instance: Option<i64>,
     file_index: usize,
     frame_index: usize,
-    data: Vec<f32>,
+}
+
+/// A file ready for conversion (see phase A in [`build_volume`]).
+struct Prepared<'a> {
+    stored: Stored<'a>,
+    maps: Vec<ValueMap>,
+    rsna: Vec<bool>,
+    pix: PixelInfo,
+    notes: Vec<String>,
 }
 
 fn build_volume(series: Series, opts: &ReadOptions, root: &Path) -> Result<Volume, ImagingError> {
@@ -1373,117 +1474,80 @@ fn build_volume(series: Series, opts: &ReadOptions, root: &Path) -> Result<Volum
     let mut warnings: Vec<String> = Vec::new();
     let npx = rows * cols;
 
-    // Decode every file (in parallel: decoding dominates) into frames.
+    // Phase A, in parallel over files (decompression dominates): stored samples (borrowed
+    // in place for native data), per-frame value maps, notes. Nothing is converted yet.
     use rayon::prelude::*;
-    let decoded: Vec<Result<DecodedFile, ImagingError>> = series
+    let prepared: Vec<Result<Prepared, ImagingError>> = series
         .headers
         .par_iter()
-        .enumerate()
-        .map(|(fi, h)| {
+        .map(|h| {
             let mut fnotes = Vec::new();
-            let maps = value_maps(h, opts, &mut fnotes)?;
+            let maps = value_maps(h, &mut fnotes)?;
             let stored = stored_samples(h)?;
             // Without padding handling the padding value is rescaled like any other voxel
             // (pydicom's behaviour), so the converters never see it.
-            let unpadded;
-            let p = if opts.apply_padding || h.pix.padding.is_none() {
-                &h.pix
+            let pix = if opts.apply_padding {
+                h.pix.clone()
             } else {
-                unpadded = PixelInfo {
+                PixelInfo {
                     padding: None,
+                    padding_limit: None,
                     ..h.pix.clone()
-                };
-                &unpadded
+                }
             };
-            let per_frame = npx * p.samples;
+            let per_frame = npx * pix.samples;
             let have = match &stored {
-                Stored::Bytes(b) => b.len() / (p.bits_allocated as usize / 8),
+                Stored::Bytes(b) => b.len() / (pix.bits_allocated as usize / 8),
                 Stored::Words(w) => w.len(),
             };
-            if have < per_frame * p.frames {
+            if have < per_frame * pix.frames {
                 return Err(ImagingError::Truncated {
                     path: h.path.clone(),
                     reason: format!(
                         "pixel data holds {have} samples, {} frame(s) of {}x{} need {}",
-                        p.frames,
-                        p.cols,
-                        p.rows,
-                        per_frame * p.frames
+                        pix.frames,
+                        pix.cols,
+                        pix.rows,
+                        per_frame * pix.frames
                     ),
                 });
             }
-            let mut frames = Vec::with_capacity(p.frames);
-            let mut any_rsna = false;
-            let mut any_pad = false;
-            for f in 0..p.frames {
-                let m = &maps[f];
-                let rsna = opts.rsna_fix && rsna_applies(p, m);
-                any_rsna |= rsna;
-                let mut data = vec![0f32; npx];
-                let base = f * per_frame;
-                match &stored {
-                    Stored::Words(w)
-                        if m.lut.is_none() && !m.invert && !rsna && p.bits_stored <= 16 =>
-                    {
-                        convert_u16_fast(&w[base..base + per_frame], p, m, &mut data)
-                    }
-                    Stored::Words(w) => convert_frame(|i| w[i] as u32, base, p, m, rsna, &mut data),
-                    Stored::Bytes(b) => match p.bits_allocated {
-                        8 => convert_frame(|i| b[i] as u32, base, p, m, rsna, &mut data),
-                        16 => convert_frame(
-                            |i| u16::from_le_bytes([b[2 * i], b[2 * i + 1]]) as u32,
-                            base,
-                            p,
-                            m,
-                            rsna,
-                            &mut data,
-                        ),
-                        _ => convert_frame(
-                            |i| {
-                                u32::from_le_bytes([
-                                    b[4 * i],
-                                    b[4 * i + 1],
-                                    b[4 * i + 2],
-                                    b[4 * i + 3],
-                                ])
-                            },
-                            base,
-                            p,
-                            m,
-                            rsna,
-                            &mut data,
-                        ),
-                    },
-                }
-                if p.padding.is_some() {
-                    any_pad |= data.iter().any(|v| v.is_nan());
-                }
-                let (ipp, iop) = h.frame_geom[f];
-                frames.push(Frame {
-                    ipp,
-                    iop,
-                    instance: h.instance_number,
-                    file_index: fi,
-                    frame_index: f,
-                    data,
-                });
-            }
-            Ok((frames, fnotes, any_rsna, any_pad))
+            let rsna: Vec<bool> = maps
+                .iter()
+                .map(|m| opts.rsna_fix && rsna_applies(&pix, m))
+                .collect();
+            Ok(Prepared {
+                stored,
+                maps,
+                rsna,
+                pix,
+                notes: fnotes,
+            })
         })
         .collect();
-    let mut frames = Vec::new();
+    let prepared: Vec<Prepared> = prepared.into_iter().collect::<Result<_, _>>()?;
     let mut rsna_count = 0;
-    let mut any_pad = false;
-    for d in decoded {
-        let (f, n, r, p) = d?;
-        frames.extend(f);
-        for x in n {
-            if !notes.contains(&x) {
-                notes.push(x);
+    for pr in &prepared {
+        for x in &pr.notes {
+            if !notes.contains(x) {
+                notes.push(x.clone());
             }
         }
-        rsna_count += r as usize;
-        any_pad |= p;
+        rsna_count += pr.rsna.iter().any(|r| *r) as usize;
+    }
+    let any_pad = prepared.iter().any(|pr| pr.pix.padding.is_some());
+    let mut frames: Vec<Frame> = Vec::new();
+    for (fi, h) in series.headers.iter().enumerate() {
+        for f in 0..h.pix.frames {
+            let (ipp, iop) = h.frame_geom[f];
+            frames.push(Frame {
+                ipp,
+                iop,
+                instance: h.instance_number,
+                file_index: fi,
+                frame_index: f,
+            });
+        }
     }
     if rsna_count > 0 {
         notes.push(format!(
@@ -1633,15 +1697,49 @@ fn build_volume(series: Series, opts: &ReadOptions, root: &Path) -> Result<Volum
             (1.0, 1.0)
         }
     };
-    let mut data = if frames.len() == 1 {
-        std::mem::take(&mut frames[0].data)
-    } else {
-        let mut d = Vec::with_capacity(npx * nz);
-        for f in &frames {
-            d.extend_from_slice(&f.data);
-        }
-        d
-    };
+    // Phase B: convert each kept frame straight into its slot of the volume, in sorted order,
+    // in parallel over slices (no per-slice buffers, no concatenation copy).
+    let mut data = vec![0f32; npx * nz];
+    data.par_chunks_mut(npx)
+        .zip(frames.par_iter())
+        .for_each(|(out, fr)| {
+            let pr = &prepared[fr.file_index];
+            let p = &pr.pix;
+            let f = fr.frame_index;
+            let m = &pr.maps[f];
+            let rsna = pr.rsna[f];
+            let per_frame = npx * p.samples;
+            let base = f * per_frame;
+            match &pr.stored {
+                Stored::Words(w)
+                    if m.lut.is_none() && !m.invert && !rsna && p.bits_stored <= 16 =>
+                {
+                    convert_u16_fast(&w[base..base + per_frame], p, m, out)
+                }
+                Stored::Words(w) => convert_frame(|i| w[i] as u32, base, p, m, rsna, out),
+                Stored::Bytes(b) => match p.bits_allocated {
+                    8 => convert_frame(|i| b[i] as u32, base, p, m, rsna, out),
+                    16 => convert_frame(
+                        |i| u16::from_le_bytes([b[2 * i], b[2 * i + 1]]) as u32,
+                        base,
+                        p,
+                        m,
+                        rsna,
+                        out,
+                    ),
+                    _ => convert_frame(
+                        |i| {
+                            u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+                        },
+                        base,
+                        p,
+                        m,
+                        rsna,
+                        out,
+                    ),
+                },
+            }
+        });
     if any_pad {
         // Branch-free passes (padding voxels are scattered, so per-voxel branches mispredict).
         // Eight independent lanes so the minimum vectorises (a single fold is a serial chain).
@@ -1664,15 +1762,16 @@ fn build_volume(series: Series, opts: &ReadOptions, root: &Path) -> Result<Volum
         } else {
             0.0
         };
-        let mut count = 0usize;
+        let count = data.iter().map(|v| v.is_nan() as u32).sum::<u32>();
         for v in data.iter_mut() {
-            let nan = v.is_nan();
-            count += nan as usize;
-            *v = if nan { fill } else { *v };
+            let x = *v;
+            *v = if x.is_nan() { fill } else { x };
         }
-        notes.push(format!(
-            "PixelPaddingValue: {count} padding voxel(s) set to {fill} (lowest value)"
-        ));
+        if count > 0 {
+            notes.push(format!(
+                "PixelPaddingValue (and range limit, if any): {count} padding voxel(s) set to {fill} (lowest value)"
+            ));
+        }
     }
     let origin = frames[0].ipp.unwrap_or([0.0; 3]);
     let mut vol = Volume::new(
@@ -1683,7 +1782,7 @@ fn build_volume(series: Series, opts: &ReadOptions, root: &Path) -> Result<Volum
     )
     .map_err(|source| ImagingError::Volume {
         path: root.to_path_buf(),
-        source,
+        error: source,
     })?;
     vol.origin = origin;
     vol.direction = [[u[0], v[0], n[0]], [u[1], v[1], n[1]], [u[2], v[2], n[2]]];

@@ -10,11 +10,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ImagingError {
     /// The file could not be opened or read.
-    #[error("{path}: cannot read: {source}")]
+    /// (The I/O error is part of the message, not a `source()`, so printers that walk the
+    /// chain do not repeat it.)
+    #[error("{path}: cannot read: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The bytes are not a DICOM data set (or not one we can parse).
     #[error("{path}: not a DICOM file: {reason}")]
@@ -58,11 +59,10 @@ pub enum ImagingError {
     #[error("{path}: cannot write: {reason}")]
     Write { path: PathBuf, reason: String },
     /// The decoded grid does not make a valid volume.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Volume {
         path: PathBuf,
-        #[source]
-        source: crate::VolumeError,
+        error: crate::VolumeError,
     },
 }
 

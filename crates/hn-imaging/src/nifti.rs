@@ -63,7 +63,7 @@ fn is_gz(path: &Path) -> bool {
 fn read_bytes(path: &Path) -> Result<Vec<u8>, ImagingError> {
     let raw = std::fs::read(path).map_err(|source| ImagingError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     })?;
     if is_gz(path) || raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::with_capacity(raw.len() * 4);
@@ -286,6 +286,11 @@ pub fn read_volume(path: &Path, opts: &NiftiReadOptions) -> Result<Volume, Imagi
         return Err(nerr(path, format!("non-positive dimension in {:?}", h.dim)));
     }
     let (nx, ny, nz) = (d(1) as usize, d(2) as usize, d(3) as usize);
+    // Sizes in u128 first: a corrupt header must give an error, not an overflow.
+    let total: u128 = (1..=7).map(|i| d(i) as u128).product();
+    if total > (1u128 << 40) {
+        return Err(nerr(path, format!("implausible dimensions {:?}", h.dim)));
+    }
     let nvol: usize = (4..=7).map(|i| d(i) as usize).product();
     if opts.volume_index >= nvol {
         return Err(nerr(
@@ -313,9 +318,11 @@ pub fn read_volume(path: &Path, opts: &NiftiReadOptions) -> Result<Volume, Imagi
         ));
     }
     let nvox = nx * ny * nz;
-    let start = h.vox_offset as usize + opts.volume_index * nvox * esize;
-    let end = start + nvox * esize;
-    if bytes.len() < end {
+    let start128 =
+        h.vox_offset as u128 + (opts.volume_index as u128) * (nvox as u128) * (esize as u128);
+    let end128 = start128 + (nvox as u128) * (esize as u128);
+    if (bytes.len() as u128) < end128 {
+        let end = end128;
         return Err(ImagingError::Truncated {
             path: path.to_path_buf(),
             reason: format!(
@@ -324,6 +331,7 @@ pub fn read_volume(path: &Path, opts: &NiftiReadOptions) -> Result<Volume, Imagi
             ),
         });
     }
+    let (start, end) = (start128 as usize, end128 as usize);
     let raw = bytes[start..end].to_vec();
     let data = typed_to_f32(raw, h.endianness, dtype)
         .map_err(|e| nerr(path, format!("datatype {}: {e}", datatype_name(h.datatype))))?;
@@ -375,7 +383,7 @@ pub fn read_volume(path: &Path, opts: &NiftiReadOptions) -> Result<Volume, Imagi
     let mut vol = Volume::new(data, [nx, ny, nz], spacing, modality).map_err(|source| {
         ImagingError::Volume {
             path: path.to_path_buf(),
-            source,
+            error: source,
         }
     })?;
     vol.origin = [lps[0][3], lps[1][3], lps[2][3]];

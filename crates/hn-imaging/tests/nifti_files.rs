@@ -417,3 +417,26 @@ fn broken_nifti_is_a_clear_error() {
     let e = read_volume(&p, &NiftiReadOptions::default()).unwrap_err();
     assert!(matches!(e, ImagingError::Nifti { .. }), "{e}");
 }
+
+#[test]
+fn absurd_dimensions_are_errors_not_overflows() {
+    let dir = tempfile::tempdir().unwrap();
+    // NIfTI-2 with 2^40 voxels along x.
+    let mut b = nifti2_bytes(false);
+    b[24..32].copy_from_slice(&(1i64 << 40).to_le_bytes());
+    let p = dir.path().join("huge2.nii");
+    std::fs::write(&p, &b).unwrap();
+    let e = read_volume(&p, &NiftiReadOptions::default()).unwrap_err();
+    assert!(matches!(e, ImagingError::Nifti { .. }), "{e}");
+    // NIfTI-1 claiming 4000^3 voxels: passes the size check, fails as truncated.
+    let mut b = std::fs::read(data("nifti/anatomical.nii")).unwrap();
+    for i in 0..3 {
+        let o = 42 + 2 * i;
+        // anatomical.nii is big-endian.
+        b[o..o + 2].copy_from_slice(&4000i16.to_be_bytes());
+    }
+    let p = dir.path().join("huge1.nii");
+    std::fs::write(&p, &b).unwrap();
+    let e = read_volume(&p, &NiftiReadOptions::default()).unwrap_err();
+    assert!(matches!(e, ImagingError::Truncated { .. }), "{e}");
+}

@@ -297,6 +297,11 @@ fn file_without_preamble_or_meta_reads_as_bare_data_set() {
     let v = read_series(&[p], &ReadOptions::default()).unwrap().volume;
     assert_eq!(v.min_max(), Some((127.0, 2145.0)));
     assert_eq!(sum(&v.data), 2125338.0);
+    // Meta kept but no 128-byte preamble: "DICM" at byte 0.
+    let p = dir.path().join("nopreamble.dcm");
+    std::fs::write(&p, &b[128..]).unwrap();
+    let v = read_series(&[p], &ReadOptions::default()).unwrap().volume;
+    assert_eq!(sum(&v.data), 2125338.0);
 }
 
 #[test]
@@ -346,4 +351,47 @@ fn transfer_syntax_twins_decode_identically() {
         assert_eq!(v.data, base.data, "{twin}");
         assert_eq!(v.affine(), base.affine(), "{twin}");
     }
+}
+
+#[test]
+fn mutated_files_never_panic() {
+    // Overwrite bytes at many places of a real file (header and pixel data) with patterns that
+    // break lengths, VRs and values: every read must return (Ok or Err), never panic.
+    // (Some positions turn a length field into ~2 GB: dicom-rs then allocates and zeroes that
+    // much before failing as truncated, which is slow; the set below keeps the test short.)
+    let dir = tempfile::tempdir().unwrap();
+    let mut tried = 0;
+    for src in [
+        "CT_small.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_RLE.dcm",
+        "emri_small_jpeg_2k_lossless.dcm",
+    ] {
+        let orig = std::fs::read(data(src)).unwrap();
+        let step = (orig.len() / 60).max(1);
+        for (n, pos) in (132..orig.len()).step_by(step).enumerate() {
+            let mut b = orig.clone();
+            let pattern: &[u8] = match n % 3 {
+                0 => &[0xFF, 0xFF, 0xFF, 0xFF],
+                1 => &[0x00, 0x00, 0x00, 0x00],
+                _ => &[0x7F, 0x45, 0x00, 0x80],
+            };
+            for (k, v) in pattern.iter().enumerate() {
+                if pos + k < b.len() {
+                    b[pos + k] = *v;
+                }
+            }
+            let p = dir.path().join(format!("m{n}_{src}"));
+            std::fs::write(&p, &b).unwrap();
+            let r = std::panic::catch_unwind(|| {
+                read_series(std::slice::from_ref(&p), &ReadOptions::default())
+            });
+            assert!(r.is_ok(), "panic on {src} mutated at {pos}");
+            if let Ok(Err(e)) = r {
+                assert!(e.to_string().contains(&format!("m{n}_{src}")), "{e}");
+            }
+            tried += 1;
+        }
+    }
+    assert!(tried > 150);
 }

@@ -302,3 +302,70 @@ fn axial_ct_beats_a_longer_localizer_series() {
     assert_eq!(st.series.len(), 2);
     assert!(st.volume.provenance.notes[0].contains("axial CT first"));
 }
+
+#[test]
+fn non_image_objects_in_a_folder_are_skipped_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut report = slice(&[0; 4], 2, 2, 0.0);
+    report.remove_element(tags::PIXEL_DATA);
+    report.put(s(tags::SOP_INSTANCE_UID, VR::UI, "2.25.555"));
+    write_series(
+        dir.path(),
+        vec![slice(&[1; 4], 2, 2, 0.0), slice(&[2; 4], 2, 2, 2.0), report],
+    );
+    let st = read_series(&[dir.path().to_path_buf()], &ReadOptions::default()).unwrap();
+    assert_eq!(st.volume.dims, [2, 2, 2]);
+    assert_eq!(st.skipped.len(), 1);
+    assert!(
+        st.skipped[0].reason.contains("not an image"),
+        "{:?}",
+        st.skipped
+    );
+    assert!(
+        st.volume
+            .provenance
+            .warnings
+            .iter()
+            .any(|w| w.contains("skipped"))
+    );
+}
+
+#[test]
+fn single_slice_spacing_comes_from_slice_thickness() {
+    let v = read_object(
+        file(slice(&[0; 4], 2, 2, 5.0)),
+        p(),
+        &ReadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(v.spacing[2], 2.0);
+    assert_eq!(v.origin, [0.0, 0.0, 5.0]);
+}
+
+#[test]
+fn pixel_padding_value_and_range_limit() {
+    // Stored 0..=2 is padding (range), 3000 is real; CT fill is at most -1024 HU.
+    let mut o = slice(&[0, 1, 2, 3000], 2, 2, 0.0);
+    o.put(us(tags::PIXEL_PADDING_VALUE, 2));
+    o.put(us(tags::PIXEL_PADDING_RANGE_LIMIT, 0));
+    let v = read_object(file(o.clone()), p(), &ReadOptions::default()).unwrap();
+    assert_eq!(v.data, vec![-1024.0, -1024.0, -1024.0, 1976.0]);
+    assert!(
+        v.provenance
+            .notes
+            .iter()
+            .any(|n| n.contains("3 padding voxel"))
+    );
+    // Padding off: plain rescale, like pydicom.
+    let raw = ReadOptions {
+        apply_padding: false,
+        ..ReadOptions::default()
+    };
+    let v = read_object(file(o), p(), &raw).unwrap();
+    assert_eq!(v.data, vec![-1024.0, -1023.0, -1022.0, 1976.0]);
+    // Without a range limit only the single value is padding.
+    let mut o = slice(&[0, 1, 2, 3000], 2, 2, 0.0);
+    o.put(us(tags::PIXEL_PADDING_VALUE, 2));
+    let v = read_object(file(o), p(), &ReadOptions::default()).unwrap();
+    assert_eq!(v.data, vec![-1024.0, -1023.0, -1024.0, 1976.0]);
+}

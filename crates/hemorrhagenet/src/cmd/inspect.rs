@@ -1,6 +1,7 @@
 //! `hemorrhagenet inspect PATH [--json] [--series UID]`: a thin printer over
 //! [`hn_imaging::inspect`], so the report is the same wherever it is built.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,10 +32,15 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
     opts.nifti.volume_index = args.volume;
     // ImagingError's Display names the file and the cause; main prints it on stderr.
     let report = hn_imaging::inspect::inspect(&args.path, &opts)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let text = if args.json {
+        serde_json::to_string_pretty(&report)? + "\n"
     } else {
-        print!("{}", report.to_text());
+        report.to_text()
+    };
+    // A closed pipe (`inspect ... | head`) is not an error worth a panic or a failure code.
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e.into()),
     }
-    Ok(ExitCode::SUCCESS)
 }
