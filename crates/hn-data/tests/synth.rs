@@ -381,6 +381,20 @@ fn bad_config_and_unwritable_dir_are_clear_errors() {
     std::fs::write(&p, "size = 8\n").unwrap();
     let e = SynthConfig::from_toml_file(&p).unwrap_err().to_string();
     assert!(e.contains("bad.toml") && e.contains("size"), "{e}");
+    // n_slices = 0 selects thickness-driven slice counts within the configured range.
+    std::fs::write(
+        &p,
+        "size = 32\nn_slices = 0\nslice_thickness_mm = [2.5, 2.5]\n",
+    )
+    .unwrap();
+    let cfg = SynthConfig::from_toml_file(&p).unwrap();
+    let st = generate_study(&cfg, 1, 0);
+    assert!((st.volume.spacing[2] - 2.5).abs() < 1e-9);
+    assert!(
+        (40..=60).contains(&st.volume.dims[2]),
+        "{:?}",
+        st.volume.dims
+    );
     std::fs::write(&p, "sise = 128\n").unwrap();
     let e = SynthConfig::from_toml_file(&p).unwrap_err().to_string();
     assert!(e.contains("bad.toml") && e.contains("sise"), "{e}");

@@ -13,7 +13,8 @@ pub struct SynthConfig {
     /// In-plane matrix size (nx = ny). 512 is clinical; 128 is the training default.
     pub size: usize,
     /// Fixed number of slices. When set, slice thickness = head coverage / n_slices.
-    /// When `None`, thickness is drawn from `slice_thickness_mm` and the count follows.
+    /// When `None` or 0 (TOML: `n_slices = 0`), thickness is drawn from `slice_thickness_mm`
+    /// and the count follows from the head coverage.
     pub n_slices: Option<usize>,
     /// Range of slice thickness (mm) used when `n_slices` is `None`.
     pub slice_thickness_mm: [f64; 2],
@@ -96,9 +97,10 @@ impl SynthConfig {
             return Err(format!("size {} must be in 16..=1024", self.size));
         }
         if let Some(n) = self.n_slices
+            && n != 0
             && !(2..=512).contains(&n)
         {
-            return Err(format!("n_slices {n} must be in 2..=512"));
+            return Err(format!("n_slices {n} must be 0 (automatic) or in 2..=512"));
         }
         let range_ok = |r: [f64; 2], lo: f64, hi: f64| {
             r[0].is_finite() && r[1].is_finite() && r[0] >= lo && r[1] <= hi && r[0] <= r[1]

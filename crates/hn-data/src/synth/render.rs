@@ -44,8 +44,8 @@ pub(crate) fn scan_geometry(
     let pixel = fov / size as f64;
     let coverage = rng.random_range(118.0..132.0) * s;
     let (n_slices, thickness) = match cfg.n_slices {
-        Some(n) => (n, coverage / n as f64),
-        None => {
+        Some(n) if n > 0 => (n, coverage / n as f64),
+        _ => {
             let t = rng.random_range(cfg.slice_thickness_mm[0]..=cfg.slice_thickness_mm[1]);
             (((coverage / t).round() as usize).max(2), t)
         }
