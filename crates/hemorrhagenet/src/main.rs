@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Read a DICOM file/folder or a NIfTI volume and report what was found.
     Inspect(cmd::inspect::InspectArgs),
+    /// Generate the synthetic head-CT cohort (images, labels, clinical data, outcomes).
+    Synth(cmd::synth::SynthArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +36,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Synth(args) => cmd::synth::run(args),
     };
     match result {
         Ok(code) => code,

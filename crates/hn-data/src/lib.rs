@@ -9,6 +9,7 @@
 
 pub mod clinical;
 pub mod labels;
+pub mod synth;
 
 pub use clinical::{CLINICAL_FEATURES, ClinicalFeature, ClinicalRecord, FeatureKind};
 pub use labels::{Outcomes, SUBTYPES, StudyLabels, Subtype};

@@ -1,0 +1,160 @@
+//! Generator configuration: TOML-loadable, every field defaulted.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+use super::SynthError;
+
+/// How a synthetic cohort is generated. Every field has a default, so a TOML file only needs
+/// the fields it changes (unknown fields are an error, so typos do not pass silently).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SynthConfig {
+    /// In-plane matrix size (nx = ny). 512 is clinical; 128 is the training default.
+    pub size: usize,
+    /// Fixed number of slices. When set, slice thickness = head coverage / n_slices.
+    /// When `None` or 0 (TOML: `n_slices = 0`), thickness is drawn from `slice_thickness_mm`
+    /// and the count follows from the head coverage.
+    pub n_slices: Option<usize>,
+    /// Range of slice thickness (mm) used when `n_slices` is `None`.
+    pub slice_thickness_mm: [f64; 2],
+    /// Range of the reconstruction field of view (mm); pixel spacing = fov / size.
+    pub fov_mm: [f64; 2],
+    /// Range of image noise standard deviation (HU).
+    pub noise_sd_hu: [f64; 2],
+    /// Sub-samples per slice along z for partial volume (0 = automatic from thickness).
+    pub z_supersample: usize,
+    /// Fraction of studies with any hemorrhage.
+    pub prevalence_bleed: f64,
+    /// Relative frequency of the primary bleed subtype, in `SUBTYPES` order
+    /// (epidural, subdural, subarachnoid, intraparenchymal, intraventricular).
+    pub primary_subtype_weights: [f64; 5],
+    /// Probability that an intraparenchymal bleed extends into the ventricles.
+    pub p_ivh_extension: f64,
+    /// Probability of a hyperacute (heterogeneous, lower HU) bleed.
+    pub p_hyperacute: f64,
+    /// Probability of a subacute (near-isodense) bleed.
+    pub p_subacute: f64,
+    /// Probability of a small (< 1 mL) intraparenchymal bleed.
+    pub p_small_bleed: f64,
+    /// Probability that a subdural is thin (2–4 mm).
+    pub p_thin_subdural: f64,
+    /// Probability of a gantry-tilt-like head pitch (10–20°).
+    pub p_gantry_tilt: f64,
+    /// Probability that one slice is missing from the DICOM series (the volume keeps it).
+    pub p_missing_slice: f64,
+    /// Strength multiplier of beam-hardening streaks near the skull base (0 = none).
+    pub beam_hardening: f64,
+    /// Default cohort seed when none is given on the command line.
+    pub seed: u64,
+}
+
+impl Default for SynthConfig {
+    fn default() -> Self {
+        SynthConfig {
+            size: 128,
+            n_slices: Some(24),
+            slice_thickness_mm: [2.5, 5.0],
+            fov_mm: [220.0, 250.0],
+            noise_sd_hu: [3.0, 10.0],
+            z_supersample: 0,
+            prevalence_bleed: 0.5,
+            primary_subtype_weights: [0.08, 0.24, 0.18, 0.42, 0.08],
+            p_ivh_extension: 0.35,
+            p_hyperacute: 0.08,
+            p_subacute: 0.08,
+            p_small_bleed: 0.08,
+            p_thin_subdural: 0.25,
+            p_gantry_tilt: 0.05,
+            p_missing_slice: 0.02,
+            beam_hardening: 1.0,
+            seed: 2026,
+        }
+    }
+}
+
+impl SynthConfig {
+    /// Load from a TOML file; missing fields take defaults.
+    pub fn from_toml_file(path: &Path) -> Result<Self, SynthError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SynthError::Io {
+            path: path.to_path_buf(),
+            cause: e,
+        })?;
+        let cfg: SynthConfig = toml::from_str(&text).map_err(|e| SynthError::Config {
+            path: Some(path.to_path_buf()),
+            msg: e.to_string(),
+        })?;
+        cfg.validate().map_err(|msg| SynthError::Config {
+            path: Some(path.to_path_buf()),
+            msg,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Check ranges; returns a human-readable reason when invalid.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(16..=1024).contains(&self.size) {
+            return Err(format!("size {} must be in 16..=1024", self.size));
+        }
+        if let Some(n) = self.n_slices
+            && n != 0
+            && !(2..=512).contains(&n)
+        {
+            return Err(format!("n_slices {n} must be 0 (automatic) or in 2..=512"));
+        }
+        let range_ok = |r: [f64; 2], lo: f64, hi: f64| {
+            r[0].is_finite() && r[1].is_finite() && r[0] >= lo && r[1] <= hi && r[0] <= r[1]
+        };
+        if !range_ok(self.slice_thickness_mm, 0.5, 10.0) {
+            return Err(format!(
+                "slice_thickness_mm {:?} must be an ordered range within 0.5..10",
+                self.slice_thickness_mm
+            ));
+        }
+        if !range_ok(self.fov_mm, 200.0, 400.0) {
+            return Err(format!(
+                "fov_mm {:?} must be an ordered range within 200..400 (the head must fit)",
+                self.fov_mm
+            ));
+        }
+        if !range_ok(self.noise_sd_hu, 0.0, 100.0) {
+            return Err(format!(
+                "noise_sd_hu {:?} must be an ordered range within 0..100",
+                self.noise_sd_hu
+            ));
+        }
+        if self.z_supersample > 8 {
+            return Err(format!("z_supersample {} must be <= 8", self.z_supersample));
+        }
+        for (name, p) in [
+            ("prevalence_bleed", self.prevalence_bleed),
+            ("p_ivh_extension", self.p_ivh_extension),
+            ("p_hyperacute", self.p_hyperacute),
+            ("p_subacute", self.p_subacute),
+            ("p_small_bleed", self.p_small_bleed),
+            ("p_thin_subdural", self.p_thin_subdural),
+            ("p_gantry_tilt", self.p_gantry_tilt),
+            ("p_missing_slice", self.p_missing_slice),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!("{name} = {p} must be a probability in 0..=1"));
+            }
+        }
+        if self.p_hyperacute + self.p_subacute > 1.0 {
+            return Err("p_hyperacute + p_subacute must be <= 1".into());
+        }
+        let w = self.primary_subtype_weights;
+        if w.iter().any(|x| !x.is_finite() || *x < 0.0) || w.iter().sum::<f64>() <= 0.0 {
+            return Err(format!(
+                "primary_subtype_weights {w:?} must be non-negative with a positive sum"
+            ));
+        }
+        if !(0.0..=10.0).contains(&self.beam_hardening) {
+            return Err(format!(
+                "beam_hardening {} must be in 0..=10",
+                self.beam_hardening
+            ));
+        }
+        Ok(())
+    }
+}
