@@ -12,3 +12,6 @@ pub mod labels;
 
 pub use clinical::{CLINICAL_FEATURES, ClinicalFeature, ClinicalRecord, FeatureKind};
 pub use labels::{Outcomes, SUBTYPES, StudyLabels, Subtype};
+pub mod cache;
+pub mod layouts;
+pub mod splits;
