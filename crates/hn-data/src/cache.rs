@@ -39,7 +39,10 @@ pub enum CacheDtype {
     /// IEEE half precision (~3 significant digits).
     F16,
     /// Linear 8-bit quantisation of `[lo, hi]` (values clamped): `q = round((v−lo)/(hi−lo)·255)`.
-    U8 { lo: f32, hi: f32 },
+    U8 {
+        lo: f32,
+        hi: f32,
+    },
 }
 
 impl CacheDtype {
@@ -124,7 +127,9 @@ pub enum CacheOutcome {
     Hit,
     Built,
     /// A corrupt or stale entry was found and replaced; `reason` says why.
-    Rebuilt { reason: String },
+    Rebuilt {
+        reason: String,
+    },
 }
 
 /// A folder of cache entries for one preprocessing config.
@@ -218,16 +223,19 @@ impl Cache {
         out.extend_from_slice(&(hjson.len() as u32).to_le_bytes());
         out.extend_from_slice(&hjson);
         match dtype {
-            CacheDtype::F32 => s.data.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            CacheDtype::F32 => s
+                .data
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
             CacheDtype::F16 => s
                 .data
                 .iter()
                 .for_each(|v| out.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes())),
             CacheDtype::U8 { lo, hi } => {
                 let span = (hi - lo).max(f32::MIN_POSITIVE);
-                s.data.iter().for_each(|v| {
-                    out.push(((v.clamp(lo, hi) - lo) / span * 255.0).round() as u8)
-                })
+                s.data
+                    .iter()
+                    .for_each(|v| out.push(((v.clamp(lo, hi) - lo) / span * 255.0).round() as u8))
             }
         }
         let sum = Sha256::digest(&out);
@@ -278,8 +286,8 @@ impl Cache {
             .checked_add(hlen)
             .filter(|e| *e <= body.len())
             .ok_or_else(|| corrupt("header length beyond end of file".into()))?;
-        let header: CacheHeader = serde_json::from_slice(&body[12..hend])
-            .map_err(|e| corrupt(format!("header: {e}")))?;
+        let header: CacheHeader =
+            serde_json::from_slice(&body[12..hend]).map_err(|e| corrupt(format!("header: {e}")))?;
         let stale = |reason: String| CacheError::Stale {
             path: path.clone(),
             reason,
@@ -426,7 +434,11 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
             .collect();
         assert_eq!(names.len(), 3, "{names:?}");
-        assert!(names.iter().all(|n| n.ends_with(".hnc") && !n.starts_with(".tmp")));
+        assert!(
+            names
+                .iter()
+                .all(|n| n.ends_with(".hnc") && !n.starts_with(".tmp"))
+        );
     }
 
     #[test]
@@ -447,7 +459,10 @@ mod tests {
             })
             .unwrap();
         assert_eq!(built, 1);
-        assert!(matches!(outcome, CacheOutcome::Rebuilt { .. }), "{outcome:?}");
+        assert!(
+            matches!(outcome, CacheOutcome::Rebuilt { .. }),
+            "{outcome:?}"
+        );
         assert_eq!(s, study());
         // Now a hit, builder not called.
         let (_, outcome) = c

@@ -187,7 +187,11 @@ mod tests {
         let mut seen: HashMap<&str, Split> = HashMap::new();
         for (it, sp) in items.iter().zip(&s) {
             let prev = seen.insert(&it.patient_key, *sp);
-            assert!(prev.is_none() || prev == Some(*sp), "{} split", it.patient_key);
+            assert!(
+                prev.is_none() || prev == Some(*sp),
+                "{} split",
+                it.patient_key
+            );
         }
         // Proportions of patients.
         let count = |x: Split| seen.values().filter(|v| **v == x).count();

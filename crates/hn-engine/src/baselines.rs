@@ -128,7 +128,12 @@ pub fn abc2_volume_ml(
     }
     let plane = nx * ny;
     let areas: Vec<usize> = (0..nz)
-        .map(|k| mask[k * plane..(k + 1) * plane].iter().filter(|m| **m).count())
+        .map(|k| {
+            mask[k * plane..(k + 1) * plane]
+                .iter()
+                .filter(|m| **m)
+                .count()
+        })
         .collect();
     let Some((kmax, &amax)) = areas
         .iter()
@@ -145,7 +150,12 @@ pub fn abc2_volume_ml(
     };
     let pts: Vec<(f64, f64)> = (0..plane)
         .filter(|&p| mask[kmax * plane + p])
-        .map(|p| ((p % nx) as f64 * spacing_mm[0], (p / nx) as f64 * spacing_mm[1]))
+        .map(|p| {
+            (
+                (p % nx) as f64 * spacing_mm[0],
+                (p / nx) as f64 * spacing_mm[1],
+            )
+        })
         .collect();
     let extent = |theta: f64| {
         let (c, s) = (theta.cos(), theta.sin());
@@ -204,7 +214,11 @@ pub fn clinical_design_names() -> Vec<String> {
     CLINICAL_FEATURES
         .iter()
         .map(|f| f.name.to_string())
-        .chain(CLINICAL_FEATURES.iter().map(|f| format!("{}_missing", f.name)))
+        .chain(
+            CLINICAL_FEATURES
+                .iter()
+                .map(|f| format!("{}_missing", f.name)),
+        )
         .collect()
 }
 
@@ -296,7 +310,12 @@ impl LogisticRegression {
 
     /// Linear predictor (logit) of one row.
     pub fn logit(&self, row: &[f64]) -> f64 {
-        self.intercept + row.iter().zip(&self.weights).map(|(a, b)| a * b).sum::<f64>()
+        self.intercept
+            + row
+                .iter()
+                .zip(&self.weights)
+                .map(|(a, b)| a * b)
+                .sum::<f64>()
     }
 
     /// Probability of the positive class for one row.
@@ -337,7 +356,7 @@ fn cholesky_solve(a: &[Vec<f64>], b: &[f64]) -> Option<Vec<f64>> {
             let s: f64 = (0..j).map(|k| l[i][k] * l[j][k]).sum();
             if i == j {
                 let d = a[i][i] - s;
-                if !(d > 1e-14) {
+                if d.is_nan() || d <= 1e-14 {
                     return None;
                 }
                 l[i][j] = d.sqrt();
@@ -402,10 +421,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(ich_score_from_record(&rec, &NO).unwrap(), Some(2));
-        let missing = ClinicalRecord {
-            gcs: None,
-            ..rec
-        };
+        let missing = ClinicalRecord { gcs: None, ..rec };
         assert_eq!(ich_score_from_record(&missing, &NO).unwrap(), None);
     }
 

@@ -19,7 +19,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MetricsError {
     #[error("{what}: length mismatch ({a} vs {b})")]
-    LengthMismatch { what: &'static str, a: usize, b: usize },
+    LengthMismatch {
+        what: &'static str,
+        a: usize,
+        b: usize,
+    },
     #[error("{0}: no cases")]
     Empty(&'static str),
     #[error("{0}: needs both positive and negative cases")]
@@ -242,7 +246,13 @@ pub fn at_threshold(scores: &[f64], labels: &[bool], threshold: f64) -> Result<O
             (false, true) => fn_ += 1,
         }
     }
-    let div = |a: usize, b: usize| if b == 0 { f64::NAN } else { a as f64 / b as f64 };
+    let div = |a: usize, b: usize| {
+        if b == 0 {
+            f64::NAN
+        } else {
+            a as f64 / b as f64
+        }
+    };
     let zdiv = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     Ok(OperatingPoint {
         threshold,
@@ -307,7 +317,12 @@ fn bce(p: f64, y: bool) -> f64 {
 /// Mean binary cross-entropy (probabilities clipped to `[1e-15, 1 - 1e-15]`).
 pub fn log_loss(probs: &[f64], labels: &[bool]) -> Result<f64> {
     check_probs("log_loss", probs, labels)?;
-    Ok(probs.iter().zip(labels).map(|(p, y)| bce(*p, *y)).sum::<f64>() / probs.len() as f64)
+    Ok(probs
+        .iter()
+        .zip(labels)
+        .map(|(p, y)| bce(*p, *y))
+        .sum::<f64>()
+        / probs.len() as f64)
 }
 
 /// Label order of the RSNA-2019 rows: `any`, then [`hn_data::SUBTYPES`].
@@ -382,7 +397,9 @@ pub struct ReliabilityBin {
 pub fn reliability(probs: &[f64], labels: &[bool], n_bins: usize) -> Result<Vec<ReliabilityBin>> {
     check_probs("reliability", probs, labels)?;
     if n_bins == 0 {
-        return Err(MetricsError::Invalid("reliability: n_bins must be > 0".into()));
+        return Err(MetricsError::Invalid(
+            "reliability: n_bins must be > 0".into(),
+        ));
     }
     let mut sum_p = vec![0.0; n_bins];
     let mut sum_y = vec![0.0; n_bins];
@@ -432,7 +449,13 @@ pub fn sigmoid(z: f64) -> f64 {
 /// Mean NLL of `sigmoid(logit / t)`, computed from logits (no clipping needed).
 pub fn nll_at_temperature(logits: &[f64], labels: &[bool], t: f64) -> f64 {
     // -log sigmoid(z) = softplus(-z); -log(1 - sigmoid(z)) = softplus(z)
-    let softplus = |x: f64| if x > 0.0 { x + (-x).exp().ln_1p() } else { x.exp().ln_1p() };
+    let softplus = |x: f64| {
+        if x > 0.0 {
+            x + (-x).exp().ln_1p()
+        } else {
+            x.exp().ln_1p()
+        }
+    };
     logits
         .iter()
         .zip(labels)
@@ -525,7 +548,11 @@ pub fn referral_curve(
         let accuracy = if kept.is_empty() {
             f64::NAN
         } else {
-            p.iter().zip(&y).filter(|(p, y)| (**p >= 0.5) == **y).count() as f64 / p.len() as f64
+            p.iter()
+                .zip(&y)
+                .filter(|(p, y)| (**p >= 0.5) == **y)
+                .count() as f64
+                / p.len() as f64
         };
         out.push(ReferralPoint {
             fraction_referred: f,
@@ -615,7 +642,11 @@ mod tests {
         close(roc_auc(&[0.1, 0.9], &[false, true]).unwrap(), 1.0, 0.0);
         close(roc_auc(&[0.9, 0.1], &[false, true]).unwrap(), 0.0, 0.0);
         // all tied -> 0.5
-        close(roc_auc(&[0.3; 4], &[true, false, true, false]).unwrap(), 0.5, 0.0);
+        close(
+            roc_auc(&[0.3; 4], &[true, false, true, false]).unwrap(),
+            0.5,
+            0.0,
+        );
     }
 
     #[test]
@@ -685,7 +716,11 @@ mod tests {
 
     #[test]
     fn pr_auc_brier_logloss_match_sklearn() {
-        close(average_precision(&S, &Y).unwrap(), 0.7892857142857144, 1e-12);
+        close(
+            average_precision(&S, &Y).unwrap(),
+            0.7892857142857144,
+            1e-12,
+        );
         close(brier(&S, &Y).unwrap(), 0.18275, 1e-12);
         close(log_loss(&S, &Y).unwrap(), 0.5292431363103185, 1e-12);
         assert!(matches!(

@@ -99,7 +99,11 @@ pub fn read_reads_csv(path: &Path) -> Result<BTreeMap<String, StudyLabels>, Layo
     Ok(out)
 }
 
-fn find_study_dirs(root: &Path, depth: usize, out: &mut Vec<(String, PathBuf)>) -> Result<(), LayoutError> {
+fn find_study_dirs(
+    root: &Path,
+    depth: usize,
+    out: &mut Vec<(String, PathBuf)>,
+) -> Result<(), LayoutError> {
     for entry in std::fs::read_dir(root).map_err(|e| LayoutError::io(root, e))? {
         let entry = entry.map_err(|e| LayoutError::io(root, e))?;
         let p = entry.path();
@@ -142,7 +146,11 @@ pub fn load(root: &Path) -> Result<StudyIndex, LayoutError> {
             .filter_map(|f| f.parent()?.file_name()?.to_str().map(str::to_string))
             .collect();
         series.dedup();
-        let mut notes = vec![format!("{} series folders: {}", series.len(), series.join("; "))];
+        let mut notes = vec![format!(
+            "{} series folders: {}",
+            series.len(),
+            series.join("; ")
+        )];
         let labels = reads.get(&key).copied();
         if labels.is_none() {
             notes.push("no row in reads.csv".into());
@@ -187,12 +195,18 @@ mod tests {
 
     #[test]
     fn keys_and_votes() {
-        assert_eq!(study_key("CQ500CT427 CQ500CT427").as_deref(), Some("CQ500-CT-427"));
+        assert_eq!(
+            study_key("CQ500CT427 CQ500CT427").as_deref(),
+            Some("CQ500-CT-427")
+        );
         assert_eq!(study_key("CQ500-CT-0").as_deref(), Some("CQ500-CT-0"));
         assert_eq!(study_key("CQ500CT12x"), None);
         assert_eq!(study_key("other"), None);
         assert_eq!(majority(&[Some(true), Some(true), Some(false)]), Some(true));
-        assert_eq!(majority(&[Some(true), Some(false), Some(false)]), Some(false));
+        assert_eq!(
+            majority(&[Some(true), Some(false), Some(false)]),
+            Some(false)
+        );
         assert_eq!(majority(&[Some(true), None, Some(false)]), Some(false));
         assert_eq!(majority(&[None, None, None]), None);
     }

@@ -140,7 +140,10 @@ pub fn load(root: &Path) -> Result<StudyIndex, LayoutError> {
     };
     let scans = root.join("ct_scans");
     if !scans.is_dir() {
-        return Err(LayoutError::layout(&scans, "CT-ICH ct_scans folder not found"));
+        return Err(LayoutError::layout(
+            &scans,
+            "CT-ICH ct_scans folder not found",
+        ));
     }
     let mut numbers: Vec<u32> = std::fs::read_dir(&scans)
         .map_err(|e| LayoutError::io(&scans, e))?

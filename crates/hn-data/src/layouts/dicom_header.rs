@@ -1,6 +1,7 @@
 //! Header-only DICOM reads for indexing: the UIDs and geometry needed to group files into
 //! studies/series and order slices, read up to (not including) PixelData.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::tags;
@@ -40,15 +41,92 @@ impl SliceHeader {
     }
 }
 
+/// An error and its sources, `: `-separated (dicom-rs puts the useful part in the sources).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s += &format!(": {c}");
+        cur = c.source();
+    }
+    s
+}
+
+/// Open a Part-10 file whose meta group has invalid UI values: the meta group is copied with
+/// every UI value's characters other than digits, '.', NUL and space replaced by '9' (same
+/// length, so group lengths stay valid), then the rest of the file is streamed after it.
+/// Only the meta group is touched; indexing reads UIDs from the data set.
+fn open_masking_meta_uids(path: &Path) -> Result<dicom_object::DefaultDicomObject, String> {
+    let mut f = std::io::BufReader::new(std::fs::File::open(path).map_err(|e| e.to_string())?);
+    let mut pre = [0u8; 132];
+    f.read_exact(&mut pre)
+        .map_err(|e| format!("too short: {e}"))?;
+    if &pre[128..132] != b"DICM" {
+        return Err("no DICM preamble".into());
+    }
+    let mut meta = b"DICM".to_vec();
+    let mut pending = Vec::new();
+    loop {
+        let mut h = [0u8; 8];
+        if f.read_exact(&mut h).is_err() {
+            break;
+        }
+        if u16::from_le_bytes([h[0], h[1]]) != 0x0002 {
+            pending.extend_from_slice(&h);
+            break;
+        }
+        let vr = [h[4], h[5]];
+        let long = matches!(&vr, b"OB" | b"OW" | b"OF" | b"SQ" | b"UT" | b"UN");
+        let mut head = h.to_vec();
+        let len = if long {
+            let mut l = [0u8; 4];
+            f.read_exact(&mut l).map_err(|e| e.to_string())?;
+            head.extend_from_slice(&l);
+            u32::from_le_bytes(l) as usize
+        } else {
+            usize::from(u16::from_le_bytes([h[6], h[7]]))
+        };
+        if len > 1 << 20 {
+            return Err(format!("meta element of {len} bytes"));
+        }
+        let mut value = vec![0u8; len];
+        f.read_exact(&mut value).map_err(|e| e.to_string())?;
+        if &vr == b"UI" {
+            for b in &mut value {
+                if !(b.is_ascii_digit() || *b == b'.' || *b == 0 || *b == b' ') {
+                    *b = b'9';
+                }
+            }
+        }
+        meta.extend_from_slice(&head);
+        meta.extend_from_slice(&value);
+    }
+    let reader = std::io::Cursor::new(meta)
+        .chain(std::io::Cursor::new(pending))
+        .chain(f);
+    OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .from_reader(reader)
+        .map_err(|e| error_chain(&e))
+}
+
 /// Read the header of `path`, stopping before PixelData.
 pub fn read_slice_header(path: &Path) -> Result<SliceHeader, LayoutError> {
-    let obj = OpenFileOptions::new()
+    let obj = match OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
-        .map_err(|e| LayoutError::Dicom {
+    {
+        Ok(o) => o,
+        // RSNA-2019 files carry non-numeric UIDs (`ID_...`) in the file meta group, which
+        // dicom-object rejects; retry with those meta UIDs masked (the data set is untouched).
+        Err(first) => open_masking_meta_uids(path).map_err(|second| LayoutError::Dicom {
             path: path.to_path_buf(),
-            msg: format!("cannot read DICOM header: {e}"),
-        })?;
+            msg: format!(
+                "cannot read DICOM header: {} (lenient retry: {second})",
+                error_chain(&first)
+            ),
+        })?,
+    };
     let text = |tag| -> Option<String> {
         obj.element_opt(tag)
             .ok()

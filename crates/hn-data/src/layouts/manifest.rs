@@ -38,7 +38,12 @@ fn is_nifti(p: &Path) -> bool {
     n.ends_with(".nii") || n.ends_with(".nii.gz")
 }
 
-fn set_clinical(rec: &mut ClinicalRecord, name: &str, row: &CsvRow<'_>, c: usize) -> Result<(), LayoutError> {
+fn set_clinical(
+    rec: &mut ClinicalRecord,
+    name: &str,
+    row: &CsvRow<'_>,
+    c: usize,
+) -> Result<(), LayoutError> {
     match name {
         "age" => rec.age = row.opt_f32(c)?,
         "sex_male" => rec.sex_male = row.opt_bool(c)?,
@@ -57,7 +62,10 @@ fn set_clinical(rec: &mut ClinicalRecord, name: &str, row: &CsvRow<'_>, c: usize
         "onset_hours" => rec.onset_hours = row.opt_f32(c)?,
         "antiplatelet" => rec.antiplatelet = row.opt_bool(c)?,
         other => {
-            return Err(row.err(c, format!("clinical feature `{other}` has no manifest parser")));
+            return Err(row.err(
+                c,
+                format!("clinical feature `{other}` has no manifest parser"),
+            ));
         }
     }
     Ok(())
@@ -95,7 +103,11 @@ pub fn load(manifest: &Path) -> Result<StudyIndex, LayoutError> {
         warnings.push(format!(
             "{}: ignored unknown columns: {}",
             manifest.display(),
-            unknown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            unknown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     let resolve = |s: &str| {
@@ -115,7 +127,10 @@ pub fn load(manifest: &Path) -> Result<StudyIndex, LayoutError> {
             .filter(|k| !k.is_empty())
             .unwrap_or_else(|| raw_path.to_string());
         if !keys.insert(key.clone()) {
-            return Err(row.err(key_col.unwrap_or(path_col), format!("duplicate study key `{key}`")));
+            return Err(row.err(
+                key_col.unwrap_or(path_col),
+                format!("duplicate study key `{key}`"),
+            ));
         }
         let patient_key = pat_col
             .map(|c| row.get(c).to_string())
@@ -127,10 +142,16 @@ pub fn load(manifest: &Path) -> Result<StudyIndex, LayoutError> {
             .filter(|m| !super::is_blank(m))
             .map(resolve);
         let source = if is_nifti(&path) {
-            StudySource::Nifti { path: path.clone(), mask }
+            StudySource::Nifti {
+                path: path.clone(),
+                mask,
+            }
         } else {
             if mask.is_some() {
-                return Err(row.err(mask_col.unwrap_or(path_col), "a mask is only supported with a NIfTI path"));
+                return Err(row.err(
+                    mask_col.unwrap_or(path_col),
+                    "a mask is only supported with a NIfTI path",
+                ));
             }
             let files = if path.is_dir() {
                 walk_files(&path, &looks_like_dicom)?
@@ -162,7 +183,11 @@ pub fn load(manifest: &Path) -> Result<StudyIndex, LayoutError> {
         let labels = if n_given == 0 {
             None
         } else if n_given < 6 {
-            let (c, _) = given.iter().find(|(_, v)| v.is_none()).copied().unwrap_or((path_col, None));
+            let (c, _) = given
+                .iter()
+                .find(|(_, v)| v.is_none())
+                .copied()
+                .unwrap_or((path_col, None));
             return Err(row.err(
                 c,
                 "labels must be all six (any + 5 subtypes) or none; this one is missing",

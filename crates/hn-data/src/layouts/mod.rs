@@ -48,7 +48,10 @@ pub enum StudySource {
         rsna_fix: bool,
     },
     /// A NIfTI volume, with an optional hemorrhage mask of the same grid.
-    Nifti { path: PathBuf, mask: Option<PathBuf> },
+    Nifti {
+        path: PathBuf,
+        mask: Option<PathBuf>,
+    },
 }
 
 /// Labels of one slice of a study.
@@ -136,7 +139,12 @@ impl LayoutError {
         }
     }
 
-    pub(crate) fn csv(path: &Path, line: u64, column: Option<&str>, msg: impl Into<String>) -> Self {
+    pub(crate) fn csv(
+        path: &Path,
+        line: u64,
+        column: Option<&str>,
+        msg: impl Into<String>,
+    ) -> Self {
         LayoutError::Csv {
             path: path.to_path_buf(),
             line,
@@ -203,7 +211,10 @@ impl CsvTable {
                 &self.path,
                 1,
                 Some(name),
-                format!("required column is missing (header: {})", self.headers.join(",")),
+                format!(
+                    "required column is missing (header: {})",
+                    self.headers.join(",")
+                ),
             )
         })
     }
@@ -286,7 +297,9 @@ pub(crate) fn parse_bool(s: &str) -> Result<Option<bool>, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "1" | "1.0" | "true" | "yes" | "y" => Ok(Some(true)),
         "0" | "0.0" | "false" | "no" | "n" => Ok(Some(false)),
-        other => Err(format!("`{other}` is not a boolean (0/1/true/false/yes/no)")),
+        other => Err(format!(
+            "`{other}` is not a boolean (0/1/true/false/yes/no)"
+        )),
     }
 }
 

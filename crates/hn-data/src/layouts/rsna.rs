@@ -68,7 +68,10 @@ pub fn read_label_csv(path: &Path) -> Result<HashMap<String, SliceRow>, LayoutEr
             .ok_or_else(|| row.err(label_col, "label is blank"))?;
         let e = out.entry(slice.to_string()).or_default();
         if e[j].is_some_and(|old| old != v) {
-            return Err(row.err(label_col, format!("conflicts with an earlier row for `{id}`")));
+            return Err(row.err(
+                label_col,
+                format!("conflicts with an earlier row for `{id}`"),
+            ));
         }
         e[j] = Some(v);
         Ok(())
