@@ -42,6 +42,24 @@ pub enum MetricsError {
 
 type Result<T> = std::result::Result<T, MetricsError>;
 
+/// Serde for `f64` fields that may be NaN ("undefined"): written as JSON `null`, read back
+/// from `null` as NaN (serde_json alone writes NaN as `null` but cannot read it back).
+pub mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
+
 fn check(what: &'static str, scores: &[f64], labels: &[bool]) -> Result<()> {
     if scores.len() != labels.len() {
         return Err(MetricsError::LengthMismatch {
@@ -111,8 +129,10 @@ pub fn roc_auc(scores: &[f64], labels: &[bool]) -> Result<f64> {
 pub struct Interval {
     pub estimate: f64,
     /// Lower bound (2.5th percentile for a 95 % CI).
+    #[serde(with = "nan_as_null")]
     pub lo: f64,
     /// Upper bound (97.5th percentile for a 95 % CI).
+    #[serde(with = "nan_as_null")]
     pub hi: f64,
     /// Bootstrap resamples that had both classes and so entered the interval.
     pub n_boot: usize,
@@ -223,14 +243,17 @@ pub struct OperatingPoint {
     #[serde(rename = "fn")]
     pub fn_: usize,
     /// TP / (TP + FN); NaN without positives.
+    #[serde(with = "nan_as_null")]
     pub sensitivity: f64,
     /// TN / (TN + FP); NaN without negatives.
+    #[serde(with = "nan_as_null")]
     pub specificity: f64,
     /// TP / (TP + FP); 0 when nothing is predicted positive (scikit-learn's zero_division=0).
     pub ppv: f64,
     /// 2 TP / (2 TP + FP + FN); 0 when that is 0/0.
     pub f1: f64,
     /// (TP + TN) / n.
+    #[serde(with = "nan_as_null")]
     pub accuracy: f64,
 }
 
@@ -383,12 +406,16 @@ pub const ECE_BINS: usize = 15;
 /// One bin of a reliability diagram.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ReliabilityBin {
+    #[serde(with = "nan_as_null")]
     pub lo: f64,
+    #[serde(with = "nan_as_null")]
     pub hi: f64,
     pub count: usize,
     /// Mean predicted probability in the bin (NaN when empty).
+    #[serde(with = "nan_as_null")]
     pub mean_pred: f64,
     /// Observed fraction of positives in the bin (NaN when empty).
+    #[serde(with = "nan_as_null")]
     pub frac_pos: f64,
 }
 
@@ -518,6 +545,7 @@ pub struct ReferralPoint {
     /// AUC on retained cases; `None` when they hold a single class.
     pub auc: Option<f64>,
     /// Accuracy at probability 0.5 on retained cases (NaN when none are retained).
+    #[serde(with = "nan_as_null")]
     pub accuracy: f64,
 }
 
