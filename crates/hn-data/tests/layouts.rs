@@ -20,7 +20,8 @@ fn ct_slice(i: usize) -> PathBuf {
         .join(names[i % 4])
 }
 
-/// Copy a real CT slice to `dst`, rewriting the UIDs, PatientID and position.
+/// Copy a real CT slice to `dst`, rewriting the UIDs, PatientID and position. The file meta
+/// MediaStorageSOPInstanceUID gets `sop` too (RSNA style, `ID_...`).
 fn write_slice(
     src: &Path,
     dst: &Path,
@@ -29,6 +30,20 @@ fn write_slice(
     series: &str,
     patient: &str,
     z: f64,
+) {
+    write_slice_meta(src, dst, sop, study, series, patient, z, None)
+}
+
+/// As [`write_slice`], with `meta_sop` (when given) as the file-meta SOP instance UID.
+fn write_slice_meta(
+    src: &Path,
+    dst: &Path,
+    sop: &str,
+    study: &str,
+    series: &str,
+    patient: &str,
+    z: f64,
+    meta_sop: Option<&str>,
 ) {
     let mut obj = dicom_object::open_file(src).unwrap();
     let put = |obj: &mut dicom_object::DefaultDicomObject, tag, vr, v: PrimitiveValue| {
@@ -70,7 +85,7 @@ fn write_slice(
         VR::DS,
         dicom_value!(Strs, ["1", "0", "0", "0", "1", "0"]),
     );
-    obj.update_meta(|m| m.media_storage_sop_instance_uid = sop.to_string());
+    obj.update_meta(|m| m.media_storage_sop_instance_uid = meta_sop.unwrap_or(sop).to_string());
     fs::create_dir_all(dst.parent().unwrap()).unwrap();
     obj.write_to_file(dst).unwrap();
 }
@@ -209,6 +224,47 @@ fn rsna_groups_studies_orders_slices_and_labels() {
     assert!(t.studies.iter().all(|s| s.labels.is_none()));
 }
 
+/// With numeric file-meta UIDs (the strict header path), the index decodes through hn-imaging.
+/// (hn-imaging's reader, like dicom-object, rejects `ID_...` meta UIDs: see the report.)
+#[test]
+fn rsna_index_decodes_through_hn_imaging() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let img = root.join("stage_2_train");
+    for (i, z) in [(1, 10.0), (2, 0.0), (3, 5.0)] {
+        let id = format!("ID_c{i}");
+        let meta = format!("1.2.826.0.1.3680043.8.498.{i}");
+        write_slice_meta(
+            &ct_slice(i),
+            &img.join(format!("{id}.dcm")),
+            &id,
+            "ID_stC",
+            "ID_seC",
+            "ID_pC",
+            z,
+            Some(&meta),
+        );
+    }
+    let opts = layouts::rsna::RsnaOptions {
+        labels_csv: None,
+        ..Default::default()
+    };
+    let idx = layouts::rsna::load(root, &opts).unwrap();
+    assert!(idx.warnings.is_empty(), "{:?}", idx.warnings);
+    let c = idx.get("ID_stC").unwrap();
+    let d = layouts::read_study(c, &Default::default()).unwrap();
+    assert_eq!(d.volume.dims, [16, 16, 3]);
+    assert!(d.mask.is_none());
+    // Slices from z = 0 to z = 10 mm along the volume's k axis.
+    let z0 = d.volume.world([0.0, 0.0, 0.0])[2];
+    let z2 = d.volume.world([0.0, 0.0, 2.0])[2];
+    assert!(
+        ((z0 - 0.0).abs() < 1e-6 && (z2 - 10.0).abs() < 1e-6)
+            || ((z0 - 10.0).abs() < 1e-6 && (z2 - 0.0).abs() < 1e-6),
+        "{z0} {z2}"
+    );
+}
+
 #[test]
 fn rsna_csv_errors_name_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
@@ -332,6 +388,9 @@ fn ctich_volumes_masks_slice_labels_and_demographics() {
     assert!(!sl[0].labels.any && sl[1].labels.any);
     assert_eq!(a.clinical.age, Some(72.0));
     assert_eq!(a.clinical.sex_male, Some(true));
+    let d = layouts::read_study(a, &Default::default()).unwrap();
+    assert_eq!(d.volume.dims, [33, 41, 25]);
+    assert_eq!(d.mask.as_ref().unwrap().dims, d.volume.dims);
     let b = idx.get("CTICH-050").unwrap();
     assert!(!b.labels.unwrap().any);
     assert!(b.notes.iter().any(|n| n == "no mask"));

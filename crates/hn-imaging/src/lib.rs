@@ -9,7 +9,41 @@
 //!
 //! Coordinate convention: **LPS** (DICOM patient coordinates) everywhere. NIfTI's RAS+
 //! world coordinates are converted on read and write (x and y negated).
+//! See `docs/IMAGING.md` for the conventions, the series-choice rule and the codec table.
 
+pub mod dicom;
+pub mod error;
+pub mod inspect;
+pub mod nifti;
+pub mod transforms;
 pub mod volume;
 
+use std::path::{Path, PathBuf};
+
+pub use dicom::{ReadOptions, SeriesSummary, SkippedFile, StudyRead};
+pub use error::ImagingError;
+pub use nifti::NiftiReadOptions;
 pub use volume::{Modality, Provenance, Volume, VolumeError};
+
+/// Options for [`read_any`]: DICOM options, and the NIfTI volume index for 4-D files.
+#[derive(Debug, Clone, Default)]
+pub struct AnyReadOptions {
+    pub dicom: ReadOptions,
+    pub nifti: NiftiReadOptions,
+}
+
+/// Read a NIfTI file (`.nii`, `.nii.gz`), a DICOM file, or a folder of DICOM files.
+///
+/// NIfTI input gives a [`StudyRead`] with an empty series list and rule `"NIfTI file"`.
+pub fn read_any(path: &Path, opts: &AnyReadOptions) -> Result<StudyRead, ImagingError> {
+    if path.is_file() && nifti::is_nifti_path(path) {
+        let volume = nifti::read_volume(path, &opts.nifti)?;
+        return Ok(StudyRead {
+            volume,
+            chosen_rule: "NIfTI file".into(),
+            series: Vec::new(),
+            skipped: Vec::new(),
+        });
+    }
+    dicom::read_series(&[PathBuf::from(path)], &opts.dicom)
+}

@@ -102,6 +102,78 @@ impl StudyIndex {
     }
 }
 
+/// Decoded pixels of a study.
+#[derive(Debug, Clone)]
+pub struct DecodedStudy {
+    pub volume: hn_imaging::Volume,
+    /// Hemorrhage mask on the same grid, when the source has one (values as stored, > 0 =
+    /// hemorrhage).
+    pub mask: Option<hn_imaging::Volume>,
+}
+
+/// Errors from decoding a study's pixels.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error(transparent)]
+    Imaging(#[from] hn_imaging::ImagingError),
+    #[error("{mask}: mask grid {mask_dims:?} differs from the volume's {dims:?}")]
+    MaskGrid {
+        mask: PathBuf,
+        mask_dims: [usize; 3],
+        dims: [usize; 3],
+    },
+    #[error("study has no DICOM files")]
+    NoFiles,
+}
+
+/// Decode a study's pixels through `hn-imaging`: DICOM with the source's series and RSNA
+/// fix, NIfTI (and its mask) with `nifti` options (set `modality: Some(Modality::Ct)` for CT
+/// datasets such as CT-ICH so values are treated as HU).
+pub fn read_study(
+    rec: &StudyRecord,
+    nifti: &hn_imaging::NiftiReadOptions,
+) -> Result<DecodedStudy, DecodeError> {
+    match &rec.source {
+        StudySource::Dicom {
+            files,
+            series_uid,
+            rsna_fix,
+        } => {
+            if files.is_empty() {
+                return Err(DecodeError::NoFiles);
+            }
+            let opts = hn_imaging::ReadOptions {
+                series_uid: series_uid.clone(),
+                rsna_fix: *rsna_fix,
+                ..Default::default()
+            };
+            let read = hn_imaging::dicom::read_series(files, &opts)?;
+            Ok(DecodedStudy {
+                volume: read.volume,
+                mask: None,
+            })
+        }
+        StudySource::Nifti { path, mask } => {
+            let volume = hn_imaging::nifti::read_volume(path, nifti)?;
+            let mask = match mask {
+                Some(m) => {
+                    let mv = hn_imaging::nifti::read_volume(m, nifti)?;
+                    if mv.dims != volume.dims {
+                        return Err(DecodeError::MaskGrid {
+                            mask: m.clone(),
+                            mask_dims: mv.dims,
+                            dims: volume.dims,
+                        });
+                    }
+                    Some(mv)
+                }
+                None => None,
+            };
+            Ok(DecodedStudy { volume, mask })
+        }
+    }
+}
+
 /// Errors from reading a dataset layout.
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {

@@ -1,0 +1,349 @@
+//! Every DICOM file under `testdata/real-imaging/dicom` decodes to the values pydicom gives.
+//!
+//! Reference numbers were computed once with pydicom 3.0.2 + pylibjpeg (libjpeg 2.5, openjpeg
+//! 2.6, rle 2.2) as `apply_modality_lut(ds.pixel_array, ds).astype(float32)`; "sum" is the
+//! float64 sum of those float32 values (a full-array checksum: one changed voxel changes it).
+//! min/max are also in `testdata/real-imaging/README.md`.
+
+use std::path::{Path, PathBuf};
+
+use hn_imaging::dicom::{ReadOptions, read_series};
+use hn_imaging::{ImagingError, Modality};
+
+fn data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/real-imaging/dicom")
+        .join(rel)
+}
+
+fn raw_opts() -> ReadOptions {
+    // Padding off: pydicom does not apply PixelPaddingValue, so compare like with like.
+    ReadOptions {
+        apply_padding: false,
+        ..ReadOptions::default()
+    }
+}
+
+fn sum(v: &[f32]) -> f64 {
+    v.iter().map(|x| *x as f64).sum()
+}
+
+/// (file, dims, min, max, sum) from pydicom.
+const REFERENCE: &[(&str, [usize; 3], f32, f32, f64)] = &[
+    ("693_J2KR.dcm", [512, 512, 1], -3024.0, 1468.0, -271466631.0),
+    ("693_UNCR.dcm", [512, 512, 1], -3024.0, 1468.0, -271466631.0),
+    ("CT_small.dcm", [128, 128, 1], -896.0, 1167.0, -1950906.0),
+    ("JPEG-LL.dcm", [256, 1024, 1], 0.0, 278.0, 3596452.0),
+    ("JPEG2000.dcm", [256, 1024, 1], -30.0, 245.0, 3527976.0),
+    (
+        "JPEGLSNearLossless_16.dcm",
+        [10, 50, 1],
+        0.0,
+        65535.0,
+        6007250.0,
+    ),
+    (
+        "JPGLosslessP14SV1_1s_1f_8b.dcm",
+        [1024, 768, 1],
+        0.0,
+        255.0,
+        13572107.0,
+    ),
+    (
+        "MR-SIEMENS-DICOM-WithOverlays.dcm",
+        [484, 484, 1],
+        0.0,
+        1123.0,
+        28033480.0,
+    ),
+    ("MR_small.dcm", [64, 64, 1], 127.0, 2145.0, 2125338.0),
+    ("MR_small_RLE.dcm", [64, 64, 1], 127.0, 2145.0, 2125338.0),
+    (
+        "MR_small_bigendian.dcm",
+        [64, 64, 1],
+        127.0,
+        2145.0,
+        2125338.0,
+    ),
+    (
+        "MR_small_implicit.dcm",
+        [64, 64, 1],
+        127.0,
+        2145.0,
+        2125338.0,
+    ),
+    (
+        "MR_small_jp2klossless.dcm",
+        [64, 64, 1],
+        127.0,
+        2145.0,
+        2125338.0,
+    ),
+    (
+        "MR_small_jpeg_ls_lossless.dcm",
+        [64, 64, 1],
+        127.0,
+        2145.0,
+        2125338.0,
+    ),
+    ("MR_small_padded.dcm", [64, 64, 1], 127.0, 2145.0, 2125338.0),
+    (
+        "decimal_rescale.dcm",
+        [128, 96, 1],
+        -4096.0,
+        -4096.0,
+        -50331648.0,
+    ),
+    ("emri_small.dcm", [64, 64, 10], 0.0, 467.0, 4493276.0),
+    ("emri_small_RLE.dcm", [64, 64, 10], 0.0, 467.0, 4493276.0),
+    (
+        "emri_small_jpeg_2k_lossless.dcm",
+        [64, 64, 10],
+        0.0,
+        467.0,
+        4493276.0,
+    ),
+    ("image_dfl.dcm", [512, 512, 1], 0.0, 255.0, 33322688.0),
+    ("siemens_dti_0.dcm", [256, 256, 1], 0.0, 4095.0, 134184960.0),
+];
+
+#[test]
+fn every_decodable_file_matches_pydicom() {
+    let mut failures = Vec::new();
+    for (file, dims, min, max, s) in REFERENCE {
+        match read_series(&[data(file)], &raw_opts()) {
+            Ok(st) => {
+                let v = &st.volume;
+                let (lo, hi) = v.min_max().unwrap();
+                let got = sum(&v.data);
+                if v.dims != *dims || lo != *min || hi != *max || got != *s {
+                    failures.push(format!(
+                        "{file}: dims {:?} min {lo} max {hi} sum {got}, want {dims:?} {min} {max} {s}",
+                        v.dims
+                    ));
+                }
+            }
+            Err(e) => failures.push(format!("{file}: {e}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn lossy_jpeg2000_ct_within_pydicom_tolerance() {
+    // Lossy J2K: different decoders may round differently; openjp2 and OpenJPEG agree here
+    // exactly, but allow 0.5 HU mean difference so a decoder update is not a false alarm.
+    let v = read_series(&[data("693_J2KI.dcm")], &raw_opts())
+        .unwrap()
+        .volume;
+    let (lo, hi) = v.min_max().unwrap();
+    assert!(
+        (lo - -3995.0).abs() <= 2.0 && (hi - 1812.0).abs() <= 2.0,
+        "{lo} {hi}"
+    );
+    let mean_diff = (sum(&v.data) - -270617240.0).abs() / v.len() as f64;
+    assert!(mean_diff < 0.5, "mean difference {mean_diff} HU");
+    assert_eq!(v.modality, Modality::Ct);
+}
+
+#[test]
+fn mr_non_integer_rescale_matches_pydicom() {
+    let v = read_series(&[data("MR2_UNCR.dcm")], &raw_opts())
+        .unwrap()
+        .volume;
+    let (lo, hi) = v.min_max().unwrap();
+    assert!((lo - 6.1e-5).abs() < 1e-9, "{lo}");
+    assert!((hi - 2245.598).abs() < 1e-3, "{hi}");
+    // pydicom: 297139221.47783935 (float64 rescale, then float32 like ours).
+    assert!((sum(&v.data) - 297139221.478).abs() < 0.05);
+    assert_eq!(v.modality, Modality::Mr);
+}
+
+#[test]
+fn enhanced_ct_uses_functional_group_rescale() {
+    let st = read_series(&[data("eCT_Supplemental.dcm")], &ReadOptions::default()).unwrap();
+    let v = &st.volume;
+    assert_eq!(v.dims, [512, 512, 2]);
+    assert_eq!(v.min_max(), Some((-1024.0, 172.0)));
+    // Raw pydicom sum 199249408 minus 1024 per voxel.
+    assert_eq!(sum(&v.data), 199249408.0 - 1024.0 * 512.0 * 512.0 * 2.0);
+    assert_eq!(v.spacing[0], 0.388672);
+    assert!(
+        v.provenance
+            .notes
+            .iter()
+            .any(|n| n.contains("functional groups"))
+    );
+    // Direction from the shared Plane Orientation Sequence: row axis is -x.
+    assert_eq!(v.direction[0][0], -1.0);
+}
+
+#[test]
+fn pixel_padding_becomes_lowest_value_and_is_noted() {
+    let v = read_series(&[data("693_UNCR.dcm")], &ReadOptions::default())
+        .unwrap()
+        .volume;
+    // The -2000 stored padding (-3024 HU after rescale) is gone; air is the floor.
+    assert_eq!(v.min_max(), Some((-1024.0, 1468.0)));
+    assert_eq!(sum(&v.data), -159922631.0);
+    assert!(
+        v.provenance
+            .notes
+            .iter()
+            .any(|n| n.contains("PixelPaddingValue"))
+    );
+}
+
+#[test]
+fn rejected_files_give_clear_error_kinds() {
+    for (file, kind, needle) in [
+        ("SC_rgb_rle.dcm", "unsupported", "RGB"),
+        ("ctbrain1.dcm", "unsupported", "YBR_FULL_422"),
+        ("JPGExtended.dcm", "unsupported", "12"),
+    ] {
+        let e = read_series(&[data(file)], &ReadOptions::default()).unwrap_err();
+        assert_eq!(e.kind(), kind, "{file}: {e}");
+        let msg = e.to_string();
+        assert!(msg.contains(file), "{msg}");
+        assert!(msg.contains(needle), "{msg}");
+        assert!(matches!(e, ImagingError::Unsupported { .. }));
+    }
+}
+
+/// (file, ImagePositionPatient z, pydicom per-slice sum)
+const SERIES: &[(&str, f64, f64)] = &[
+    ("17106.dcm", -99.480003, -158395.0),
+    ("17136.dcm", 103.019997, 140192.0),
+    ("17166.dcm", 104.269997, 360990.0),
+    ("17196.dcm", 105.519997, 228448.0),
+];
+
+#[test]
+fn head_series_sorts_by_position_not_name() {
+    // Copy the files under names whose order is the reverse of their positions, so a reader
+    // that sorted by file name (or trusted directory order) would fail.
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (f, _, _)) in SERIES.iter().enumerate() {
+        std::fs::copy(
+            data("series-ct-head-16px").join(f),
+            dir.path().join(format!("slice_{}.dcm", 9 - i)),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("README.txt"), "not dicom").unwrap();
+    let st = read_series(&[dir.path().to_path_buf()], &ReadOptions::default()).unwrap();
+    let v = &st.volume;
+    assert_eq!(v.dims, [16, 16, 4]);
+    // SERIES is listed by increasing z, so slice k must be the k-th entry.
+    assert!(SERIES.windows(2).all(|w| w[0].1 < w[1].1));
+    for (k, (f, _z, s)) in SERIES.iter().enumerate() {
+        assert_eq!(sum(v.slice(k)), *s, "slice {k} should be {f}");
+    }
+    assert_eq!(v.origin, [-125.0, -128.100006, -99.480003]);
+    assert!((v.spacing[2] - 1.25).abs() < 1e-4, "median spacing");
+    assert!(v.provenance.warnings.iter().any(|w| w.contains("gap")));
+    assert!(
+        v.provenance
+            .warnings
+            .iter()
+            .any(|w| w.contains("non-uniform"))
+    );
+    assert_eq!(st.skipped.len(), 1, "README.txt skipped");
+    assert!(st.skipped[0].path.ends_with("README.txt"));
+    assert_eq!(st.series.len(), 1);
+    assert!(st.series[0].chosen);
+    assert_eq!(st.chosen_rule, "only series");
+}
+
+#[test]
+fn truncated_file_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(data("693_UNCR.dcm")).unwrap();
+    for cut in [600usize, 300_000] {
+        let p = dir.path().join(format!("cut{cut}.dcm"));
+        std::fs::write(&p, &bytes[..cut]).unwrap();
+        let e = read_series(std::slice::from_ref(&p), &ReadOptions::default()).unwrap_err();
+        assert!(matches!(e, ImagingError::Truncated { .. }), "{e}");
+        assert!(e.to_string().contains(&format!("cut{cut}.dcm")));
+    }
+}
+
+#[test]
+fn corrupt_compressed_streams_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for src in ["MR_small_jpeg_ls_lossless.dcm", "JPEG-LL.dcm"] {
+        let mut b = std::fs::read(data(src)).unwrap();
+        let n = b.len();
+        for i in n - n / 3..n - n / 3 + 200 {
+            b[i] = if i % 2 == 1 { 0xFF } else { 0x00 };
+        }
+        let p = dir.path().join(src);
+        std::fs::write(&p, &b).unwrap();
+        let e = read_series(&[p], &ReadOptions::default()).unwrap_err();
+        assert!(matches!(e, ImagingError::Decode { .. }), "{src}: {e}");
+    }
+}
+
+#[test]
+fn file_without_preamble_or_meta_reads_as_bare_data_set() {
+    let b = std::fs::read(data("MR_small_implicit.dcm")).unwrap();
+    assert_eq!(&b[128..132], b"DICM");
+    // (0002,0000) UL group length, explicit VR LE: tag(4) VR(2) len(2) value(4).
+    let glen = u32::from_le_bytes(b[140..144].try_into().unwrap()) as usize;
+    let body = &b[144 + glen..];
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bare.dcm");
+    std::fs::write(&p, body).unwrap();
+    let v = read_series(&[p], &ReadOptions::default()).unwrap().volume;
+    assert_eq!(v.min_max(), Some((127.0, 2145.0)));
+    assert_eq!(sum(&v.data), 2125338.0);
+}
+
+#[test]
+fn non_dicom_only_input_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("notes.txt");
+    std::fs::write(&p, "hello").unwrap();
+    let e = read_series(&[p], &ReadOptions::default()).unwrap_err();
+    assert!(matches!(e, ImagingError::NotDicom { .. }));
+    assert!(e.to_string().contains("notes.txt"));
+}
+
+#[test]
+fn series_uid_option_overrides_and_unknown_uid_errors() {
+    let uid = "1.3.6.1.4.1.5962.1.1.0.0.0.1196530851.28319.0.2";
+    let opts = ReadOptions {
+        series_uid: Some(uid.into()),
+        ..ReadOptions::default()
+    };
+    let st = read_series(&[data("series-ct-head-16px")], &opts).unwrap();
+    assert_eq!(st.chosen_rule, "series_uid option");
+    assert_eq!(st.volume.provenance.series_uid.as_deref(), Some(uid));
+    let opts = ReadOptions {
+        series_uid: Some("1.2.3".into()),
+        ..ReadOptions::default()
+    };
+    let e = read_series(&[data("series-ct-head-16px")], &opts).unwrap_err();
+    assert!(matches!(e, ImagingError::SeriesNotFound { .. }), "{e}");
+}
+
+#[test]
+fn transfer_syntax_twins_decode_identically() {
+    let base = read_series(&[data("MR_small.dcm")], &ReadOptions::default())
+        .unwrap()
+        .volume;
+    for twin in [
+        "MR_small_RLE.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_implicit.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_padded.dcm",
+    ] {
+        let v = read_series(&[data(twin)], &ReadOptions::default())
+            .unwrap()
+            .volume;
+        assert_eq!(v.data, base.data, "{twin}");
+        assert_eq!(v.affine(), base.affine(), "{twin}");
+    }
+}
