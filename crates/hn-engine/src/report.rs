@@ -679,6 +679,180 @@ pub fn write_report(
     Ok((jp, hp))
 }
 
+/// Detection outputs and truth, rows = studies (or slices), columns = [`metrics::RSNA_LABELS`].
+#[derive(Debug, Clone, Default)]
+pub struct DetectionInputs {
+    pub probs: Vec<[f64; 6]>,
+    pub truth: Vec<[bool; 6]>,
+    /// Operating thresholds per label (e.g. picked on validation).
+    pub thresholds: [f64; 6],
+}
+
+/// One binary prognosis outcome: validation logits fit the temperature, test logits are scored.
+#[derive(Debug, Clone, Default)]
+pub struct PrognosisInputs {
+    pub outcome: String,
+    pub val_logits: Vec<f64>,
+    pub val_labels: Vec<bool>,
+    pub test_logits: Vec<f64>,
+    pub test_labels: Vec<bool>,
+}
+
+/// Referral inputs for one task.
+#[derive(Debug, Clone, Default)]
+pub struct ReferralInputs {
+    pub task: String,
+    pub uncertainty: String,
+    pub val_uncertainty: Vec<f64>,
+    pub target_rate: f64,
+    pub test_probs: Vec<f64>,
+    pub test_labels: Vec<bool>,
+    pub test_uncertainty: Vec<f64>,
+}
+
+/// A baseline's (or ablation's) scores on the same cases as the model for `task`
+/// (a detection label or a prognosis outcome name).
+#[derive(Debug, Clone, Default)]
+pub struct BaselineInputs {
+    pub name: String,
+    pub task: String,
+    pub scores: Vec<f64>,
+    pub labels: Vec<bool>,
+    /// True when `scores` are probabilities (then Brier is reported).
+    pub probabilities: bool,
+}
+
+/// Everything an evaluation produced, for [`evaluate`].
+#[derive(Debug, Clone)]
+pub struct EvalInputs {
+    pub dataset: DatasetInfo,
+    pub detection: Option<DetectionInputs>,
+    pub prognosis: Vec<PrognosisInputs>,
+    pub referral: Option<ReferralInputs>,
+    pub baselines: Vec<BaselineInputs>,
+    pub bayes_limit: Vec<BayesLimit>,
+    /// Overlay PNGs for the attention section.
+    pub overlays: Vec<(String, Vec<u8>)>,
+}
+
+/// Referral fractions of the report's curve: 0, 5, ..., 50 %.
+pub const REFERRAL_FRACTIONS: [f64; 11] =
+    [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5];
+
+/// Compute the whole report (and its plots) from model outputs, baselines and truth.
+pub fn evaluate(inp: &EvalInputs) -> Result<(MetricsReport, ReportPlots), ReportError> {
+    let (n_boot, seed) = (inp.dataset.bootstrap_resamples, inp.dataset.bootstrap_seed);
+    let mut plots = ReportPlots {
+        overlays: inp.overlays.clone(),
+        ..Default::default()
+    };
+    let roc_with_baselines = |task: &str, model: Vec<RocPoint>| -> Result<RocSet, ReportError> {
+        let mut set = vec![("model".to_string(), model)];
+        for b in inp.baselines.iter().filter(|b| b.task == task) {
+            if let Ok(c) = metrics::roc_curve(&b.scores, &b.labels) {
+                set.push((b.name.clone(), c));
+            }
+        }
+        Ok(set)
+    };
+    let mut detection = Vec::new();
+    let mut rsna_log_loss = None;
+    if let Some(d) = &inp.detection {
+        if d.probs.len() != d.truth.len() {
+            return Err(MetricsError::LengthMismatch {
+                what: "detection",
+                a: d.probs.len(),
+                b: d.truth.len(),
+            }
+            .into());
+        }
+        for (j, label) in metrics::RSNA_LABELS.iter().enumerate() {
+            let s: Vec<f64> = d.probs.iter().map(|p| p[j]).collect();
+            let y: Vec<bool> = d.truth.iter().map(|t| t[j]).collect();
+            let m = label_metrics(label, &s, &y, d.thresholds[j], n_boot, seed)?;
+            if m.auc.is_some() {
+                plots.roc.push((
+                    label.to_string(),
+                    roc_with_baselines(label, metrics::roc_curve(&s, &y)?)?,
+                ));
+            }
+            detection.push(m);
+        }
+        rsna_log_loss = Some(metrics::rsna_weighted_log_loss(&d.probs, &d.truth)?);
+    }
+    let mut prognosis = Vec::new();
+    for p in &inp.prognosis {
+        let m = prognosis_metrics(
+            &p.outcome,
+            &p.val_logits,
+            &p.val_labels,
+            &p.test_logits,
+            &p.test_labels,
+            n_boot,
+            seed,
+        )?;
+        if m.auc.is_some() {
+            let probs = metrics::apply_temperature(&p.test_logits, m.temperature);
+            plots.roc.push((
+                p.outcome.clone(),
+                roc_with_baselines(&p.outcome, metrics::roc_curve(&probs, &p.test_labels)?)?,
+            ));
+        }
+        prognosis.push(m);
+    }
+    let referral = match &inp.referral {
+        Some(r) => {
+            let policy = ReferralPolicy::fit(&r.val_uncertainty, r.target_rate)?;
+            let referred = r
+                .test_uncertainty
+                .iter()
+                .filter(|u| policy.refer(**u))
+                .count();
+            Some(ReferralReport {
+                task: r.task.clone(),
+                uncertainty: r.uncertainty.clone(),
+                policy,
+                test_rate: referred as f64 / r.test_uncertainty.len().max(1) as f64,
+                curve: metrics::referral_curve(
+                    &r.test_probs,
+                    &r.test_labels,
+                    &r.test_uncertainty,
+                    &REFERRAL_FRACTIONS,
+                )?,
+            })
+        }
+        None => None,
+    };
+    let baselines = inp
+        .baselines
+        .iter()
+        .map(|b| {
+            baseline_result(
+                &b.name,
+                &b.task,
+                &b.scores,
+                &b.labels,
+                b.probabilities,
+                n_boot,
+                seed,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((
+        MetricsReport {
+            schema_version: SCHEMA_VERSION,
+            dataset: inp.dataset.clone(),
+            detection,
+            rsna_log_loss,
+            prognosis,
+            referral,
+            baselines,
+            bayes_limit: inp.bayes_limit.clone(),
+        },
+        plots,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -810,6 +984,94 @@ mod tests {
             )
             .unwrap();
         }
+    }
+
+    #[test]
+    fn evaluate_assembles_all_sections() {
+        let n = 120;
+        let truth: Vec<[bool; 6]> = (0..n)
+            .map(|i| {
+                let sub = i % 6 == 1;
+                [i % 3 == 0 || sub, false, sub, i % 3 == 0, false, i % 9 == 0]
+            })
+            .collect();
+        let probs: Vec<[f64; 6]> = truth
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let noise = ((i * 31 % 17) as f64) / 17.0;
+                t.map(|b| (if b { 0.4 } else { 0.05 } + 0.5 * noise).min(1.0))
+            })
+            .collect();
+        let y: Vec<bool> = (0..n).map(|i| i % 4 == 0).collect();
+        let z: Vec<f64> = (0..n)
+            .map(|i| if y[i] { 1.0 } else { -1.0 } * 3.0 + ((i * 7 % 11) as f64 - 5.0))
+            .collect();
+        let any_p: Vec<f64> = probs.iter().map(|p| p[0]).collect();
+        let any_y: Vec<bool> = truth.iter().map(|t| t[0]).collect();
+        let unc: Vec<f64> = any_p.iter().map(|p| metrics::binary_entropy(*p)).collect();
+        let inp = EvalInputs {
+            dataset: DatasetInfo {
+                name: "fake".into(),
+                synthetic: false,
+                split: "test".into(),
+                n_studies: n,
+                bootstrap_seed: 3,
+                bootstrap_resamples: 100,
+            },
+            detection: Some(DetectionInputs {
+                probs,
+                truth,
+                thresholds: [0.5; 6],
+            }),
+            prognosis: vec![PrognosisInputs {
+                outcome: "mortality_30d".into(),
+                val_logits: z.clone(),
+                val_labels: y.clone(),
+                test_logits: z.clone(),
+                test_labels: y.clone(),
+            }],
+            referral: Some(ReferralInputs {
+                task: "any".into(),
+                uncertainty: "entropy".into(),
+                val_uncertainty: unc.clone(),
+                target_rate: 0.1,
+                test_probs: any_p,
+                test_labels: any_y,
+                test_uncertainty: unc,
+            }),
+            baselines: vec![BaselineInputs {
+                name: "ich_score".into(),
+                task: "mortality_30d".into(),
+                scores: z.iter().map(|v| metrics::sigmoid(v / 4.0)).collect(),
+                labels: y.clone(),
+                probabilities: true,
+            }],
+            bayes_limit: vec![],
+            overlays: vec![],
+        };
+        let (r, plots) = evaluate(&inp).unwrap();
+        assert_eq!(r.detection.len(), 6);
+        // epidural has no positives: no AUC, no ROC plot, but still a row.
+        assert!(r.detection[1].auc.is_none());
+        assert_eq!(r.detection[1].n_positive, 0);
+        assert!(r.detection[0].auc.unwrap().estimate > 0.8);
+        assert!(r.rsna_log_loss.unwrap() > 0.0);
+        // epidural and intraparenchymal have no positives: 4 detection ROCs + mortality.
+        assert_eq!(plots.roc.len(), 4 + 1);
+        let mort = plots
+            .roc
+            .iter()
+            .find(|(l, _)| l == "mortality_30d")
+            .unwrap();
+        assert_eq!(mort.1.len(), 2, "model + ich_score");
+        let rf = r.referral.as_ref().unwrap();
+        assert!((rf.test_rate - 0.1).abs() < 0.05, "{rf:?}");
+        assert_eq!(rf.curve.len(), REFERRAL_FRACTIONS.len());
+        assert_eq!(r.baselines[0].n, n);
+        let html = render_html(&r, &plots).unwrap();
+        assert!(!html.contains("SYNTHETIC DATA"));
+        assert_eq!(html.matches("<svg").count(), 5 + 1 + 1 + 1);
     }
 
     #[test]
