@@ -376,6 +376,59 @@ impl Cache {
     }
 }
 
+/// Preprocess a decoded volume with `cfg` through `hn-imaging` transforms: resample to
+/// `cfg.shape` (`[S, H, W]`, trilinear) when set, else to `cfg.spacing_mm` when set, then stack
+/// the HU windows as channels in [0, 1]. Slice labels are kept only when the slice count is
+/// unchanged (resampling along k would misalign them).
+pub fn preprocess(
+    volume: hn_imaging::Volume,
+    labels: Option<StudyLabels>,
+    slice_labels: Option<Vec<StudyLabels>>,
+    cfg: &PreprocessConfig,
+) -> Result<CachedStudy, hn_imaging::transforms::TransformError> {
+    use hn_imaging::transforms::{
+        Interp, Resample, SliceTarget, Transform, Window, window_channels,
+    };
+    let nz_in = volume.dims[2];
+    let resample = match (cfg.shape, cfg.spacing_mm) {
+        (Some([s, h, w]), _) => Some(Resample {
+            in_plane: Some((w, h)),
+            slices: SliceTarget::Count(s),
+            interp: Interp::Linear,
+        }),
+        (None, Some(sp)) => {
+            let n = |i: usize| {
+                ((volume.dims[i] as f64 * volume.spacing[i] / sp[i]).round() as usize).max(1)
+            };
+            Some(Resample {
+                in_plane: Some((n(0), n(1))),
+                slices: SliceTarget::Spacing(sp[2]),
+                interp: Interp::Linear,
+            })
+        }
+        (None, None) => None,
+    };
+    let vol = match resample {
+        Some(r) => r.apply(volume)?,
+        None => volume,
+    };
+    let windows: Vec<Window> = cfg
+        .windows
+        .iter()
+        .enumerate()
+        .map(|(i, (c, w))| Window::new(&format!("w{i}"), *c, *w))
+        .collect();
+    let data = window_channels(&vol, &windows);
+    let [nx, ny, nz] = vol.dims;
+    Ok(CachedStudy {
+        shape: [windows.len(), nz, ny, nx],
+        data,
+        labels,
+        slice_labels: slice_labels.filter(|s| nz == nz_in && s.len() == nz),
+        spacing_mm: vol.spacing,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,6 +525,40 @@ mod tests {
         // Truncated file.
         std::fs::write(&path, &bytes[..20]).unwrap();
         assert!(matches!(c.load("k"), Err(CacheError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn preprocess_windows_and_resamples() {
+        let vol = hn_imaging::Volume::new(
+            vec![40.0; 8 * 6 * 4],
+            [8, 6, 4],
+            [0.5, 0.5, 5.0],
+            hn_imaging::Modality::Ct,
+        )
+        .unwrap();
+        let cfg = config(CacheDtype::F16);
+        // shape [3, 4, 5] = S, H, W
+        let s = preprocess(
+            vol.clone(),
+            None,
+            Some(vec![StudyLabels::default(); 4]),
+            &cfg,
+        )
+        .unwrap();
+        assert_eq!(s.shape, [2, 3, 4, 5]);
+        assert_eq!(s.data.len(), 2 * 3 * 4 * 5);
+        // 40 HU: brain window 40/80 -> 0.5; window 80/200 -> (40 - (-20)) / 200 = 0.3
+        assert!(s.data[..60].iter().all(|v| (v - 0.5).abs() < 1e-5));
+        assert!(s.data[60..].iter().all(|v| (v - 0.3).abs() < 1e-5));
+        assert!(
+            s.slice_labels.is_none(),
+            "slices resampled 4 -> 3: labels dropped"
+        );
+        let mut keep = cfg.clone();
+        keep.shape = None;
+        let s = preprocess(vol, None, Some(vec![StudyLabels::default(); 4]), &keep).unwrap();
+        assert_eq!(s.shape, [2, 4, 6, 8]);
+        assert_eq!(s.slice_labels.as_ref().map(Vec::len), Some(4));
     }
 
     #[test]

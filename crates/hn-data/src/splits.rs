@@ -224,6 +224,65 @@ mod tests {
     }
 
     #[test]
+    fn stratified_by_outcome() {
+        let items = cohort();
+        let s = patient_split(&items, [0.5, 0.25, 0.25], 5).unwrap();
+        let mut rates = Vec::new();
+        for split in [Split::Train, Split::Validation, Split::Test] {
+            let pats: BTreeSet<(&str, Option<bool>)> = items
+                .iter()
+                .zip(&s)
+                .filter(|(it, sp)| **sp == split && it.outcome.is_some())
+                .map(|(it, _)| (it.patient_key.as_str(), it.outcome))
+                .collect();
+            let fatal = pats.iter().filter(|(_, o)| *o == Some(true)).count();
+            rates.push(fatal as f64 / pats.len() as f64);
+        }
+        // 51 of 257 patients with a known outcome are fatal (19.8 %).
+        for r in &rates {
+            assert!((r - 51.0 / 257.0).abs() < 0.04, "{rates:?}");
+        }
+    }
+
+    #[test]
+    fn items_from_index() {
+        use crate::layouts::{DatasetKind, StudyIndex, StudyRecord, StudySource};
+        let rec = |k: &str, p: &str, any: Option<bool>, dead: Option<bool>| StudyRecord {
+            key: k.into(),
+            patient_key: p.into(),
+            source: StudySource::Nifti {
+                path: "x.nii".into(),
+                mask: None,
+            },
+            labels: any.map(|a| crate::StudyLabels {
+                any: a,
+                subtypes: [false; 5],
+            }),
+            slice_labels: None,
+            clinical: Default::default(),
+            outcomes: crate::Outcomes {
+                mortality_30d: dead,
+                mrs_90d: None,
+            },
+            notes: vec![],
+        };
+        let idx = StudyIndex {
+            dataset: DatasetKind::Manifest,
+            root: ".".into(),
+            studies: vec![
+                rec("s1", "p1", Some(true), None),
+                rec("s2", "p1", None, Some(false)),
+            ],
+            warnings: vec![],
+        };
+        let items = SplitItem::from_index(&idx);
+        assert_eq!(items[0].any_bleed, Some(true));
+        assert_eq!(items[1].outcome, Some(false));
+        let s = patient_split(&items, [0.5, 0.5, 0.0], 1).unwrap();
+        assert_eq!(s[0], s[1]);
+    }
+
+    #[test]
     fn seeded_and_order_independent() {
         let items = cohort();
         let a = patient_split(&items, [0.7, 0.15, 0.15], 42).unwrap();
