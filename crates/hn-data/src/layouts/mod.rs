@@ -250,7 +250,7 @@ pub(crate) struct CsvRow<'a> {
     pub path: &'a Path,
     pub headers: &'a [String],
     pub line: u64,
-    pub rec: csv::StringRecord,
+    pub rec: &'a csv::StringRecord,
 }
 
 impl CsvTable {
@@ -306,7 +306,7 @@ impl CsvTable {
                         path: &self.path,
                         headers: &self.headers,
                         line,
-                        rec: rec.clone(),
+                        rec: &rec,
                     })?;
                 }
                 Err(e) => return Err(LayoutError::from_csv(&self.path, e)),
