@@ -13,3 +13,6 @@ pub mod synth;
 
 pub use clinical::{CLINICAL_FEATURES, ClinicalFeature, ClinicalRecord, FeatureKind};
 pub use labels::{Outcomes, SUBTYPES, StudyLabels, Subtype};
+pub mod cache;
+pub mod layouts;
+pub mod splits;

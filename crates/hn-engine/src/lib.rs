@@ -2,3 +2,7 @@
 //!
 //! Training, evaluation (metrics, baselines, calibration), inference and explanation, built on
 //! `hn-data` and `hn-model`.
+
+pub mod baselines;
+pub mod metrics;
+pub mod report;
