@@ -49,7 +49,8 @@ impl ClinicalProcessorConfig {
             bias: Initializer::Zeros.init([f, d], device),
             missing: normal.init([f, d], device),
             gate1: LinearConfig::new(2 * f, self.d_gate).init(device),
-            // Bias +1 so gates start mostly open (σ(1) ≈ 0.73) and features are used early on.
+            // Near-zero weights plus the +1 offset in `forward` start every gate mostly open
+            // (σ(1) ≈ 0.73), so all features are used early and the penalty closes them later.
             gate2: LinearConfig::new(self.d_gate, f)
                 .with_initializer(Initializer::Normal {
                     mean: 0.0,

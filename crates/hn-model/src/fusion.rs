@@ -41,7 +41,10 @@ impl CrossModalFusionConfig {
     /// Build the block.
     pub fn init(&self, device: &Device) -> CrossModalFusion {
         let d = self.d_model;
-        assert!(d % self.n_heads == 0, "n_heads must divide the node width");
+        assert!(
+            d.is_multiple_of(self.n_heads),
+            "n_heads must divide the node width"
+        );
         CrossModalFusion {
             q: LinearConfig::new(d, d).init(device),
             k: LinearConfig::new(d, d).init(device),

@@ -143,7 +143,10 @@ impl GatLayerConfig {
     /// Build the layer.
     pub fn init(&self, device: &Device) -> GatLayer {
         let d = self.d_model;
-        assert!(d % self.n_heads == 0, "n_heads must divide the node width");
+        assert!(
+            d.is_multiple_of(self.n_heads),
+            "n_heads must divide the node width"
+        );
         let dh = d / self.n_heads;
         let a = Initializer::XavierUniform { gain: 1.0 };
         GatLayer {
@@ -231,5 +234,47 @@ impl GatedAttentionPool {
         let [b, n, _] = x.dims();
         let gate = tanh(self.v.forward(x.clone())) * sigmoid(self.u.forward(x));
         self.w.forward(gate).reshape([b, n])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neighbour_table_counts_and_symmetry() {
+        let g = RegionGraph::new(3, 4, 5);
+        assert_eq!(g.nodes(), 60);
+        let valid = |n: usize| {
+            g.valid[n * NEIGHBOURS..(n + 1) * NEIGHBOURS]
+                .iter()
+                .filter(|v| **v)
+                .count()
+        };
+        // Corner of the first slice: self + 3 in-slice + 1 slice above.
+        assert_eq!(valid(0), 5);
+        // Interior cell of the middle slice: self + 8 + 2.
+        let mid = (4 + 1) * 5 + 2;
+        assert_eq!(valid(mid), 11);
+        // Every valid edge has its reverse.
+        for n in 0..g.nodes() {
+            for k in 0..NEIGHBOURS {
+                if g.valid[n * NEIGHBOURS + k] {
+                    let m = g.index[n * NEIGHBOURS + k] as usize;
+                    let back = (0..NEIGHBOURS).any(|j| {
+                        g.valid[m * NEIGHBOURS + j] && g.index[m * NEIGHBOURS + j] as usize == n
+                    });
+                    assert!(back, "edge {n} -> {m} has no reverse");
+                }
+            }
+        }
+        // Padding slots point at the node itself (safe to gather) and are invalid.
+        for n in 0..g.nodes() {
+            for k in 0..NEIGHBOURS {
+                if !g.valid[n * NEIGHBOURS + k] {
+                    assert_eq!(g.index[n * NEIGHBOURS + k] as usize, n);
+                }
+            }
+        }
     }
 }

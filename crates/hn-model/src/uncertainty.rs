@@ -98,6 +98,11 @@ fn mean_of<const D: usize>(xs: impl Iterator<Item = Tensor<D>>, t: usize) -> Ten
 }
 
 impl HemorrhageNet {
+    /// One stochastic forward with every dropout site on (a single MC-dropout sample).
+    pub fn forward_stochastic(&self, batch: ModelInput) -> ModelOutput {
+        self.forward_impl(batch, true)
+    }
+
     /// Monte-Carlo dropout: `passes` stochastic forwards with every dropout site on (even on
     /// an inference device), summarised as mean probabilities, predictive entropy and mutual
     /// information per output.

@@ -9,7 +9,7 @@ use burn::tensor::Distribution;
 pub fn norm_groups(channels: usize) -> usize {
     (1..=8.min(channels))
         .rev()
-        .find(|g| channels % g == 0)
+        .find(|g| channels.is_multiple_of(*g))
         .unwrap_or(1)
 }
 
