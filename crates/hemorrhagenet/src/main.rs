@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Read a DICOM file/folder or a NIfTI volume and report what was found.
     Inspect(cmd::inspect::InspectArgs),
+    /// Print the network's parameter count per component and FLOPs per study.
+    ModelSummary(cmd::model_summary::ModelSummaryArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +36,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(args) => cmd::inspect::run(args),
+        Command::ModelSummary(args) => cmd::model_summary::run(args),
     };
     match result {
         Ok(code) => code,

@@ -485,7 +485,7 @@ fn overfits_eight_synthetic_studies() {
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
     let mut last = vec![f32::INFINITY; 4];
     let mut steps = 0;
-    for step in 0..300 {
+    for step in 0..600 {
         steps = step + 1;
         let (_, loss) = model.forward(batch.clone(), &targets);
         last = host(loss.per_task.clone());

@@ -1,2 +1,3 @@
 //! One module per subcommand.
 pub mod inspect;
+pub mod model_summary;
