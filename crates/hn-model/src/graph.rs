@@ -8,6 +8,9 @@ use burn::nn::{
 use burn::prelude::*;
 use burn::tensor::activation::{elu, gelu, leaky_relu, sigmoid, softmax, tanh};
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use crate::util::drop;
 
 /// Neighbour slots per node: self, the 8 in-slice neighbours, the same cell one slice up and
@@ -94,6 +97,34 @@ impl RegionGraph {
             index,
             invalid,
         }
+    }
+}
+
+/// Region graphs already built, keyed by `(S, h, w)`: each shape's neighbour table is built
+/// once and shared by every clone of the model (clones share the cache).
+#[derive(Debug, Clone, Default)]
+pub struct GraphCache(Arc<Mutex<HashMap<GraphShape, Arc<RegionGraph>>>>);
+
+/// `(slices, h, w)`.
+type GraphShape = (usize, usize, usize);
+
+impl GraphCache {
+    /// The graph for `slices × h × w`, built on first use.
+    pub fn get(&self, slices: usize, h: usize, w: usize) -> Arc<RegionGraph> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((slices, h, w))
+            .or_insert_with(|| Arc::new(RegionGraph::new(slices, h, w)))
+            .clone()
+    }
+
+    /// Shapes built so far.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// No shape built yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

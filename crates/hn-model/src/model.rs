@@ -11,7 +11,7 @@ use crate::clinical::{ClinicalProcessor, ClinicalProcessorConfig};
 use crate::encoder::{ImageEncoder, ImageEncoderConfig};
 use crate::fusion::{CrossModalFusion, CrossModalFusionConfig};
 use crate::graph::{
-    GatLayer, GatLayerConfig, GatedAttentionPool, GatedAttentionPoolConfig, NEIGHBOURS, RegionGraph,
+    GatLayer, GatLayerConfig, GatedAttentionPool, GatedAttentionPoolConfig, GraphCache, NEIGHBOURS,
 };
 use crate::heads::{HierarchicalHeads, HierarchicalHeadsConfig, N_MRS_THRESHOLDS, N_SUBTYPES};
 use crate::util::halve;
@@ -123,7 +123,7 @@ pub struct ModelOutput {
     /// `[B, F]` per-patient clinical feature weights in `(0, 1)`.
     pub feature_gates: Tensor<2>,
     /// `[B, N, 11, H]` last graph-attention layer's weights over each node's neighbour slots
-    /// (order of [`RegionGraph`]); padding slots are 0 and each `[.., :, h]` sums to 1.
+    /// (order of [`RegionGraph`](crate::RegionGraph)); padding slots are 0 and each `[.., :, h]` sums to 1.
     pub graph_attention: Tensor<4>,
     /// `[B, H, F, N]` attention of each clinical token over the image nodes.
     pub cross_attention: Tensor<4>,
@@ -198,6 +198,8 @@ pub struct HemorrhageNet {
     heads: HierarchicalHeads,
     #[module(skip)]
     config: HemorrhageNetConfig,
+    #[module(skip)]
+    graphs: GraphCache,
 }
 
 impl HemorrhageNetConfig {
@@ -266,6 +268,7 @@ impl HemorrhageNetConfig {
                 .with_dropout(self.dropout)
                 .init(device),
             config: self.clone(),
+            graphs: GraphCache::default(),
         }
     }
 
@@ -418,7 +421,8 @@ impl HemorrhageNet {
             .reshape([b, n, d]);
         let nodes = nodes + self.modality_embedding.forward(modality.reshape([b, 1]));
 
-        let graph = RegionGraph::new(s, h, w).tensors(&device);
+        // The neighbour table is built once per shape; only the small index upload is per call.
+        let graph = self.graphs.get(s, h, w).tensors(&device);
         let mut x = nodes;
         let mut graph_attention = None;
         for layer in &self.gat {
@@ -475,6 +479,11 @@ impl HemorrhageNet {
             })
             .collect();
         Tensor::cat(parts, 2)
+    }
+
+    /// Region-graph shapes built so far (each `(S, h, w)` once).
+    pub fn graph_shapes_built(&self) -> usize {
+        self.graphs.len()
     }
 
     /// Total trainable parameters.

@@ -142,6 +142,12 @@ fn shapes_for_2d_and_2_5d_inputs_batch_1_and_more_odd_sizes() {
             assert!((sum - 1.0).abs() < 1e-4, "heatmap sums to {sum}");
         }
         assert!(all_outputs(&out).iter().all(|v| v.is_finite()));
+        // The region graph is built once per shape.
+        assert_eq!(net.graph_shapes_built(), 1);
+        net.forward(input(&cfg, b, s, h, w, 8, &device));
+        assert_eq!(net.graph_shapes_built(), 1);
+        net.forward(input(&cfg, b, s, h + 8, w, 8, &device));
+        assert_eq!(net.graph_shapes_built(), 2);
     }
 }
 
