@@ -491,6 +491,12 @@ impl HemorrhageNet {
         self.num_params()
     }
 
+    /// Forward FLOPs per study at the config's nominal shape
+    /// (see [`HemorrhageNetConfig::flops_per_study`]).
+    pub fn flops_per_study(&self) -> u64 {
+        self.config.flops_per_study()
+    }
+
     /// Parameters per component and FLOPs per study.
     pub fn summary(&self) -> ModelSummary {
         let cfg = &self.config;
