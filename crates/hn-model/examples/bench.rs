@@ -4,6 +4,9 @@
 //! RAYON_NUM_THREADS=2 cargo run --release -p hn-model --example bench -- [batch] [slices] [size] [iters]
 //! ```
 //!
+//! `HN_DEVICE=cuda` (with `--features cuda`) or `HN_DEVICE=libtorch` (with `--features tch`)
+//! runs the same measurement on those backends; the default is `flex`.
+//!
 //! Prints one JSON line per measurement (median and min over `iters` after 2 warm-up runs),
 //! the same format as `bench/torch/bench.py`.
 
@@ -50,6 +53,19 @@ fn batch(cfg: &HemorrhageNetConfig, b: usize, device: &Device) -> (ModelInput, M
     (input, ModelTargets::from_rows(&rows, s, device))
 }
 
+/// The backend under test (`HN_DEVICE`), without autodiff.
+fn base_device() -> (Device, &'static str) {
+    match std::env::var("HN_DEVICE").as_deref() {
+        #[cfg(feature = "cuda")]
+        Ok("cuda") => (Device::cuda(0), "burn-cuda"),
+        #[cfg(feature = "tch")]
+        #[allow(deprecated)]
+        Ok("libtorch") => (Device::libtorch(), "burn-tch"),
+        Ok("flex") | Err(_) => (Device::flex(), "burn-flex"),
+        Ok(other) => panic!("HN_DEVICE={other}: not enabled in this build (flex, cuda, libtorch)"),
+    }
+}
+
 fn stats(mut ms: Vec<f64>) -> (f64, f64) {
     ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     (ms[ms.len() / 2], ms[0])
@@ -68,8 +84,9 @@ fn main() {
         b, cfg.slices, cfg.channels, cfg.height, cfg.width
     );
 
-    // Train step: forward + loss + backward + AdamW, on flex with autodiff.
-    let device = Device::flex().autodiff();
+    // Train step: forward + loss + backward + AdamW, with autodiff.
+    let (base, name) = base_device();
+    let device = base.clone().autodiff();
     device.seed(0);
     let mut model = Trainable::new(&cfg, &MultiTaskLossConfig::new(), &device);
     let mut optim = AdamWConfig::new().init();
@@ -88,12 +105,12 @@ fn main() {
     }
     let (median, min) = stats(times);
     println!(
-        "{{\"impl\":\"burn-flex\",\"what\":\"train_step\",\"shape\":\"{shape}\",\"threads\":\"{threads}\",\"median_ms\":{median:.1},\"min_ms\":{min:.1},\"params\":{}}}",
+        "{{\"impl\":\"{name}\",\"what\":\"train_step\",\"shape\":\"{shape}\",\"threads\":\"{threads}\",\"median_ms\":{median:.1},\"min_ms\":{min:.1},\"params\":{}}}",
         model.net.param_count()
     );
 
-    // Inference: plain flex device, no autodiff.
-    let device = Device::flex();
+    // Inference: the plain device, no autodiff.
+    let device = base;
     let net = model.net.valid().to_device(&device);
     let (input, _) = batch(&cfg, b, &device);
     let mut times = vec![];
@@ -107,7 +124,7 @@ fn main() {
     }
     let (median, min) = stats(times);
     println!(
-        "{{\"impl\":\"burn-flex\",\"what\":\"inference\",\"shape\":\"{shape}\",\"threads\":\"{threads}\",\"median_ms\":{median:.1},\"min_ms\":{min:.1},\"gflop_per_study\":{:.3}}}",
+        "{{\"impl\":\"{name}\",\"what\":\"inference\",\"shape\":\"{shape}\",\"threads\":\"{threads}\",\"median_ms\":{median:.1},\"min_ms\":{min:.1},\"gflop_per_study\":{:.3}}}",
         cfg.flops_per_study() as f64 / 1e9
     );
 }
