@@ -237,6 +237,21 @@ impl HemorrhageNetConfig {
         1 << self.widths.len()
     }
 
+    /// Pixels of an `height × width` slice covered by heatmap cell `(i, j)`:
+    /// `(rows, cols)` = `[i·f, min((i+1)·f, H)) × [j·f, min((j+1)·f, W))` with
+    /// `f = ` [`cell_size`](Self::cell_size). Empty ranges for cells outside the map.
+    pub fn cell_bounds(
+        &self,
+        i: usize,
+        j: usize,
+        height: usize,
+        width: usize,
+    ) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let f = self.cell_size();
+        let span = |k: usize, n: usize| (k * f).min(n)..((k + 1) * f).min(n);
+        (span(i, height), span(j, width))
+    }
+
     /// Build the network on `device` (`Device::flex()` for inference, `.autodiff()` to train).
     pub fn init(&self, device: &Device) -> HemorrhageNet {
         assert!(self.n_gat_layers >= 1, "at least one graph-attention layer");

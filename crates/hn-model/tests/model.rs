@@ -363,6 +363,49 @@ fn save_then_load_gives_identical_outputs() {
 }
 
 #[test]
+fn heatmap_cells_tile_the_slice() {
+    let cfg = tiny();
+    let (h, w) = (17, 13);
+    let (fh, fw) = cfg.feature_hw_for(h, w);
+    let mut covered = vec![0u8; h * w];
+    for i in 0..fh {
+        for j in 0..fw {
+            let (rows, cols) = cfg.cell_bounds(i, j, h, w);
+            assert!(
+                !rows.is_empty() && !cols.is_empty(),
+                "cell ({i}, {j}) covers nothing"
+            );
+            for r in rows {
+                for c in cols.clone() {
+                    covered[r * w + c] += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        covered.iter().all(|&n| n == 1),
+        "every pixel belongs to exactly one cell"
+    );
+}
+
+#[test]
+fn modality_changes_the_output() {
+    let device = Device::flex();
+    let cfg = tiny();
+    let net = cfg.init(&device);
+    let ct = input(&cfg, 2, 3, 16, 16, 12, &device);
+    let mr = ModelInput {
+        modality: Tensor::from_data(TensorData::new(vec![MODALITY_MR; 2], [2]), &device),
+        ..ct.clone()
+    };
+    let ct = ModelInput {
+        modality: Tensor::from_data(TensorData::new(vec![MODALITY_CT; 2], [2]), &device),
+        ..ct
+    };
+    assert_ne!(all_outputs(&net.forward(ct)), all_outputs(&net.forward(mr)));
+}
+
+#[test]
 fn temperatures_scale_logits() {
     let device = Device::flex();
     let cfg = tiny();
