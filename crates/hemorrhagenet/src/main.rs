@@ -23,6 +23,8 @@ enum Command {
     Inspect(cmd::inspect::InspectArgs),
     /// Generate the synthetic head-CT cohort (images, labels, clinical data, outcomes).
     Synth(cmd::synth::SynthArgs),
+    /// Print the network's parameter count per component and FLOPs per study.
+    ModelSummary(cmd::model_summary::ModelSummaryArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +39,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Synth(args) => cmd::synth::run(args),
+        Command::ModelSummary(args) => cmd::model_summary::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,116 @@
+//! Hierarchical decision heads: bleed → subtype | bleed → prognosis.
+
+use burn::module::Param;
+use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, sigmoid, softplus};
+
+use crate::util::drop;
+
+/// Subtypes, in `hn-data`'s `SUBTYPES` order (epidural, subdural, subarachnoid,
+/// intraparenchymal, intraventricular).
+pub const N_SUBTYPES: usize = 5;
+/// mRS thresholds: `P(mRS ≥ k)` for `k = 1..=6`.
+pub const N_MRS_THRESHOLDS: usize = 6;
+
+/// Configuration of the heads.
+#[derive(Config, Debug)]
+pub struct HierarchicalHeadsConfig {
+    /// Fused / slice embedding width `D`.
+    pub d_model: usize,
+    /// Dropout before every head (the MC-dropout sites of the decision layer).
+    #[config(default = 0.1)]
+    pub dropout: f64,
+}
+
+/// Level 1 `P(any)`, level 2 `P(subtype | bleed)`, slice logits, and level 3 prognosis
+/// conditioned on the fused vector and on the level-1/2 probabilities.
+///
+/// The mRS head is a cumulative-link (CORAL-style) model: one shared score `g(x)` and six
+/// thresholds `θ_1 > … > θ_6`, `logit P(mRS ≥ k) = g(x) + θ_k`. The thresholds are built as
+/// `θ_1 − cumsum(softplus(δ))`, so they are strictly decreasing by construction and the six
+/// probabilities are always rank-consistent (`P(mRS ≥ k)` never increases with `k`).
+#[derive(Module, Debug)]
+pub struct HierarchicalHeads {
+    any: Linear,
+    subtype: Linear,
+    slice: Linear,
+    prognosis: Linear,
+    mortality: Linear,
+    mrs_score: Linear,
+    mrs_first: Param<Tensor<1>>,
+    mrs_gaps: Param<Tensor<1>>,
+    dropout: Dropout,
+}
+
+/// Raw head outputs.
+#[derive(Debug, Clone)]
+pub struct HeadOutputs {
+    /// `[B]`.
+    pub any_logit: Tensor<1>,
+    /// `[B, 5]`.
+    pub subtype_cond_logits: Tensor<2>,
+    /// `[B, S, 6]`.
+    pub slice_logits: Tensor<3>,
+    /// `[B]`.
+    pub mortality_logit: Tensor<1>,
+    /// `[B, 6]`.
+    pub mrs_logits: Tensor<2>,
+}
+
+impl HierarchicalHeadsConfig {
+    /// Build the heads.
+    pub fn init(&self, device: &Device) -> HierarchicalHeads {
+        let d = self.d_model;
+        HierarchicalHeads {
+            any: LinearConfig::new(d, 1).init(device),
+            subtype: LinearConfig::new(d, N_SUBTYPES).init(device),
+            slice: LinearConfig::new(d, 1 + N_SUBTYPES).init(device),
+            prognosis: LinearConfig::new(d + 1 + N_SUBTYPES, d).init(device),
+            mortality: LinearConfig::new(d, 1).init(device),
+            mrs_score: LinearConfig::new(d, 1).with_bias(false).init(device),
+            // θ_1 = 1.5 and unit-ish gaps put the initial P(mRS ≥ k) across (0.8 … 0.1).
+            mrs_first: Initializer::Constant { value: 1.5 }.init([1], device),
+            mrs_gaps: Initializer::Constant { value: 0.5 }.init([N_MRS_THRESHOLDS - 1], device),
+            dropout: DropoutConfig::new(self.dropout).init(),
+        }
+    }
+}
+
+impl HierarchicalHeads {
+    /// `fused [B, D]`, `slices [B, S, D]` → head logits.
+    pub fn forward(&self, fused: Tensor<2>, slices: Tensor<3>, mc: bool) -> HeadOutputs {
+        let [b, _] = fused.dims();
+        let x = drop(&self.dropout, fused, mc);
+        let any_logit = self.any.forward(x.clone()).reshape([b]);
+        let subtype_cond_logits = self.subtype.forward(x.clone());
+        let slice_logits = self.slice.forward(drop(&self.dropout, slices, mc));
+        // Level 3 sees the decisions of levels 1–2 as probabilities (joint subtype).
+        let p_any = sigmoid(any_logit.clone()).reshape([b, 1]);
+        let p_sub = sigmoid(subtype_cond_logits.clone()) * p_any.clone();
+        let z = gelu(
+            self.prognosis
+                .forward(Tensor::cat(vec![x, p_any, p_sub], 1)),
+        );
+        let z = drop(&self.dropout, z, mc);
+        let mortality_logit = self.mortality.forward(z.clone()).reshape([b]);
+        let device = z.device();
+        let steps = Tensor::cat(
+            vec![
+                Tensor::zeros([1], &device),
+                softplus(self.mrs_gaps.val(), 1.0),
+            ],
+            0,
+        )
+        .cumsum(0);
+        let thresholds = self.mrs_first.val() - steps; // [6], strictly decreasing
+        let mrs_logits = self.mrs_score.forward(z) + thresholds.reshape([1, N_MRS_THRESHOLDS]);
+        HeadOutputs {
+            any_logit,
+            subtype_cond_logits,
+            slice_logits,
+            mortality_logit,
+            mrs_logits,
+        }
+    }
+}

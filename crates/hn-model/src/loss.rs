@@ -1,0 +1,306 @@
+//! Uncertainty-weighted multi-task loss and the RSNA-2019 metric.
+
+use burn::module::Param;
+use burn::nn::Initializer;
+use burn::prelude::*;
+use burn::tensor::activation::log_sigmoid;
+
+use crate::heads::{N_MRS_THRESHOLDS, N_SUBTYPES};
+use crate::model::{ModelOutput, mrs_cumulative};
+
+/// Task order of [`LossBreakdown::per_task`] and of [`MultiTaskLoss`]'s log-variances.
+pub const TASKS: [&str; 4] = ["study", "slice", "mortality", "mrs"];
+
+/// Targets for a batch. Every label has a mask (1 = known, 0 = missing); a masked label adds
+/// nothing to the loss and a task with no known label in the batch adds nothing at all.
+#[derive(Debug, Clone)]
+pub struct ModelTargets {
+    /// `[B]` any hemorrhage (0/1).
+    pub any: Tensor<1>,
+    /// `[B, 5]` subtypes (0/1), `SUBTYPES` order.
+    pub subtypes: Tensor<2>,
+    /// `[B]` study labels known.
+    pub study_mask: Tensor<1>,
+    /// `[B, S, 6]` slice labels: any, then the 5 subtypes.
+    pub slices: Tensor<3>,
+    /// `[B, S]` slice labels known.
+    pub slice_mask: Tensor<2>,
+    /// `[B]` died within 30 days (0/1).
+    pub mortality: Tensor<1>,
+    /// `[B]` mortality known.
+    pub mortality_mask: Tensor<1>,
+    /// `[B]` 90-day mRS, 0–6 (any value where masked).
+    pub mrs: Tensor<1, Int>,
+    /// `[B]` mRS known.
+    pub mrs_mask: Tensor<1>,
+}
+
+/// Host-side labels of one study, for [`ModelTargets::from_rows`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetRow {
+    /// `Some((any, subtypes))` when the study is labelled.
+    pub study: Option<(bool, [bool; N_SUBTYPES])>,
+    /// Per-slice `[any, 5 subtypes]`, `None` when slices are unlabelled; must have `S` rows.
+    pub slices: Option<Vec<[bool; 1 + N_SUBTYPES]>>,
+    /// 30-day mortality when known.
+    pub mortality: Option<bool>,
+    /// 90-day mRS (0–6) when known.
+    pub mrs: Option<u8>,
+}
+
+impl ModelTargets {
+    /// Build the tensors for `rows.len()` studies of `slices` slices.
+    pub fn from_rows(rows: &[TargetRow], slices: usize, device: &Device) -> Self {
+        let b = rows.len();
+        let f = |x: bool| if x { 1.0f32 } else { 0.0 };
+        let mut any = Vec::with_capacity(b);
+        let mut subtypes = Vec::with_capacity(b * N_SUBTYPES);
+        let mut study_mask = Vec::with_capacity(b);
+        let mut sl = Vec::with_capacity(b * slices * 6);
+        let mut slice_mask = Vec::with_capacity(b * slices);
+        let (mut mort, mut mort_mask, mut mrs, mut mrs_mask) = (vec![], vec![], vec![], vec![]);
+        for row in rows {
+            let (a, s) = row.study.unwrap_or_default();
+            any.push(f(a));
+            subtypes.extend(s.map(f));
+            study_mask.push(f(row.study.is_some()));
+            match &row.slices {
+                Some(v) => {
+                    assert_eq!(v.len(), slices, "slice labels must have one row per slice");
+                    for r in v {
+                        sl.extend(r.map(f));
+                    }
+                    slice_mask.extend(std::iter::repeat_n(1.0f32, slices));
+                }
+                None => {
+                    sl.extend(std::iter::repeat_n(0.0f32, slices * 6));
+                    slice_mask.extend(std::iter::repeat_n(0.0f32, slices));
+                }
+            }
+            mort.push(f(row.mortality.unwrap_or(false)));
+            mort_mask.push(f(row.mortality.is_some()));
+            mrs.push(row.mrs.unwrap_or(0).min(6) as i64);
+            mrs_mask.push(f(row.mrs.is_some()));
+        }
+        let t1 = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [b]), device);
+        Self {
+            any: t1(any),
+            subtypes: Tensor::from_data(TensorData::new(subtypes, [b, N_SUBTYPES]), device),
+            study_mask: t1(study_mask),
+            slices: Tensor::from_data(TensorData::new(sl, [b, slices, 6]), device),
+            slice_mask: Tensor::from_data(TensorData::new(slice_mask, [b, slices]), device),
+            mortality: t1(mort),
+            mortality_mask: t1(mort_mask),
+            mrs: Tensor::from_data(TensorData::new(mrs, [b]), device),
+            mrs_mask: t1(mrs_mask),
+        }
+    }
+}
+
+/// Configuration of [`MultiTaskLoss`].
+#[derive(Config, Debug)]
+pub struct MultiTaskLossConfig {
+    /// Positive-class weight of `any` (≈ negatives / positives for imbalance).
+    #[config(default = 1.0)]
+    pub pos_weight_any: f64,
+    /// Positive-class weights of the 5 subtypes.
+    #[config(default = "vec![1.0; 5]")]
+    pub pos_weight_subtypes: Vec<f64>,
+    /// Positive-class weight of mortality.
+    #[config(default = 1.0)]
+    pub pos_weight_mortality: f64,
+    /// λ of the feature-gate sparsity penalty `λ·mean(gates)`.
+    #[config(default = 1e-3)]
+    pub gate_sparsity: f64,
+    /// Learn the homoscedastic task weights; when false all log-variances stay 0 (plain sum).
+    #[config(default = true)]
+    pub learn_task_weights: bool,
+}
+
+/// Multi-task loss with learned homoscedastic uncertainty (Kendall, Gal & Cipolla 2018):
+/// `total = Σ_t a_t·(exp(−s_t)·L_t + s_t / 2) + λ·mean(gates)`, `s_t = log σ_t²` learned,
+/// `a_t = 1` when task `t` has at least one known label in the batch (so an absent task
+/// cannot drive its `s_t` to −∞).
+#[derive(Module, Debug)]
+pub struct MultiTaskLoss {
+    /// `[4]` log-variances in [`TASKS`] order.
+    pub log_vars: Param<Tensor<1>>,
+    #[module(skip)]
+    config: MultiTaskLossConfig,
+}
+
+/// The loss of one batch.
+#[derive(Debug, Clone)]
+pub struct LossBreakdown {
+    /// `[1]` what to call `backward()` on.
+    pub total: Tensor<1>,
+    /// `[4]` unweighted task losses in [`TASKS`] order (0 for a task without labels).
+    pub per_task: Tensor<1>,
+    /// `[4]` current task weights `exp(−s_t)`.
+    pub task_weights: Tensor<1>,
+    /// `[1]` the gate sparsity term (before λ).
+    pub gate_sparsity: Tensor<1>,
+}
+
+impl MultiTaskLossConfig {
+    /// Build the loss (log-variances start at 0: equal weights).
+    pub fn init(&self, device: &Device) -> MultiTaskLoss {
+        assert_eq!(
+            self.pos_weight_subtypes.len(),
+            N_SUBTYPES,
+            "one pos weight per subtype"
+        );
+        let log_vars = Initializer::Zeros.init([TASKS.len()], device);
+        let log_vars = if self.learn_task_weights {
+            log_vars
+        } else {
+            log_vars.set_require_grad(false)
+        };
+        MultiTaskLoss {
+            log_vars,
+            config: self.clone(),
+        }
+    }
+}
+
+/// Masked, positive-weighted binary cross-entropy with logits; mean over known entries,
+/// 0 when none is known. `pos_weight` broadcasts against `logits`.
+pub fn masked_bce<const D: usize>(
+    logits: Tensor<D>,
+    targets: Tensor<D>,
+    mask: Tensor<D>,
+    pos_weight: Tensor<D>,
+) -> Tensor<1> {
+    let pos = targets.clone() * pos_weight * log_sigmoid(logits.clone());
+    let neg = targets.neg().add_scalar(1.0) * log_sigmoid(logits.neg());
+    let l = (pos + neg).neg() * mask.clone();
+    l.sum() / mask.sum().clamp_min(1.0)
+}
+
+impl MultiTaskLoss {
+    /// Loss of `out` against `targets`.
+    pub fn forward(&self, out: &ModelOutput, targets: &ModelTargets) -> LossBreakdown {
+        let device = out.any_logit.device();
+        let [b] = out.any_logit.dims();
+        let [_, s, _] = out.slice_logits.dims();
+        let cfg = &self.config;
+        let scalar = |v: f64| Tensor::<1>::from_data(TensorData::new(vec![v as f32], [1]), &device);
+        let subtype_pw = Tensor::<1>::from_data(
+            TensorData::new(
+                cfg.pos_weight_subtypes
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect::<Vec<_>>(),
+                [N_SUBTYPES],
+            ),
+            &device,
+        );
+
+        // Study: level 1 on every labelled study, level 2 only on labelled bleeds.
+        let any_loss = masked_bce(
+            out.any_logit.clone(),
+            targets.any.clone(),
+            targets.study_mask.clone(),
+            scalar(cfg.pos_weight_any),
+        );
+        let bleed = (targets.study_mask.clone() * targets.any.clone())
+            .reshape([b, 1])
+            .expand([b, N_SUBTYPES]);
+        let sub_loss = masked_bce(
+            out.subtype_cond_logits.clone(),
+            targets.subtypes.clone(),
+            bleed,
+            subtype_pw.clone().reshape([1, N_SUBTYPES]),
+        );
+        let study = any_loss + sub_loss;
+        let study_active = targets.study_mask.clone().sum().clamp_max(1.0);
+
+        // Slices: the same hierarchy per slice.
+        let slice_any_t = targets.slices.clone().narrow(2, 0, 1);
+        let slice_any_loss = masked_bce(
+            out.slice_logits.clone().narrow(2, 0, 1),
+            slice_any_t.clone(),
+            targets.slice_mask.clone().reshape([b, s, 1]),
+            scalar(cfg.pos_weight_any).reshape([1, 1, 1]),
+        );
+        let slice_bleed = (targets.slice_mask.clone().reshape([b, s, 1]) * slice_any_t)
+            .expand([b, s, N_SUBTYPES]);
+        let slice_sub_loss = masked_bce(
+            out.slice_logits.clone().narrow(2, 1, N_SUBTYPES),
+            targets.slices.clone().narrow(2, 1, N_SUBTYPES),
+            slice_bleed,
+            subtype_pw.reshape([1, 1, N_SUBTYPES]),
+        );
+        let slice = slice_any_loss + slice_sub_loss;
+        let slice_active = targets.slice_mask.clone().sum().clamp_max(1.0);
+
+        let mortality = masked_bce(
+            out.mortality_logit.clone(),
+            targets.mortality.clone(),
+            targets.mortality_mask.clone(),
+            scalar(cfg.pos_weight_mortality),
+        );
+        let mortality_active = targets.mortality_mask.clone().sum().clamp_max(1.0);
+
+        // mRS: cumulative-link BCE on the six P(mRS ≥ k), mean over thresholds.
+        let mrs_mask = targets
+            .mrs_mask
+            .clone()
+            .reshape([b, 1])
+            .expand([b, N_MRS_THRESHOLDS]);
+        let mrs = masked_bce(
+            out.mrs_logits.clone(),
+            mrs_cumulative(targets.mrs.clone()),
+            mrs_mask,
+            Tensor::ones([1, 1], &device),
+        );
+        let mrs_active = targets.mrs_mask.clone().sum().clamp_max(1.0);
+
+        let per_task = Tensor::cat(vec![study, slice, mortality, mrs], 0);
+        let active = Tensor::cat(
+            vec![study_active, slice_active, mortality_active, mrs_active],
+            0,
+        );
+        let s_t = self.log_vars.val();
+        let weights = s_t.clone().neg().exp();
+        let weighted = (weights.clone() * per_task.clone() + s_t * 0.5) * active;
+        let gate_sparsity = out.feature_gates.clone().mean();
+        let total = weighted.sum() + gate_sparsity.clone() * cfg.gate_sparsity;
+        LossBreakdown {
+            total,
+            per_task,
+            task_weights: weights,
+            gate_sparsity,
+        }
+    }
+}
+
+/// RSNA-2019 weighted multi-label log loss: columns `[any, 5 subtypes]` with weights
+/// `[2, 1, 1, 1, 1, 1]`; per row `Σ w_j·ℓ_j / Σ w_j`, averaged over rows; probabilities are
+/// clipped to `[1e-15, 1 − 1e-15]` as in the competition.
+pub fn rsna_weighted_log_loss(probs: &[[f32; 6]], labels: &[[bool; 6]]) -> f64 {
+    assert_eq!(
+        probs.len(),
+        labels.len(),
+        "one label row per prediction row"
+    );
+    if probs.is_empty() {
+        return 0.0;
+    }
+    const W: [f64; 6] = [2.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+    let wsum: f64 = W.iter().sum();
+    let total: f64 = probs
+        .iter()
+        .zip(labels)
+        .map(|(p, y)| {
+            (0..6)
+                .map(|j| {
+                    let p = (p[j] as f64).clamp(1e-15, 1.0 - 1e-15);
+                    W[j] * if y[j] { -p.ln() } else { -(1.0 - p).ln() }
+                })
+                .sum::<f64>()
+                / wsum
+        })
+        .sum();
+    total / probs.len() as f64
+}
