@@ -4,5 +4,7 @@
 //! `hn-data` and `hn-model`.
 
 pub mod baselines;
+pub mod checkpoint;
 pub mod metrics;
 pub mod report;
+pub mod sample;

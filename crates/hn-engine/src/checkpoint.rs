@@ -1,0 +1,275 @@
+//! Model checkpoints: a folder with the weights, the network config and a model card
+//! (`card.json`: preprocessing, training config, dataset digest, code version, calibration).
+//!
+//! ```text
+//! run/model/            ← what `predict` and `evaluate` load (best validation epoch)
+//!   model.bpk           burnpack weights of the network
+//!   model.config.json   HemorrhageNetConfig
+//!   card.json           ModelCard
+//! run/last/             ← what `train --resume` continues from (latest finished epoch)
+//!   trainable.bpk       network + learned task weights
+//!   trainable.config.json
+//!   optimizer.bpk       AdamW moments
+//!   state.json          TrainState (epoch, step, best score, patience, history)
+//! ```
+//!
+//! Every folder is written atomically: into `NAME.tmp`, fsynced, then renamed over `NAME`
+//! (the old one is moved to `NAME.old` first and removed after), so a crash at any point leaves
+//! either the old or the new checkpoint complete, never a mixture.
+
+use std::path::{Path, PathBuf};
+
+use hn_data::cache::PreprocessConfig;
+use hn_model::burn::prelude::Device;
+use hn_model::{HemorrhageNet, Temperatures};
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::ReferralPolicy;
+
+/// Version of the card format.
+pub const CARD_VERSION: u32 = 1;
+
+/// Code version written into every card: crate version plus the git commit when the build knew
+/// it (`HN_GIT_COMMIT` at compile time).
+pub fn code_version() -> String {
+    match option_env!("HN_GIT_COMMIT") {
+        Some(c) if !c.is_empty() => format!("hemorrhagenet {} ({c})", env!("CARGO_PKG_VERSION")),
+        _ => format!("hemorrhagenet {}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+/// Checkpoint errors: each names the path.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {cause}")]
+    Io {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{path}: {msg}")]
+    Format { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Model(#[from] hn_model::ModelIoError),
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |cause| CheckpointError::Io {
+        path: path.to_path_buf(),
+        cause,
+    }
+}
+
+/// Per-head temperatures (serialisable mirror of [`Temperatures`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TemperatureSet {
+    pub any: f64,
+    pub subtypes: f64,
+    pub mortality: f64,
+    pub mrs: f64,
+}
+
+impl Default for TemperatureSet {
+    fn default() -> Self {
+        TemperatureSet {
+            any: 1.0,
+            subtypes: 1.0,
+            mortality: 1.0,
+            mrs: 1.0,
+        }
+    }
+}
+
+impl TemperatureSet {
+    pub fn to_model(self) -> Temperatures {
+        Temperatures::new()
+            .with_any(self.any)
+            .with_subtypes(self.subtypes)
+            .with_mortality(self.mortality)
+            .with_mrs(self.mrs)
+    }
+}
+
+/// What the validation split fixed after training: temperatures, operating thresholds and the
+/// referral policy. Test data never touches these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub temperatures: TemperatureSet,
+    /// Operating thresholds on calibrated probabilities, `[any, 5 subtypes]` (Youden on
+    /// validation).
+    pub thresholds: [f64; 6],
+    /// Which uncertainty drives referral (`any_predictive_entropy`).
+    pub uncertainty: String,
+    /// Refer when that uncertainty exceeds the policy threshold.
+    pub referral: ReferralPolicy,
+    /// MC-dropout passes used for uncertainty.
+    pub mc_passes: usize,
+    /// Mortality threshold (Youden on validation) used only for the report's decision path.
+    pub mortality_threshold: f64,
+}
+
+/// Dataset identity of a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetDigest {
+    pub name: String,
+    pub synthetic: bool,
+    pub n_train: usize,
+    pub n_validation: usize,
+    pub n_test: usize,
+    /// SHA-256 over the sorted `key,split,labels,outcomes` lines of every study.
+    pub sha256: String,
+}
+
+/// `card.json`: everything needed to know what a model is and to run it the same way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub card_version: u32,
+    pub code_version: String,
+    /// Seconds since the Unix epoch when written.
+    pub created_unix: u64,
+    pub preprocess: PreprocessConfig,
+    /// The training config as given (TOML fields, JSON here).
+    pub train_config: serde_json::Value,
+    pub dataset: DatasetDigest,
+    /// Epoch (1-based) whose weights these are.
+    pub epoch: usize,
+    /// Validation metrics of that epoch.
+    pub validation: serde_json::Value,
+    /// Filled in after training by calibration on the validation split.
+    pub calibration: Option<Calibration>,
+    /// Intended use and limits, shown in every report.
+    pub intended_use: String,
+}
+
+pub const INTENDED_USE: &str = "Research and triage support only; not a medical device. \
+Outputs must be reviewed by a qualified clinician. Trained on the data named in `dataset`; \
+performance elsewhere is unknown until evaluated there.";
+
+/// A loaded model: network (inference device), card.
+pub struct LoadedModel {
+    pub net: HemorrhageNet,
+    pub card: ModelCard,
+    pub dir: PathBuf,
+}
+
+/// Write `dir` atomically: `fill(tmp)` writes the files into a fresh temporary sibling, which
+/// then replaces `dir`.
+pub fn write_dir_atomic(
+    dir: &Path,
+    fill: impl FnOnce(&Path) -> Result<(), CheckpointError>,
+) -> Result<(), CheckpointError> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "checkpoint".into());
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    let tmp = parent.join(format!("{name}.tmp"));
+    let old = parent.join(format!("{name}.old"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    fill(&tmp)?;
+    for entry in std::fs::read_dir(&tmp).map_err(io_err(&tmp))? {
+        let p = entry.map_err(io_err(&tmp))?.path();
+        std::fs::File::open(&p)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&p))?;
+    }
+    if dir.exists() {
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
+        }
+        std::fs::rename(dir, &old).map_err(io_err(dir))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(io_err(&tmp))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
+    }
+    Ok(())
+}
+
+/// The folder to read for `dir`: `dir` itself, or `dir.old` when a crash happened between the
+/// two renames of [`write_dir_atomic`].
+pub fn resolve_dir(dir: &Path) -> Option<PathBuf> {
+    if dir.join("card.json").exists() || dir.join("state.json").exists() {
+        return Some(dir.to_path_buf());
+    }
+    let name = dir.file_name()?.to_string_lossy().into_owned();
+    let old = dir.with_file_name(format!("{name}.old"));
+    (old.join("card.json").exists() || old.join("state.json").exists()).then_some(old)
+}
+
+/// Write a JSON file.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), CheckpointError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| CheckpointError::Format {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
+    std::fs::write(path, text).map_err(io_err(path))
+}
+
+/// Read a JSON file.
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, CheckpointError> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    serde_json::from_str(&text).map_err(|e| CheckpointError::Format {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })
+}
+
+/// Save a model folder (network weights + config + card) atomically.
+pub fn save_model(
+    dir: &Path,
+    net: &HemorrhageNet,
+    card: &ModelCard,
+) -> Result<(), CheckpointError> {
+    write_dir_atomic(dir, |tmp| {
+        net.save(tmp.join("model.bpk"))?;
+        write_json(&tmp.join("card.json"), card)
+    })
+}
+
+/// Update only the card of a saved model folder (e.g. after calibration), atomically
+/// (temp file + rename).
+pub fn update_card(dir: &Path, card: &ModelCard) -> Result<(), CheckpointError> {
+    let tmp = dir.join("card.json.tmp");
+    write_json(&tmp, card)?;
+    let dst = dir.join("card.json");
+    std::fs::rename(&tmp, &dst).map_err(io_err(&dst))
+}
+
+/// Load a model folder (or a path to its `model.bpk` / `card.json`) onto `device`.
+pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel, CheckpointError> {
+    let dir = if path.is_file() {
+        path.parent().unwrap_or(Path::new(".")).to_path_buf()
+    } else {
+        path.to_path_buf()
+    };
+    let dir = resolve_dir(&dir).ok_or_else(|| CheckpointError::Format {
+        path: dir.clone(),
+        msg: "not a HemorrhageNet model folder (no card.json); pass the `model` folder a \
+              training run wrote"
+            .into(),
+    })?;
+    let card: ModelCard = read_json(&dir.join("card.json"))?;
+    if card.card_version > CARD_VERSION {
+        return Err(CheckpointError::Format {
+            path: dir.join("card.json"),
+            msg: format!(
+                "card version {} is newer than this build understands ({CARD_VERSION})",
+                card.card_version
+            ),
+        });
+    }
+    let net = HemorrhageNet::load(dir.join("model.bpk"), device)?;
+    Ok(LoadedModel { net, card, dir })
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,248 @@
+//! What the engine feeds the network: one preprocessed study ([`StudySample`]) and batches of
+//! them ([`make_batch`]).
+//!
+//! A sample is the model grid `[S, C, H, W]` (slices, windowed channels in [0, 1], rows,
+//! columns) plus everything known about the study: labels, per-slice labels, clinical record,
+//! outcomes and — on the synthetic cohort only — the generator's truth (oracle probabilities,
+//! true hematoma facts) for the Bayes limit and the ICH-score baseline.
+
+use hn_data::cache::{CachedStudy, PreprocessConfig};
+use hn_data::synth::SyntheticStudy;
+use hn_data::{ClinicalRecord, Outcomes, StudyLabels};
+use hn_model::burn::prelude::Device;
+use hn_model::{MODALITY_CT, ModelInput, TargetRow};
+use serde::{Deserialize, Serialize};
+
+/// The default CT windows `(center, width)` in HU: brain, subdural, bone. One channel each.
+pub const DEFAULT_WINDOWS: [(f32, f32); 3] = [(40.0, 80.0), (80.0, 200.0), (600.0, 2800.0)];
+
+/// The preprocessing the engine uses for a model grid of `[slices, size, size]`.
+pub fn default_preprocess(slices: usize, size: usize) -> PreprocessConfig {
+    PreprocessConfig {
+        windows: DEFAULT_WINDOWS.to_vec(),
+        shape: Some([slices, size, size]),
+        spacing_mm: None,
+        dtype: hn_data::cache::CacheDtype::F16,
+        pipeline_version: "hn-engine-1".into(),
+    }
+}
+
+/// Facts only the synthetic generator knows.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SyntheticTruth {
+    /// The generator's true 30-day mortality probability (Bayes-optimal score).
+    pub p_mortality_30d: f64,
+    /// The generator's true probability of a poor 90-day outcome (mRS ≥ 4).
+    pub p_poor_outcome_90d: f64,
+    /// True hematoma volume in mL (all subtypes).
+    pub total_ml: f64,
+    /// True intraparenchymal (ICH-score) volume in mL.
+    pub parenchymal_ml: f64,
+    pub ivh: bool,
+    pub infratentorial: bool,
+    /// The ICH score computed from the true facts and the *true* clinical GCS and age.
+    pub ich_score: u8,
+}
+
+/// One preprocessed study.
+#[derive(Debug, Clone)]
+pub struct StudySample {
+    pub key: String,
+    pub patient_key: String,
+    /// `[S, C, H, W]` values, C-order.
+    pub images: Vec<f32>,
+    /// `[S, C, H, W]`.
+    pub shape: [usize; 4],
+    /// `MODALITY_CT` or `MODALITY_MR`.
+    pub modality: i64,
+    /// Voxel spacing of the model grid in mm `[x, y, z]`.
+    pub spacing_mm: [f64; 3],
+    pub clinical: ClinicalRecord,
+    pub labels: Option<StudyLabels>,
+    /// Per-slice labels (length S) when known.
+    pub slice_labels: Option<Vec<StudyLabels>>,
+    pub outcomes: Outcomes,
+    pub truth: Option<SyntheticTruth>,
+}
+
+impl StudySample {
+    /// From a cache entry (`[C, S, H, W]`, transposed here to the model's `[S, C, H, W]`).
+    pub fn from_cached(
+        key: &str,
+        patient_key: &str,
+        cached: CachedStudy,
+        clinical: ClinicalRecord,
+        outcomes: Outcomes,
+    ) -> Self {
+        let [c, s, h, w] = cached.shape;
+        let plane = h * w;
+        let mut images = vec![0.0f32; c * s * plane];
+        for ci in 0..c {
+            for si in 0..s {
+                let src = (ci * s + si) * plane;
+                let dst = (si * c + ci) * plane;
+                images[dst..dst + plane].copy_from_slice(&cached.data[src..src + plane]);
+            }
+        }
+        StudySample {
+            key: key.to_string(),
+            patient_key: patient_key.to_string(),
+            images,
+            shape: [s, c, h, w],
+            modality: MODALITY_CT,
+            spacing_mm: cached.spacing_mm,
+            clinical,
+            labels: cached.labels,
+            slice_labels: cached.slice_labels,
+            outcomes,
+            truth: None,
+        }
+    }
+
+    /// From a generated synthetic study, preprocessed with `cfg` (its grid must already be the
+    /// model grid: generate at `size` × `n_slices`, so per-slice labels stay aligned).
+    pub fn from_synthetic(
+        study: &SyntheticStudy,
+        cfg: &PreprocessConfig,
+    ) -> Result<Self, hn_imaging::transforms::TransformError> {
+        let cached = hn_data::cache::preprocess(
+            study.volume.clone(),
+            Some(study.labels),
+            Some(study.slice_labels.clone()),
+            cfg,
+        )?;
+        let mut s = Self::from_cached(
+            &study.id,
+            &study.id,
+            cached,
+            study.clinical.clone(),
+            study.outcomes,
+        );
+        let t = &study.clinical_truth;
+        s.truth = Some(SyntheticTruth {
+            p_mortality_30d: study.oracle.p_mortality_30d,
+            p_poor_outcome_90d: study.oracle.p_poor_outcome_90d,
+            total_ml: study.facts.total_ml,
+            parenchymal_ml: study.facts.parenchymal_ml,
+            ivh: study.facts.ivh,
+            infratentorial: study.facts.infratentorial,
+            ich_score: if study.labels.any {
+                hn_data::synth::ich_score(
+                    t.gcs.unwrap_or(15),
+                    study.facts.parenchymal_ml,
+                    study.facts.ivh,
+                    study.facts.infratentorial,
+                    f64::from(t.age.unwrap_or(65.0)),
+                )
+            } else {
+                0
+            },
+        });
+        Ok(s)
+    }
+
+    /// Training targets of this sample.
+    pub fn target_row(&self) -> TargetRow {
+        TargetRow {
+            study: self.labels.map(|l| (l.any, l.subtypes)),
+            slices: self
+                .slice_labels
+                .as_ref()
+                .filter(|s| s.len() == self.shape[0])
+                .map(|s| s.iter().map(label_row).collect()),
+            mortality: self.outcomes.mortality_30d,
+            mrs: self.outcomes.mrs_90d,
+        }
+    }
+}
+
+/// `[any, 5 subtypes]` of a label set.
+pub fn label_row(l: &StudyLabels) -> [bool; 6] {
+    let mut r = [false; 6];
+    r[0] = l.any;
+    r[1..].copy_from_slice(&l.subtypes);
+    r
+}
+
+/// Which inputs a batch hides from the network (modality dropout in training, single-path
+/// ablations in evaluation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputMask {
+    /// Every clinical value marked missing.
+    pub hide_clinical: bool,
+    /// Every image value set to 0 (air in every window).
+    pub hide_images: bool,
+}
+
+/// Stack samples (same `[S, C, H, W]`) into one model input. `images` may override the
+/// samples' own pixels (augmented copies), one buffer per sample.
+pub fn make_batch(
+    samples: &[&StudySample],
+    images: Option<&[Vec<f32>]>,
+    mask: InputMask,
+    device: &Device,
+) -> ModelInput {
+    let b = samples.len();
+    let [s, c, h, w] = samples[0].shape;
+    let n = s * c * h * w;
+    let mut img = Vec::with_capacity(b * n);
+    let mut clin = Vec::with_capacity(b * hn_data::clinical::N_CLINICAL);
+    let mut present = Vec::with_capacity(b * hn_data::clinical::N_CLINICAL);
+    let mut modality = Vec::with_capacity(b);
+    for (i, smp) in samples.iter().enumerate() {
+        assert_eq!(
+            smp.shape, samples[0].shape,
+            "samples in a batch share a shape"
+        );
+        if mask.hide_images {
+            img.resize(img.len() + n, 0.0);
+        } else {
+            match images {
+                Some(over) => img.extend_from_slice(&over[i]),
+                None => img.extend_from_slice(&smp.images),
+            }
+        }
+        let (x, m) = smp.clinical.encode();
+        if mask.hide_clinical {
+            clin.extend(std::iter::repeat_n(0.0, x.len()));
+            present.extend(std::iter::repeat_n(0.0, m.len()));
+        } else {
+            clin.extend_from_slice(&x);
+            present.extend_from_slice(&m);
+        }
+        modality.push(smp.modality);
+    }
+    ModelInput::from_host(img, [b, s, c, h, w], clin, present, modality, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_layout_is_transposed_to_slices_first() {
+        let cached = CachedStudy {
+            shape: [2, 3, 1, 2],
+            // channel c, slice s, pixel p → 100c + 10s + p
+            data: (0..2)
+                .flat_map(|c| {
+                    (0..3).flat_map(move |s| (0..2).map(move |p| (100 * c + 10 * s + p) as f32))
+                })
+                .collect(),
+            labels: None,
+            slice_labels: None,
+            spacing_mm: [1.0, 1.0, 5.0],
+        };
+        let s = StudySample::from_cached(
+            "k",
+            "p",
+            cached,
+            ClinicalRecord::default(),
+            Outcomes::default(),
+        );
+        assert_eq!(s.shape, [3, 2, 1, 2]);
+        // slice 2, channel 1, pixel 1
+        assert_eq!(s.images[(2 * 2 + 1) * 2 + 1], 121.0);
+        assert_eq!(s.images[(1 * 2) * 2], 10.0);
+    }
+}
