@@ -25,6 +25,8 @@ enum Command {
     Synth(cmd::synth::SynthArgs),
     /// Print the network's parameter count per component and FLOPs per study.
     ModelSummary(cmd::model_summary::ModelSummaryArgs),
+    /// Train on the synthetic cohort or a dataset on disk (checkpoints, resume, calibration).
+    Train(cmd::train::TrainArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +42,7 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Synth(args) => cmd::synth::run(args),
         Command::ModelSummary(args) => cmd::model_summary::run(args),
+        Command::Train(args) => cmd::train::run(args),
     };
     match result {
         Ok(code) => code,

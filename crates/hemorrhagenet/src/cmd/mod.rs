@@ -1,4 +1,6 @@
 //! One module per subcommand.
+pub mod data_args;
 pub mod inspect;
 pub mod model_summary;
 pub mod synth;
+pub mod train;
