@@ -27,6 +27,10 @@ enum Command {
     ModelSummary(cmd::model_summary::ModelSummaryArgs),
     /// Train on the synthetic cohort or a dataset on disk (checkpoints, resume, calibration).
     Train(cmd::train::TrainArgs),
+    /// Evaluate a trained model: metrics with CIs, baselines, calibration, report.html.
+    Evaluate(cmd::evaluate::EvaluateArgs),
+    /// Synthesise a cohort, train, evaluate and predict a held-out study, in one command.
+    Demo(cmd::demo::DemoArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +47,8 @@ fn main() -> std::process::ExitCode {
         Command::Synth(args) => cmd::synth::run(args),
         Command::ModelSummary(args) => cmd::model_summary::run(args),
         Command::Train(args) => cmd::train::run(args),
+        Command::Evaluate(args) => cmd::evaluate::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
     };
     match result {
         Ok(code) => code,

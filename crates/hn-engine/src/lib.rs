@@ -7,6 +7,7 @@ pub mod augment;
 pub mod baselines;
 pub mod checkpoint;
 pub mod dataset;
+pub mod evaluate;
 pub mod metrics;
 pub mod report;
 pub mod sample;
