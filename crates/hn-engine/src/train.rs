@@ -699,3 +699,49 @@ pub fn fit_temperatures(
     t.mrs = fit(&poor);
     t
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warmup_then_cosine_to_the_floor() {
+        let cfg = TrainConfig {
+            epochs: 10,
+            lr: 1e-3,
+            warmup_epochs: 1.0,
+            min_lr_ratio: 0.1,
+            ..TrainConfig::default()
+        };
+        let spe = 10;
+        let lrs: Vec<f64> = (0..100).map(|s| learning_rate(&cfg, s, spe)).collect();
+        // Warm-up rises strictly, peaks at lr, then never rises again, ending near the floor.
+        for s in 1..10 {
+            assert!(lrs[s] > lrs[s - 1]);
+        }
+        assert!(lrs[0] < 2e-4);
+        let peak = lrs.iter().cloned().fold(0.0, f64::max);
+        assert!((peak - 1e-3).abs() < 1e-5, "peak {peak}");
+        for s in 11..100 {
+            assert!(lrs[s] <= lrs[s - 1] + 1e-15);
+        }
+        assert!((lrs[99] - 1e-4).abs() < 2e-6, "end {}", lrs[99]);
+    }
+
+    #[test]
+    fn invalid_configs_are_rejected_with_the_field() {
+        let mut c = TrainConfig::default();
+        c.net.n_heads = 3;
+        assert!(c.validate().unwrap_err().contains("n_heads"));
+        let c = TrainConfig {
+            hide_clinical: 1.5,
+            ..TrainConfig::default()
+        };
+        assert!(c.validate().unwrap_err().contains("hide_clinical"));
+        let c = TrainConfig {
+            lr: f64::NAN,
+            ..TrainConfig::default()
+        };
+        assert!(c.validate().unwrap_err().contains("lr"));
+    }
+}
