@@ -246,3 +246,50 @@ mod tests {
         assert_eq!(s.images[(1 * 2) * 2], 10.0);
     }
 }
+
+#[cfg(test)]
+mod alignment_tests {
+    use super::*;
+
+    /// The model grid must keep the generator's voxel order: inside the true hematoma mask the
+    /// preprocessed pixels (HU read back from the subdural window) are blood-dense, and the
+    /// per-slice labels are exactly the slices the mask touches. A z-flip or transposition
+    /// anywhere in preprocessing fails this.
+    #[test]
+    fn pixels_and_slice_labels_follow_the_mask() {
+        let pre = default_preprocess(12, 48);
+        let cfg = hn_data::synth::SynthConfig {
+            size: 48,
+            n_slices: Some(12),
+            prevalence_bleed: 1.0,
+            ..Default::default()
+        };
+        let (mut inside, mut n_in, mut flipped, mut n_fl) = (0.0, 0, 0.0, 0);
+        for i in 0..6 {
+            let st = hn_data::synth::generate_study(&cfg, 11, i);
+            let s = StudySample::from_synthetic(&st, &pre).unwrap();
+            let [ns, c, h, w] = s.shape;
+            let labels = s.slice_labels.as_ref().unwrap();
+            for k in 0..ns {
+                let plane = &st.mask[k * h * w..(k + 1) * h * w];
+                assert_eq!(
+                    labels[k].any,
+                    plane.iter().any(|m| *m > 0),
+                    "slice {k} label"
+                );
+                let hu = |kk: usize, p: usize| -20.0 + s.images[(kk * c + 1) * h * w + p] * 200.0;
+                for (p, m) in plane.iter().enumerate() {
+                    if *m > 0 {
+                        inside += f64::from(hu(k, p));
+                        n_in += 1;
+                        flipped += f64::from(hu(ns - 1 - k, p));
+                        n_fl += 1;
+                    }
+                }
+            }
+        }
+        let (a, b) = (inside / n_in as f64, flipped / n_fl as f64);
+        assert!(a > 50.0, "mean HU inside the mask {a:.1}");
+        assert!(a > b + 10.0, "inside {a:.1} vs z-flipped {b:.1}");
+    }
+}
