@@ -8,3 +8,4 @@ pub mod checkpoint;
 pub mod metrics;
 pub mod report;
 pub mod sample;
+pub mod infer;
