@@ -25,6 +25,9 @@ enum Command {
     Synth(cmd::synth::SynthArgs),
     /// Print the network's parameter count per component and FLOPs per study.
     ModelSummary(cmd::model_summary::ModelSummaryArgs),
+    /// Score a study (or a shard of a manifest): decision path, uncertainty, review flag,
+    /// heatmaps. See docs/PREDICT.md.
+    Predict(cmd::predict::PredictArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +43,7 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Synth(args) => cmd::synth::run(args),
         Command::ModelSummary(args) => cmd::model_summary::run(args),
+        Command::Predict(args) => cmd::predict::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,4 +1,5 @@
 //! One module per subcommand.
 pub mod inspect;
 pub mod model_summary;
+pub mod predict;
 pub mod synth;

@@ -9,8 +9,7 @@ use hn_data::layouts::{StudyIndex, StudyRecord, StudySource, read_study};
 use hn_data::splits::shard_of;
 use serde::{Deserialize, Serialize};
 
-use super::{InferError, Predictor, write_outputs};
-use crate::checkpoint::{CheckpointError, write_dir_atomic};
+use super::{InferError, Predictor};
 
 /// One study that failed: its key and the cause (file and reason; no patient data).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,24 +93,7 @@ fn predict_one(pred: &Predictor, rec: &StudyRecord, dir: &Path) -> Result<(), In
         StudySource::Nifti { .. } => "nifti",
     };
     let res = pred.predict_volume(&rec.key, decoded.volume, format, rec.clinical)?;
-    let mut inner: Option<InferError> = None;
-    let r = write_dir_atomic(dir, |tmp| {
-        write_outputs(&res.prediction, &res.sample, &res.volume, tmp)
-            .map(|_| ())
-            .map_err(|e| {
-                let msg = e.to_string();
-                inner = Some(e);
-                CheckpointError::Format {
-                    path: tmp.to_path_buf(),
-                    msg,
-                }
-            })
-    });
-    match (r, inner) {
-        (Ok(()), _) => Ok(()),
-        (Err(_), Some(e)) => Err(e),
-        (Err(e), None) => Err(e.into()),
-    }
+    super::output::write_study_dir(&res, dir)
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {

@@ -26,7 +26,7 @@ use crate::sample::{InputMask, StudySample, make_batch};
 
 pub use batch::{BatchEvent, BatchSummary, FailedStudy, predict_batch, sanitize_key};
 pub use clinical::read_clinical;
-pub use output::{heatmap_on_input_grid, write_outputs};
+pub use output::{heatmap_on_input_grid, write_outputs, write_study_dir};
 pub use volume::{VolumeEstimateConfig, estimate_volume_ml, estimate_volume_ml_with};
 
 /// Version of the `prediction.json` schema.

@@ -8,6 +8,7 @@ use hn_imaging::transforms::{Interp, Resample, SliceTarget, Transform};
 use hn_imaging::{Modality, Provenance, Volume};
 
 use super::{InferError, Prediction, io_err};
+use crate::checkpoint::{CheckpointError, write_dir_atomic};
 use crate::sample::StudySample;
 
 /// Write `bytes` to `path` atomically: a hidden temporary sibling, fsync, rename.
@@ -120,4 +121,27 @@ pub fn write_outputs(
     write_file_atomic(&p, text.as_bytes())?;
     written.push(p);
     Ok(written)
+}
+
+/// Write a study's files as one folder, atomically ([`write_dir_atomic`]): `dir` is either
+/// absent, or the complete previous result, or the complete new one.
+pub fn write_study_dir(res: &super::StudyResult, dir: &Path) -> Result<(), InferError> {
+    let mut inner: Option<InferError> = None;
+    let r = write_dir_atomic(dir, |tmp| {
+        write_outputs(&res.prediction, &res.sample, &res.volume, tmp)
+            .map(|_| ())
+            .map_err(|e| {
+                let msg = e.to_string();
+                inner = Some(e);
+                CheckpointError::Format {
+                    path: tmp.to_path_buf(),
+                    msg,
+                }
+            })
+    });
+    match (r, inner) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), Some(e)) => Err(e),
+        (Err(e), None) => Err(e.into()),
+    }
 }
