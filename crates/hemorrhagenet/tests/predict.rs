@@ -198,7 +198,11 @@ fn single_study_writes_report_and_prints_json() {
 fn bad_inputs_name_the_file() {
     let f = fixture();
     let o = hn(
-        &[s(&f.root.join("studies/s1")), "--model", s(&f.root.join("no-model"))],
+        &[
+            s(&f.root.join("studies/s1")),
+            "--model",
+            s(&f.root.join("no-model")),
+        ],
         &[],
     );
     assert!(!o.status.success());
@@ -322,7 +326,10 @@ fn sharded_batch_covers_every_study_once_and_reruns_skip() {
         .modified()
         .unwrap();
     let (r0, r1) = (summary(&run("0", &[])), summary(&run("1", &[])));
-    assert_eq!(r0["done"].as_u64().unwrap() + r1["done"].as_u64().unwrap(), 0);
+    assert_eq!(
+        r0["done"].as_u64().unwrap() + r1["done"].as_u64().unwrap(),
+        0
+    );
     assert_eq!(
         r0["skipped_existing"].as_u64().unwrap() + r1["skipped_existing"].as_u64().unwrap(),
         3

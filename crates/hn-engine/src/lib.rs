@@ -5,7 +5,7 @@
 
 pub mod baselines;
 pub mod checkpoint;
+pub mod infer;
 pub mod metrics;
 pub mod report;
 pub mod sample;
-pub mod infer;

@@ -269,8 +269,7 @@ fn predict_dicom_and_nifti_end_to_end() {
     let out_b = tmp.path().join("out-b");
     write_outputs(&res_b.prediction, &res_b.sample, &res_b.volume, &out_b).unwrap();
     let heat_b =
-        hn_imaging::nifti::read_volume(&out_b.join("heatmap.nii.gz"), &Default::default())
-            .unwrap();
+        hn_imaging::nifti::read_volume(&out_b.join("heatmap.nii.gz"), &Default::default()).unwrap();
     assert_eq!(heat_b.dims, [48, 48, 10]);
     assert_same_affine(heat_b.affine(), res_b.volume.affine());
 }

@@ -111,7 +111,10 @@ pub fn run(args: PredictArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_single(args: &PredictArgs, predictor: &Predictor) -> anyhow::Result<ExitCode> {
-    let study = args.study.as_ref().expect("clap requires STUDY without --manifest");
+    let study = args
+        .study
+        .as_ref()
+        .expect("clap requires STUDY without --manifest");
     let clinical = match &args.clinical {
         Some(p) => read_clinical(p)?,
         None => Default::default(),
@@ -129,7 +132,11 @@ fn run_single(args: &PredictArgs, predictor: &Predictor) -> anyhow::Result<ExitC
         } else {
             "no hemorrhage"
         },
-        if p.review.flag { "FLAGGED" } else { "not flagged" },
+        if p.review.flag {
+            "FLAGGED"
+        } else {
+            "not flagged"
+        },
         dir.display()
     );
     if !args.quiet {

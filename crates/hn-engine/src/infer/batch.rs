@@ -38,14 +38,23 @@ pub struct BatchSummary {
 #[derive(Debug, Clone, PartialEq)]
 pub enum BatchEvent {
     /// Studies in the shard (sent once, first).
-    Started { in_shard: usize },
-    Done { key: String },
-    Skipped { key: String },
-    Failed { key: String, error: String },
+    Started {
+        in_shard: usize,
+    },
+    Done {
+        key: String,
+    },
+    Skipped {
+        key: String,
+    },
+    Failed {
+        key: String,
+        error: String,
+    },
 }
 
 /// A file-system-safe folder name for a study key: characters outside `[A-Za-z0-9._-]`
-/// become `_`; when anything changed (or the name could clash with temporary folders), a
+/// and leading dots become `_`; when anything changed (or the name could clash with temporary folders), a
 /// stable 8-hex-digit hash of the key is appended so distinct keys stay distinct.
 pub fn sanitize_key(key: &str) -> String {
     let mut s: String = key
@@ -58,8 +67,10 @@ pub fn sanitize_key(key: &str) -> String {
             }
         })
         .collect();
+    // No hidden names (and never `.` or `..`).
+    let dots = s.len() - s.trim_start_matches('.').len();
+    s.replace_range(..dots, &"_".repeat(dots));
     let clash = s.is_empty()
-        || s.starts_with('.')
         || s.ends_with(".tmp")
         || s.ends_with(".old")
         || s.starts_with("shard-")
@@ -197,7 +208,10 @@ mod tests {
         assert!(a.starts_with("a_b-"));
         for k in ["..", "", "x.tmp", "../../etc", "shard-0-of-2.json"] {
             let s = sanitize_key(k);
-            assert!(!s.starts_with('.') && !s.contains('/') && !s.is_empty(), "{k} -> {s}");
+            assert!(
+                !s.starts_with('.') && !s.contains('/') && !s.is_empty(),
+                "{k} -> {s}"
+            );
             assert_ne!(s, k);
         }
         assert_eq!(sanitize_key("a/b"), a, "stable");

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use hn_data::clinical::{CLINICAL_FEATURES, FeatureKind};
 use hn_data::ClinicalRecord;
+use hn_data::clinical::{CLINICAL_FEATURES, FeatureKind};
 use serde_json::{Map, Value};
 
 use super::InferError;
@@ -178,13 +178,23 @@ mod tests {
         assert!(e.contains("bad.json") && e.contains("gcs_score"), "{e}");
         let broken = write(d.path(), "broken.json", "{ not json");
         let e = read_clinical(&broken).unwrap_err().to_string();
-        assert!(e.contains("broken.json") && e.contains("not valid JSON"), "{e}");
+        assert!(
+            e.contains("broken.json") && e.contains("not valid JSON"),
+            "{e}"
+        );
         let range = write(d.path(), "r.csv", "gcs\n2\n");
         let e = read_clinical(&range).unwrap_err().to_string();
         assert!(e.contains("r.csv") && e.contains("gcs 2"), "{e}");
         let two = write(d.path(), "two.csv", "age\n1\n2\n");
-        assert!(read_clinical(&two).unwrap_err().to_string().contains("one data row"));
-        let e = read_clinical(&d.path().join("nope.json")).unwrap_err().to_string();
+        assert!(
+            read_clinical(&two)
+                .unwrap_err()
+                .to_string()
+                .contains("one data row")
+        );
+        let e = read_clinical(&d.path().join("nope.json"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nope.json"), "{e}");
     }
 }

@@ -520,7 +520,9 @@ impl Predictor {
         let cells = to_vec(det.heatmap.clone());
         let gates = to_vec(det.feature_gates.clone());
         let slice_probs = to_vec(det_probs.slices.clone());
-        let slice_any: Vec<f64> = (0..s).map(|i| slice_probs[i * (1 + hn_model::N_SUBTYPES)]).collect();
+        let slice_any: Vec<f64> = (0..s)
+            .map(|i| slice_probs[i * (1 + hn_model::N_SUBTYPES)])
+            .collect();
 
         // MC dropout: temperatures applied to each pass's logits before averaging.
         let passes = self.mc_passes();
@@ -538,8 +540,7 @@ impl Predictor {
         let m_sub: [f64; 5] = std::array::from_fn(|k| mean(runs.iter().map(|r| r.subtypes[k])));
         let m_giv: [f64; 5] = std::array::from_fn(|k| mean(runs.iter().map(|r| r.given[k])));
         let m_mort = mean(runs.iter().map(|r| r.mortality));
-        let m_mal: [f64; 6] =
-            std::array::from_fn(|k| mean(runs.iter().map(|r| r.mrs_at_least[k])));
+        let m_mal: [f64; 6] = std::array::from_fn(|k| mean(runs.iter().map(|r| r.mrs_at_least[k])));
         let m_mrs: [f64; 7] = std::array::from_fn(|k| mean(runs.iter().map(|r| r.mrs[k])));
         let u_any = binary_uncertainty(&runs.iter().map(|r| r.any).collect::<Vec<_>>());
         let u_mort = binary_uncertainty(&runs.iter().map(|r| r.mortality).collect::<Vec<_>>());
@@ -604,7 +605,10 @@ impl Predictor {
             .take(self.options.top_features)
             .map(|i| {
                 let f = &CLINICAL_FEATURES[i];
-                let v = given.get(f.name).cloned().unwrap_or(serde_json::Value::Null);
+                let v = given
+                    .get(f.name)
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null);
                 FeatureWeight {
                     name: f.name.into(),
                     value: if v.is_null() { "missing".into() } else { v },
@@ -645,8 +649,7 @@ impl Predictor {
             .take(N_KEY_SLICES)
             .map(|si| KeySlice {
                 slice: si,
-                input_slice: (((si as f64 + 0.5) * nz_in as f64 / s as f64 - 0.5).round()
-                    as usize)
+                input_slice: (((si as f64 + 0.5) * nz_in as f64 / s as f64 - 0.5).round() as usize)
                     .min(nz_in.saturating_sub(1)),
                 heat_mass: slice_mass[si],
                 p_any: slice_any[si],
@@ -744,10 +747,14 @@ fn review(policy: Option<(&String, &ReferralPolicy)>, any: &HeadUncertainty) -> 
         },
         Some((measure, pol)) => {
             let (name, u) = match measure.as_str() {
-                "any_mutual_information" | "any_mutual_info" => {
-                    ("mutual information of P(hemorrhage)", any.mutual_information)
-                }
-                _ => ("predictive entropy of P(hemorrhage)", any.predictive_entropy),
+                "any_mutual_information" | "any_mutual_info" => (
+                    "mutual information of P(hemorrhage)",
+                    any.mutual_information,
+                ),
+                _ => (
+                    "predictive entropy of P(hemorrhage)",
+                    any.predictive_entropy,
+                ),
             };
             let flag = pol.refer(u);
             let rate = pol.target_rate * 100.0;

@@ -98,7 +98,7 @@ pub fn estimate_volume_ml_with(
     let mut bone = vec![false; plane];
     let mut near_bone = vec![false; plane];
     for (si, p) in slice_any_probs.iter().enumerate() {
-        if !(*p >= cfg.min_slice_prob) {
+        if p.is_nan() || *p < cfg.min_slice_prob {
             continue;
         }
         let px = |ch: usize| &sample.images[(si * c + ch) * plane..(si * c + ch + 1) * plane];
