@@ -189,6 +189,28 @@ fn single_study_writes_report_and_prints_json() {
         })
         .count();
     assert_eq!(pngs, 3);
+    // MC dropout is seeded per study: a rerun gives the same numbers.
+    let again = hn(
+        &[
+            s(&f.root.join("studies/s1")),
+            "--model",
+            s(&f.model),
+            "--clinical",
+            s(&clinical),
+            "--out",
+            s(&out),
+            "--top-features",
+            "3",
+            "--mc-passes",
+            "2",
+        ],
+        &[],
+    );
+    assert!(again.status.success(), "{}", stderr(&again));
+    let v2: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(v["probabilities"], v2["probabilities"]);
+    assert_eq!(v["uncertainty"], v2["uncertainty"]);
+    assert!(v["uncertainty"]["any"]["mutual_information"].as_f64().unwrap() >= 0.0);
     let text = std::fs::read_to_string(dir.join("prediction.json")).unwrap();
     assert!(!text.contains("SENTINEL"));
     assert!(!String::from_utf8_lossy(&o.stdout).contains("SENTINEL"));

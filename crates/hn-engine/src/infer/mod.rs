@@ -35,6 +35,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// MC-dropout passes when the card does not say.
 pub const DEFAULT_MC_PASSES: usize = 20;
 
+/// Mixed into the per-study MC-dropout seed.
+const MC_SEED: u64 = 0x4845_4d4f_5252_4841;
+
 /// Clinical features listed in `feature_weights` by default.
 pub const DEFAULT_TOP_FEATURES: usize = 5;
 
@@ -488,6 +491,12 @@ impl Predictor {
         ))
     }
 
+    /// Seed the dropout RNG from the study key.
+    fn seed_dropout(&self, key: &str) {
+        self.device
+            .seed(u64::from(hn_data::splits::shard_of(key, u32::MAX)) ^ MC_SEED);
+    }
+
     fn mc_passes(&self) -> usize {
         self.options.mc_passes.unwrap_or_else(|| {
             self.card
@@ -524,8 +533,11 @@ impl Predictor {
             .map(|i| slice_probs[i * (1 + hn_model::N_SUBTYPES)])
             .collect();
 
-        // MC dropout: temperatures applied to each pass's logits before averaging.
+        // MC dropout: temperatures applied to each pass's logits before averaging. The dropout
+        // RNG is seeded from the study key, so a rerun gives the same numbers (the flex RNG is
+        // process-global: concurrent predictions in one process interleave their draws).
         let passes = self.mc_passes();
+        self.seed_dropout(&sample.key);
         let runs: Vec<HostProbs> = if passes == 0 {
             vec![HostProbs::from(det_probs)]
         } else {
@@ -664,6 +676,15 @@ impl Predictor {
                 "model is uncalibrated: temperature 1, thresholds 0.5, no referral policy".into(),
             );
         }
+        if let Some(c) = cal
+            && !KNOWN_MEASURES.contains(&c.uncertainty.as_str())
+        {
+            warnings.push(format!(
+                "card's referral uncertainty {:?} is not known to this build; predictive \
+                 entropy of P(hemorrhage) was used",
+                c.uncertainty
+            ));
+        }
         if self.card.dataset.synthetic {
             warnings.push("model was trained on synthetic data only".into());
         }
@@ -731,6 +752,13 @@ impl Predictor {
 pub fn overlay_name(s: usize) -> String {
     format!("overlay_slice{s:02}.png")
 }
+
+/// Referral uncertainty names understood in `Calibration::uncertainty`.
+pub const KNOWN_MEASURES: [&str; 3] = [
+    "any_predictive_entropy",
+    "any_mutual_information",
+    "any_mutual_info",
+];
 
 fn review(policy: Option<(&String, &ReferralPolicy)>, any: &HeadUncertainty) -> Review {
     match policy {
