@@ -254,6 +254,17 @@ fn predict_dicom_and_nifti_end_to_end() {
     let (lo, hi) = heat.min_max().unwrap();
     assert!(lo >= 0.0 && (hi - 1.0).abs() < 1e-6);
 
+    // Only the outputs: no temporary files left behind.
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = pr.key_slices.iter().map(|k| k.overlay.clone()).collect();
+    want.extend(["heatmap.nii.gz".into(), "prediction.json".into()]);
+    want.sort();
+    assert_eq!(names, want);
+
     // No patient name/ID anywhere in the outputs.
     for (path, bytes) in all_bytes(&out) {
         for s in [NAME_SENTINEL, ID_SENTINEL, "ZZSENTINEL"] {
@@ -310,6 +321,13 @@ fn decision_path_and_review_follow_the_card() {
             .iter()
             .all(|(_, p)| *p <= no.probabilities.any + 1e-9)
     );
+
+    // Referral threshold −∞ (a policy fitted for a 100 % referral rate): always flagged; the
+    // non-finite threshold is reported as null.
+    let all = run(Some(calibration(0.5, f64::NEG_INFINITY)));
+    assert!(all.review.flag);
+    assert_eq!(all.review.threshold, None);
+    assert!(all.review.reason.contains("above"));
 
     // Uncalibrated: thresholds 0.5, flagged for review, said so.
     let un = run(None);
