@@ -210,7 +210,12 @@ fn single_study_writes_report_and_prints_json() {
     let v2: Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(v["probabilities"], v2["probabilities"]);
     assert_eq!(v["uncertainty"], v2["uncertainty"]);
-    assert!(v["uncertainty"]["any"]["mutual_information"].as_f64().unwrap() >= 0.0);
+    assert!(
+        v["uncertainty"]["any"]["mutual_information"]
+            .as_f64()
+            .unwrap()
+            >= 0.0
+    );
     let text = std::fs::read_to_string(dir.join("prediction.json")).unwrap();
     assert!(!text.contains("SENTINEL"));
     assert!(!String::from_utf8_lossy(&o.stdout).contains("SENTINEL"));
@@ -370,4 +375,56 @@ fn sharded_batch_covers_every_study_once_and_reruns_skip() {
     let o = run("2", &[]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("shard"), "{}", stderr(&o));
+}
+
+fn testdata(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/real-imaging")
+        .join(rel)
+}
+
+#[test]
+fn real_dicom_ct_is_scored_without_identifiers_and_mr_is_refused() {
+    let f = fixture();
+    let out = f.root.join("real");
+    let o = hn(
+        &[
+            s(&testdata("dicom/series-ct-head-16px")),
+            "--model",
+            s(&f.model),
+            "--out",
+            s(&out),
+            "--mc-passes",
+            "2",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["study"], "series-ct-head-16px");
+    assert_eq!(v["input"]["modality"], "CT");
+    assert_eq!(v["input"]["dims"], serde_json::json!([16, 16, 4]));
+    // The header's PatientName (Doe^Archibald) and PatientID (77654033) never appear.
+    let dir = out.join("series-ct-head-16px");
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let bytes = std::fs::read(e.unwrap().path()).unwrap();
+        for needle in ["Archibald", "77654033"] {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle.as_bytes()));
+        }
+    }
+    for needle in ["Archibald", "77654033"] {
+        assert!(!String::from_utf8_lossy(&o.stdout).contains(needle));
+        assert!(!stderr(&o).contains(needle));
+    }
+
+    let o = hn(
+        &[s(&testdata("dicom/MR_small.dcm")), "--model", s(&f.model)],
+        &[],
+    );
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("MR_small.dcm") && e.contains("unusable") && e.contains("MR"),
+        "{e}"
+    );
 }
