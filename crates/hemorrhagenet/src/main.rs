@@ -25,6 +25,12 @@ enum Command {
     Synth(cmd::synth::SynthArgs),
     /// Print the network's parameter count per component and FLOPs per study.
     ModelSummary(cmd::model_summary::ModelSummaryArgs),
+    /// Train on the synthetic cohort or a dataset on disk (checkpoints, resume, calibration).
+    Train(cmd::train::TrainArgs),
+    /// Evaluate a trained model: metrics with CIs, baselines, calibration, report.html.
+    Evaluate(cmd::evaluate::EvaluateArgs),
+    /// Synthesise a cohort, train, evaluate and predict a held-out study, in one command.
+    Demo(cmd::demo::DemoArgs),
     /// Score a study (or a shard of a manifest): decision path, uncertainty, review flag,
     /// heatmaps. See docs/PREDICT.md.
     Predict(cmd::predict::PredictArgs),
@@ -43,6 +49,9 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Synth(args) => cmd::synth::run(args),
         Command::ModelSummary(args) => cmd::model_summary::run(args),
+        Command::Train(args) => cmd::train::run(args),
+        Command::Evaluate(args) => cmd::evaluate::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
         Command::Predict(args) => cmd::predict::run(args),
     };
     match result {

@@ -428,3 +428,58 @@ fn real_dicom_ct_is_scored_without_identifiers_and_mr_is_refused() {
         "{e}"
     );
 }
+
+/// `demo` ends by predicting a held-out study; the model it trained (with a calibration
+/// fitted by the training code, not by hand) then serves `predict` with `--key`.
+#[test]
+fn demo_predicts_a_heldout_study_and_its_model_serves_predict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("tiny.toml");
+    std::fs::write(
+        &cfg,
+        "seed = 5\nepochs = 1\nbatch_size = 4\npatience = 0\nmc_passes = 3\n\
+         [net]\nslices = 6\nsize = 32\nwidths = [8, 16]\nn_heads = 2\nd_attn = 8\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("demo");
+    let o = Command::new(env!("CARGO_BIN_EXE_hemorrhagenet"))
+        .args(["demo", "--studies", "30", "--bootstrap", "10", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let preds: Vec<PathBuf> = std::fs::read_dir(out.join("prediction"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(preds.len(), 1, "{preds:?}");
+    let p: Value =
+        serde_json::from_slice(&std::fs::read(preds[0].join("prediction.json")).unwrap()).unwrap();
+    assert_eq!(p["model"]["calibrated"], true);
+    assert_eq!(p["input"]["format"], "dicom");
+    let id = p["study"].as_str().unwrap().to_string();
+    assert!(id.starts_with("SYNTH-"));
+
+    let dicom = out.join("heldout").join(&id).join("dicom");
+    let o = hn(
+        &[
+            s(&dicom),
+            "--model",
+            s(&out.join("run/model")),
+            "--key",
+            "case-7",
+            "--out",
+            s(&tmp.path().join("p")),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["study"], "case-7");
+    assert_eq!(v["uncertainty"]["passes"], 3, "the card's mc_passes");
+    assert!(tmp.path().join("p/case-7/prediction.json").is_file());
+    // The synthetic DICOM's patient name must not leak either.
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("SYNTHETIC^PATIENT"));
+}

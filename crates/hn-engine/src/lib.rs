@@ -3,9 +3,14 @@
 //! Training, evaluation (metrics, baselines, calibration), inference and explanation, built on
 //! `hn-data` and `hn-model`.
 
+pub mod augment;
 pub mod baselines;
 pub mod checkpoint;
+pub mod dataset;
+pub mod evaluate;
 pub mod infer;
 pub mod metrics;
 pub mod report;
 pub mod sample;
+pub mod scoring;
+pub mod train;

@@ -1,8 +1,8 @@
 //! `hemorrhagenet predict`: a thin wrapper over [`hn_engine::infer`].
 //!
 //! * Single study: `predict STUDY --model DIR [--clinical FILE] [--out DIR]` writes
-//!   `OUT/<key>/{prediction.json, overlay_sliceNN.png, heatmap.nii.gz}` (key = the STUDY's
-//!   file/folder name) and prints `prediction.json` on stdout.
+//!   `OUT/<key>/{prediction.json, overlay_sliceNN.png, heatmap.nii.gz}` (key = `--key`, else
+//!   the STUDY's file/folder name) and prints `prediction.json` on stdout.
 //! * Batch: `predict --manifest CSV --shard-index I --shard-count N --model DIR --out DIR`
 //!   predicts the manifest's studies of shard I (stable SHA-256 hash of the study key), one
 //!   folder per study, skipping finished ones, and prints the shard summary JSON on stdout.
@@ -33,6 +33,10 @@ pub struct PredictArgs {
     /// CLINICAL_FEATURES (single-study mode; a manifest carries its own clinical columns).
     #[arg(long, conflicts_with = "manifest")]
     pub clinical: Option<PathBuf>,
+    /// Single-study mode: the study key used in the report and as the output folder name
+    /// (default: the STUDY's file or folder name).
+    #[arg(long, conflicts_with = "manifest")]
+    pub key: Option<String>,
     /// Output folder; each study's results go to OUT/<study key>/.
     #[arg(long, default_value = "predictions")]
     pub out: PathBuf,
@@ -119,7 +123,11 @@ fn run_single(args: &PredictArgs, predictor: &Predictor) -> anyhow::Result<ExitC
         Some(p) => read_clinical(p)?,
         None => Default::default(),
     };
-    let key = study_key(study);
+    let key = match &args.key {
+        Some(k) if !k.trim().is_empty() => k.clone(),
+        Some(_) => bail!("--key must not be empty"),
+        None => study_key(study),
+    };
     let res = predictor.predict_path(&key, study, clinical)?;
     let dir = args.out.join(sanitize_key(&key));
     write_study_dir(&res, &dir)?;

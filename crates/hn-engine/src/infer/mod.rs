@@ -569,7 +569,7 @@ impl Predictor {
         };
         let names: Vec<String> = SUBTYPES.iter().map(|t| t.rsna_name().into()).collect();
         let not_bleed = format!(
-            "level 1 decided no hemorrhage (P = {m_any:.3} < threshold {:.3})",
+            "level 1 decided no hemorrhage (P = {m_any:.4} < threshold {:.4})",
             thresholds[0]
         );
         let level_2 = SubtypeLevel {

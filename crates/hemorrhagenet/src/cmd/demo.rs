@@ -1,0 +1,182 @@
+//! `hemorrhagenet demo`: the whole pipeline on the embedded synthetic cohort in one command —
+//! synthesise, train, calibrate, evaluate against the baselines, predict one held-out study
+//! from its DICOM files, and write the report folder.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use hn_data::splits::Split;
+use hn_engine::checkpoint::load_model;
+use hn_engine::train::TrainConfig;
+use hn_model::burn::prelude::Device;
+
+use super::data_args::{DataArgs, Layout, load};
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Output folder.
+    #[arg(long, default_value = "hn-demo")]
+    pub out: PathBuf,
+    /// Synthetic studies to generate.
+    #[arg(long, default_value_t = 1500)]
+    pub studies: usize,
+    /// Training epochs (default: the demo config's).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Training config (TOML) instead of the demo's.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Seed of the synthetic cohort.
+    #[arg(long, default_value_t = 2026)]
+    pub synth_seed: u64,
+    /// Bootstrap resamples in the report.
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
+}
+
+/// The demo's training config: sized to finish in ≤ 15 min on 2 CPU cores.
+pub fn demo_config() -> TrainConfig {
+    TrainConfig {
+        epochs: 10,
+        ..TrainConfig::default()
+    }
+}
+
+/// Targets of issue 5 at the demo budget, checked and printed at the end.
+struct Bar {
+    what: String,
+    reached: f64,
+    target: String,
+    ok: bool,
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let t0 = Instant::now();
+    let mut cfg = match &args.config {
+        Some(p) => TrainConfig::from_toml_file(p)?,
+        None => demo_config(),
+    };
+    if let Some(e) = args.epochs {
+        cfg.epochs = e;
+    }
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
+    eprintln!(
+        "HemorrhageNet demo: {} synthetic studies ({} slices × {}²), {} epochs → {}",
+        args.studies,
+        cfg.net.slices,
+        cfg.net.size,
+        cfg.epochs,
+        args.out.display()
+    );
+    let data_args = DataArgs {
+        dataset: Layout::Synthetic,
+        root: None,
+        studies: args.studies,
+        synth_seed: args.synth_seed,
+        cache: None,
+    };
+    let data = load(&data_args, cfg.net.slices, cfg.net.size, &cfg.split)?;
+    let d = data.digest();
+    eprintln!(
+        "[1/4] cohort ready: train {}, validation {}, test {} ({:.0}s)",
+        d.n_train,
+        d.n_validation,
+        d.n_test,
+        t0.elapsed().as_secs_f64()
+    );
+    let run_dir = args.out.join("run");
+    super::train::run_training(&cfg, &data, &run_dir, false)?;
+    eprintln!("[2/4] trained ({:.0}s)", t0.elapsed().as_secs_f64());
+    let model = load_model(&run_dir.join("model"), &Device::flex())?;
+    let report_dir = args.out.join("report");
+    let ev = super::evaluate::run_evaluation(
+        &model,
+        &data,
+        &cfg.split,
+        Split::Test,
+        args.bootstrap,
+        17,
+        &report_dir,
+    )?;
+    eprintln!("[3/4] evaluated ({:.0}s)", t0.elapsed().as_secs_f64());
+    let pred_dir = super::predict_heldout(&model, &data, &args, &cfg)?;
+    eprintln!(
+        "[4/4] predicted one held-out study → {} ({:.0}s)",
+        pred_dir.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    super::evaluate::print_summary(&ev);
+    let bars = check_bars(&ev);
+    let mut md = String::from("| bar | reached | target | met |\n|---|---|---|---|\n");
+    for b in &bars {
+        md.push_str(&format!(
+            "| {} | {:.3} | {} | {} |\n",
+            b.what,
+            b.reached,
+            b.target,
+            if b.ok { "yes" } else { "no" }
+        ));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    md.push_str(&format!("\nWall time: {secs:.0} s.\n"));
+    std::fs::write(args.out.join("bars.md"), &md)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.join("bars.md").display()))?;
+    println!("\n{md}");
+    println!("report: {}", report_dir.join("report.html").display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_bars(ev: &hn_engine::evaluate::Evaluation) -> Vec<Bar> {
+    let r = &ev.report;
+    let auc = |label: &str| {
+        r.detection
+            .iter()
+            .find(|d| d.label == label)
+            .and_then(|d| d.auc.as_ref())
+            .map(|i| i.estimate)
+            .unwrap_or(f64::NAN)
+    };
+    let mut bars = vec![Bar {
+        what: "any-bleed AUC".into(),
+        reached: auc("any"),
+        target: "≥ 0.97".into(),
+        ok: auc("any") >= 0.97,
+    }];
+    for l in &hn_engine::metrics::RSNA_LABELS[1..] {
+        bars.push(Bar {
+            what: format!("{l} AUC"),
+            reached: auc(l),
+            target: "≥ 0.93".into(),
+            ok: auc(l) >= 0.93,
+        });
+    }
+    if let Some(m) = r.prognosis.iter().find(|p| p.outcome == "mortality_30d") {
+        let a = m.auc.as_ref().map(|i| i.estimate).unwrap_or(f64::NAN);
+        if let Some(b) = r.bayes_limit.iter().find(|b| b.task == "mortality_30d") {
+            bars.push(Bar {
+                what: format!("mortality AUC vs Bayes limit {:.3}", b.auc),
+                reached: a,
+                target: format!("≥ {:.3}", b.auc - 0.02),
+                ok: a >= b.auc - 0.02,
+            });
+        }
+        for base in r.baselines.iter().filter(|b| b.task == "mortality_30d") {
+            let ba = base.auc.as_ref().map(|i| i.estimate).unwrap_or(f64::NAN);
+            bars.push(Bar {
+                what: format!("mortality AUC above {} ({ba:.3})", base.name),
+                reached: a,
+                target: format!("> {ba:.3}"),
+                ok: a > ba,
+            });
+        }
+        bars.push(Bar {
+            what: "mortality ECE after calibration".into(),
+            reached: m.ece_after,
+            target: "≤ 0.03".into(),
+            ok: m.ece_after <= 0.03,
+        });
+    }
+    bars
+}

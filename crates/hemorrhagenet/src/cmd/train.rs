@@ -1,0 +1,123 @@
+//! `hemorrhagenet train`: train HemorrhageNet on the synthetic cohort or a dataset on disk.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use hn_engine::train::{Progress, TrainConfig, train};
+
+use super::data_args::{DataArgs, bar, load};
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Output folder: `model/` (best, calibrated), `last/` (resume point), `history.json`.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Training config (TOML, fields of TrainConfig; see docs/TRAINING.md).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Override the config's epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Override the config's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Continue from OUT/last after an interruption (same config and data required).
+    #[arg(long)]
+    pub resume: bool,
+    /// Devices, comma-separated: `cpu` (default, pure-Rust flex backend). GPU devices
+    /// (`cuda:0,cuda:1`) need a build with the `cuda` or `tch` feature.
+    #[arg(long, default_value = "cpu")]
+    pub devices: String,
+}
+
+/// Check `--devices` against what this build can run.
+pub fn check_devices(devices: &str) -> anyhow::Result<()> {
+    let list: Vec<&str> = devices
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    match list.as_slice() {
+        ["cpu"] | [] => Ok(()),
+        _ => anyhow::bail!(
+            "--devices {devices}: this build has only the pure-Rust CPU backend (flex), one \
+             device. Multi-GPU training runs through burn's multi-device strategy on a build \
+             with the `cuda` or `tch` feature; see docs/TRAINING.md"
+        ),
+    }
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    check_devices(&args.devices)?;
+    let mut cfg = match &args.config {
+        Some(p) => TrainConfig::from_toml_file(p)?,
+        None => TrainConfig::default(),
+    };
+    if let Some(e) = args.epochs {
+        cfg.epochs = e;
+    }
+    if let Some(s) = args.seed {
+        cfg.seed = s;
+    }
+    cfg.validate()
+        .map_err(|m| anyhow::anyhow!("invalid training config: {m}"))?;
+    let data = load(&args.data, cfg.net.slices, cfg.net.size, &cfg.split)?;
+    let summary = run_training(&cfg, &data, &args.out, args.resume)?;
+    let st = &summary.state;
+    println!(
+        "best epoch {} of {} (validation score {:.4}); model: {}",
+        st.best_epoch,
+        st.epoch,
+        st.best_score,
+        summary.model_dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Train with a progress bar per epoch.
+pub fn run_training(
+    cfg: &TrainConfig,
+    data: &hn_engine::dataset::Dataset,
+    out: &std::path::Path,
+    resume: bool,
+) -> anyhow::Result<hn_engine::train::TrainSummary> {
+    let mut pb: Option<indicatif::ProgressBar> = None;
+    let mut steps = 0;
+    let summary = train(cfg, data, out, resume, &mut |p| match p {
+        Progress::Start {
+            epochs,
+            steps_per_epoch,
+            resumed_from,
+        } => {
+            steps = steps_per_epoch;
+            if resumed_from > 0 {
+                eprintln!("resuming after epoch {resumed_from} of {epochs}");
+            }
+        }
+        Progress::Step { epoch, step, loss } => {
+            let b = pb.get_or_insert_with(|| bar(steps as u64, &format!("epoch {epoch}")));
+            b.set_position(step as u64);
+            b.set_message(format!("loss {loss:.3}"));
+        }
+        Progress::Epoch(rec, improved) => {
+            if let Some(b) = pb.take() {
+                b.finish_and_clear();
+            }
+            let f = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "–".into());
+            eprintln!(
+                "epoch {:>2}: loss {:.3}  val AUC any {} subtypes {} mortality {}  {:.0}s{}",
+                rec.epoch,
+                rec.train_loss,
+                f(rec.val.auc_any),
+                f(rec.val.auc_subtypes_mean),
+                f(rec.val.auc_mortality),
+                rec.seconds,
+                if improved { "  (best, saved)" } else { "" }
+            );
+        }
+        Progress::Calibrating => eprintln!("calibrating on the validation split"),
+    })?;
+    Ok(summary)
+}

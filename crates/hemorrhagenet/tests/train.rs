@@ -1,0 +1,209 @@
+//! `hemorrhagenet train` / `evaluate` on the built binary: determinism, resume after a killed
+//! run, config errors, and an evaluation report on the held-out split.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TINY: &str = r#"
+seed = 5
+epochs = 3
+batch_size = 4
+patience = 0
+mc_passes = 3
+[net]
+slices = 6
+size = 32
+widths = [8, 16]
+n_heads = 2
+d_attn = 8
+"#;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hemorrhagenet"))
+}
+
+fn train_cmd(cfg: &Path, out: &Path) -> Command {
+    let mut c = bin();
+    c.args(["train", "--studies", "30", "--synth-seed", "3", "--config"])
+        .arg(cfg)
+        .arg("--out")
+        .arg(out);
+    c
+}
+
+fn history(out: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(out.join("history.json")).expect("history.json");
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // Wall time differs between runs; everything else must not.
+    for e in v.as_array_mut().unwrap() {
+        e.as_object_mut().unwrap().remove("seconds");
+    }
+    v
+}
+
+#[test]
+fn same_seed_same_metrics_and_resume_after_kill_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tiny.toml");
+    std::fs::write(&cfg, TINY).unwrap();
+
+    let a = dir.path().join("a");
+    let st = train_cmd(&cfg, &a).stderr(Stdio::null()).status().unwrap();
+    assert!(st.success());
+    let b = dir.path().join("b");
+    assert!(
+        train_cmd(&cfg, &b)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let ha = history(&a);
+    assert_eq!(ha.as_array().unwrap().len(), 3);
+    assert_eq!(ha, history(&b), "same seed and data must give the same run");
+    for f in [
+        "model/model.bpk",
+        "model/model.config.json",
+        "model/card.json",
+    ] {
+        assert!(a.join(f).exists(), "{f}");
+    }
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("model/card.json")).unwrap()).unwrap();
+    assert!(card["calibration"]["temperatures"]["any"].as_f64().unwrap() > 0.0);
+    assert_eq!(card["dataset"]["n_train"].as_u64().unwrap() > 0, true);
+    assert!(
+        card["code_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("hemorrhagenet")
+    );
+
+    // Kill a run once its first epoch checkpoint exists, then resume.
+    let c = dir.path().join("c");
+    let mut child = train_cmd(&cfg, &c).stderr(Stdio::null()).spawn().unwrap();
+    let t0 = Instant::now();
+    loop {
+        if let Ok(t) = std::fs::read_to_string(c.join("last/state.json"))
+            && t.contains("\"epoch\": 1")
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "no checkpoint appeared"
+        );
+        if let Some(s) = child.try_wait().unwrap() {
+            panic!("run ended before it could be killed: {s}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(c.join("last/state.json")).unwrap()).unwrap();
+    assert!(
+        state["epoch"].as_u64().unwrap() < 3,
+        "the kill must interrupt the run (it finished first)"
+    );
+    let st = train_cmd(&cfg, &c)
+        .arg("--resume")
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(
+        ha,
+        history(&c),
+        "resumed run must equal the uninterrupted one"
+    );
+
+    // Resume with a changed config is refused with a clear message.
+    std::fs::write(&cfg, TINY.replace("epochs = 3", "epochs = 4")).unwrap();
+    let out = train_cmd(&cfg, &c).arg("--resume").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("different config"));
+
+    // Evaluate the first run on its held-out split.
+    let rep = dir.path().join("report");
+    let out = bin()
+        .args([
+            "evaluate",
+            "--studies",
+            "30",
+            "--synth-seed",
+            "3",
+            "--bootstrap",
+            "50",
+            "--model",
+        ])
+        .arg(a.join("model"))
+        .arg("--out")
+        .arg(&rep)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rep.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["dataset"]["synthetic"], true);
+    assert_eq!(m["dataset"]["split"], "test");
+    let names: Vec<&str> = m["baselines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    for n in [
+        "image_only",
+        "clinical_only",
+        "clinical_lr",
+        "ich_score_true_facts",
+    ] {
+        assert!(names.contains(&n), "baseline {n} missing: {names:?}");
+    }
+    assert!(!m["bayes_limit"].as_array().unwrap().is_empty());
+    let html = std::fs::read_to_string(rep.join("report.html")).unwrap();
+    assert!(html.to_lowercase().contains("synthetic"));
+}
+
+#[test]
+fn bad_training_inputs_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "epochz = 3\n").unwrap();
+    let out = train_cmd(&cfg, &dir.path().join("o")).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml") && err.contains("epochz"), "{err}");
+
+    let out = bin()
+        .args(["train", "--devices", "cuda:0,cuda:1", "--out"])
+        .arg(dir.path().join("o"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--devices"));
+
+    let out = bin()
+        .args(["train", "--dataset", "rsna", "--out"])
+        .arg(dir.path().join("o"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--root"));
+
+    let out = bin()
+        .args(["evaluate", "--out"])
+        .arg(dir.path().join("r"))
+        .arg("--model")
+        .arg(dir.path().join("nope"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+}

@@ -1,0 +1,453 @@
+//! Evaluation of a trained model on a held-out split, the way a clinical paper reports it:
+//! per-label discrimination with bootstrap CIs, operating points fixed on validation,
+//! calibration before/after temperature scaling, uncertainty-based referral, and baselines on
+//! the same cases (ICH score from true facts and from the model's own image estimate, a
+//! clinical-only logistic regression, image-only and clinical-only ablations, and on synthetic
+//! data the Bayes limit).
+//!
+//! Ablations are the same network with one input path hidden (all clinical values marked
+//! missing, or all images blank). The network is trained with that modality dropout
+//! (`TrainConfig::hide_clinical`, `hide_images`), so each path alone is a meaningful model and
+//! the ablation costs no extra training run; a separately trained single-path model can only
+//! do as well or better, which the report states.
+
+use hn_data::splits::Split;
+use hn_model::HemorrhageNetConfig;
+use hn_model::burn::prelude::Device;
+
+use crate::baselines::{self, ClinicalLogistic, IchImageFacts};
+use crate::checkpoint::{Calibration, LoadedModel};
+use crate::dataset::Dataset;
+use crate::metrics::{self, RSNA_LABELS};
+use crate::report::{
+    self, BaselineInputs, BayesLimit, DatasetInfo, DetectionInputs, EvalInputs, MetricsReport,
+    PrognosisInputs, ReferralInputs, ReportPlots,
+};
+use crate::sample::{InputMask, StudySample};
+use crate::scoring::{StudyScores, score, sigmoid};
+
+/// Evaluation options.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub split: Split,
+    pub bootstrap_resamples: usize,
+    pub seed: u64,
+    /// MC-dropout passes for the referral uncertainty (card's value when `None`).
+    pub mc_passes: Option<usize>,
+    /// Heatmap overlay examples in the report.
+    pub n_overlays: usize,
+    pub batch: usize,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            split: Split::Test,
+            bootstrap_resamples: 1000,
+            seed: 17,
+            mc_passes: None,
+            n_overlays: 3,
+            batch: 16,
+        }
+    }
+}
+
+/// Evaluation errors.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Report(#[from] report::ReportError),
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Everything an evaluation computed, including what the face layer may print.
+pub struct Evaluation {
+    pub report: MetricsReport,
+    pub plots: ReportPlots,
+    /// Calibration used (from the card, or fitted here on validation when the card has none).
+    pub calibration: Calibration,
+}
+
+/// Hematoma facts estimated by the model for the ICH score: volume from the image (callers
+/// pass an estimator), IVH from the intraventricular probability, infratentorial from where
+/// the heatmap mass lies (lowest 30 % of the slices: posterior fossa).
+pub fn model_ich_facts(
+    sc: &StudyScores,
+    volume_ml: f64,
+    cal: &Calibration,
+    n_slices: usize,
+) -> IchImageFacts {
+    let t = &cal.temperatures;
+    let p = sc.detection_row(t.any, t.subtypes);
+    let per_slice = sc.heatmap.len() / n_slices.max(1);
+    let mass: Vec<f32> = (0..n_slices)
+        .map(|k| sc.heatmap[k * per_slice..(k + 1) * per_slice].iter().sum())
+        .collect();
+    let peak = mass
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(k, _)| k)
+        .unwrap_or(0);
+    IchImageFacts {
+        volume_ml: if p[0] >= cal.thresholds[0] {
+            volume_ml.max(0.0)
+        } else {
+            0.0
+        },
+        ivh: p[5] >= cal.thresholds[5],
+        infratentorial: p[0] >= cal.thresholds[0] && (peak as f64) < 0.3 * n_slices as f64,
+    }
+}
+
+/// Upsample a `[h, w]` heatmap slice to `[height, width]` pixels via the model's cell bounds.
+pub fn heat_to_pixels(
+    cfg: &HemorrhageNetConfig,
+    heat_slice: &[f32],
+    hw: (usize, usize),
+    height: usize,
+    width: usize,
+) -> Vec<f32> {
+    let mut out = vec![0.0f32; height * width];
+    for i in 0..hw.0 {
+        for j in 0..hw.1 {
+            let (rows, cols) = cfg.cell_bounds(i, j, height, width);
+            let v = heat_slice[i * hw.1 + j];
+            for y in rows {
+                for x in cols.clone() {
+                    out[y * width + x] = v;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Evaluate `model` on `opts.split` of `data`. `volume_ml(sample, slice_any)` estimates the
+/// hematoma volume from the image for the model-estimated ICH score.
+pub fn evaluate(
+    model: &LoadedModel,
+    data: &Dataset,
+    opts: &EvalOptions,
+    volume_ml: &dyn Fn(&StudySample, &[f64]) -> f64,
+) -> Result<Evaluation, EvalError> {
+    let device = Device::flex();
+    device.seed(opts.seed);
+    let net = &model.net;
+    let val_idx = data.indices(Split::Validation);
+    let test_idx = data.indices(opts.split);
+    if test_idx.is_empty() {
+        return Err(EvalError::Invalid(format!(
+            "the {:?} split is empty",
+            opts.split
+        )));
+    }
+    let mc = opts
+        .mc_passes
+        .or(model.card.calibration.as_ref().map(|c| c.mc_passes))
+        .unwrap_or(10);
+    let full = InputMask::default();
+    let val = score(net, &data.samples, &val_idx, opts.batch, full, mc, &device);
+    let test = score(net, &data.samples, &test_idx, opts.batch, full, mc, &device);
+    let calibration = match &model.card.calibration {
+        Some(c) => c.clone(),
+        None => {
+            // Uncalibrated model: fit on validation here, exactly as training would.
+            let temps = crate::train::fit_temperatures(&data.samples, &val_idx, &val);
+            let unc: Vec<f64> = val
+                .iter()
+                .map(|s| s.any_predictive_entropy(temps.any))
+                .collect();
+            Calibration {
+                temperatures: temps,
+                thresholds: [0.5; 6],
+                uncertainty: "any_predictive_entropy".into(),
+                referral: metrics::ReferralPolicy::fit(&unc, 0.1)?,
+                mc_passes: mc,
+                mortality_threshold: 0.5,
+            }
+        }
+    };
+    let t = calibration.temperatures;
+    let smp = |k: usize| &data.samples[test_idx[k]];
+
+    // Detection on labelled test studies.
+    let known: Vec<usize> = (0..test_idx.len())
+        .filter(|&k| smp(k).labels.is_some())
+        .collect();
+    let detection = (!known.is_empty()).then(|| DetectionInputs {
+        probs: known
+            .iter()
+            .map(|&k| test[k].detection_row(t.any, t.subtypes))
+            .collect(),
+        truth: known
+            .iter()
+            .map(|&k| crate::sample::label_row(&smp(k).labels.unwrap()))
+            .collect(),
+        thresholds: calibration.thresholds,
+    });
+
+    // Prognosis (temperatures refitted on validation logits inside the report).
+    type Getter = fn(&StudySample) -> Option<bool>;
+    let outcomes: [(&str, Getter, fn(&StudyScores) -> f64); 2] = [
+        (
+            "mortality_30d",
+            |s| s.outcomes.mortality_30d,
+            |sc| sc.mortality_logit,
+        ),
+        (
+            "poor_outcome_90d",
+            |s| s.outcomes.poor_outcome_90d(),
+            |sc| sc.mrs_logits[3],
+        ),
+    ];
+    let mut prognosis = Vec::new();
+    for (name, get, logit) in outcomes {
+        let (mut vl, mut vy, mut tl, mut ty) = (vec![], vec![], vec![], vec![]);
+        for (k, &i) in val_idx.iter().enumerate() {
+            if let Some(y) = get(&data.samples[i]) {
+                vl.push(logit(&val[k]));
+                vy.push(y);
+            }
+        }
+        for (k, &i) in test_idx.iter().enumerate() {
+            if let Some(y) = get(&data.samples[i]) {
+                tl.push(logit(&test[k]));
+                ty.push(y);
+            }
+        }
+        if !ty.is_empty() && !vy.is_empty() {
+            prognosis.push(PrognosisInputs {
+                outcome: name.into(),
+                val_logits: vl,
+                val_labels: vy,
+                test_logits: tl,
+                test_labels: ty,
+            });
+        }
+    }
+
+    // Referral on the bleed decision.
+    let referral = (!known.is_empty()).then(|| ReferralInputs {
+        task: "any".into(),
+        uncertainty: calibration.uncertainty.clone(),
+        val_uncertainty: val
+            .iter()
+            .map(|s| s.any_predictive_entropy(t.any))
+            .collect(),
+        target_rate: calibration.referral.target_rate,
+        test_probs: known.iter().map(|&k| test[k].p_any(t.any)).collect(),
+        test_labels: known.iter().map(|&k| smp(k).labels.unwrap().any).collect(),
+        test_uncertainty: known
+            .iter()
+            .map(|&k| test[k].any_predictive_entropy(t.any))
+            .collect(),
+    });
+
+    // Baselines and ablations on the prognosis tasks.
+    let mut bl = Vec::new();
+    let img_only = score(
+        net,
+        &data.samples,
+        &test_idx,
+        opts.batch,
+        InputMask {
+            hide_clinical: true,
+            hide_images: false,
+        },
+        0,
+        &device,
+    );
+    let clin_only = score(
+        net,
+        &data.samples,
+        &test_idx,
+        opts.batch,
+        InputMask {
+            hide_clinical: false,
+            hide_images: true,
+        },
+        0,
+        &device,
+    );
+    let train_idx = data.indices(Split::Train);
+    let n_slices = data.samples[0].shape[0];
+    for (name, get, logit) in outcomes {
+        let ks: Vec<usize> = (0..test_idx.len())
+            .filter(|&k| get(smp(k)).is_some())
+            .collect();
+        if ks.is_empty() {
+            continue;
+        }
+        let y: Vec<bool> = ks.iter().map(|&k| get(smp(k)).unwrap()).collect();
+        let t_out = if name == "mortality_30d" {
+            t.mortality
+        } else {
+            t.mrs
+        };
+        for (abl, sc) in [("image_only", &img_only), ("clinical_only", &clin_only)] {
+            bl.push(BaselineInputs {
+                name: abl.into(),
+                task: name.into(),
+                scores: ks.iter().map(|&k| sigmoid(logit(&sc[k]) / t_out)).collect(),
+                labels: y.clone(),
+                probabilities: true,
+            });
+        }
+        // Clinical logistic regression fitted on the training split.
+        let (tr_rec, tr_y): (Vec<_>, Vec<_>) = train_idx
+            .iter()
+            .filter_map(|&i| get(&data.samples[i]).map(|y| (data.samples[i].clinical, y)))
+            .unzip();
+        if let Ok(lr) = ClinicalLogistic::fit(&tr_rec, &tr_y, 1.0) {
+            bl.push(BaselineInputs {
+                name: "clinical_lr".into(),
+                task: name.into(),
+                scores: ks.iter().map(|&k| lr.predict(&smp(k).clinical)).collect(),
+                labels: y.clone(),
+                probabilities: true,
+            });
+        }
+        // ICH score: from the true hematoma facts (synthetic masks) and from the model's own
+        // estimate, with the recorded GCS and age (undefined, so left out, when missing).
+        let mut ich = |label: &str, facts: &dyn Fn(usize) -> Option<IchImageFacts>| {
+            let (mut s, mut yy) = (Vec::new(), Vec::new());
+            for (n, &k) in ks.iter().enumerate() {
+                if let Some(f) = facts(k)
+                    && let Ok(Some(score)) = baselines::ich_score_from_record(&smp(k).clinical, &f)
+                {
+                    s.push(f64::from(score));
+                    yy.push(y[n]);
+                }
+            }
+            if !s.is_empty() {
+                bl.push(BaselineInputs {
+                    name: label.into(),
+                    task: name.into(),
+                    scores: s,
+                    labels: yy,
+                    probabilities: false,
+                });
+            }
+        };
+        if data.synthetic {
+            ich("ich_score_true_facts", &|k| {
+                smp(k).truth.map(|tr| IchImageFacts {
+                    volume_ml: if smp(k).labels.is_some_and(|l| l.any) {
+                        tr.parenchymal_ml
+                    } else {
+                        0.0
+                    },
+                    ivh: tr.ivh,
+                    infratentorial: tr.infratentorial,
+                })
+            });
+        }
+        ich("ich_score_model_estimate", &|k| {
+            Some(model_ich_facts(
+                &test[k],
+                volume_ml(smp(k), &test[k].slice_any),
+                &calibration,
+                n_slices,
+            ))
+        });
+    }
+
+    // Bayes limit on synthetic data: the generator's true probabilities.
+    let mut bayes = Vec::new();
+    if data.synthetic {
+        for (name, get, truth) in [
+            (
+                "mortality_30d",
+                outcomes[0].1,
+                (|tr: &crate::sample::SyntheticTruth| tr.p_mortality_30d) as fn(&_) -> f64,
+            ),
+            ("poor_outcome_90d", outcomes[1].1, |tr| {
+                tr.p_poor_outcome_90d
+            }),
+        ] {
+            let (s, y): (Vec<f64>, Vec<bool>) = (0..test_idx.len())
+                .filter_map(|k| Some((truth(&smp(k).truth?), get(smp(k))?)))
+                .unzip();
+            if let Ok(a) = metrics::roc_auc(&s, &y) {
+                bayes.push(BayesLimit {
+                    task: name.into(),
+                    auc: a,
+                    note: "AUC of the generator's true outcome probabilities on these cases: no \
+                           model can do better in expectation"
+                        .into(),
+                });
+            }
+        }
+    }
+
+    // Heatmap overlays: the most confident true bleeds, slice with most heat.
+    let mut overlays = Vec::new();
+    let mut bleeds: Vec<usize> = known
+        .iter()
+        .copied()
+        .filter(|&k| smp(k).labels.unwrap().any)
+        .collect();
+    bleeds.sort_by(|&a, &b| test[b].any_logit.total_cmp(&test[a].any_logit));
+    let cfg = net.config();
+    for &k in bleeds.iter().take(opts.n_overlays) {
+        let s = smp(k);
+        let [ns, c, h, w] = s.shape;
+        let (fh, fw) = cfg.feature_hw_for(h, w);
+        let per = fh * fw;
+        let peak = (0..ns)
+            .max_by(|&a, &b| {
+                let m = |q: usize| test[k].heatmap[q * per..(q + 1) * per].iter().sum::<f32>();
+                m(a).total_cmp(&m(b))
+            })
+            .unwrap_or(0);
+        let pixels = &s.images[(peak * c) * h * w..][..h * w];
+        let heat = heat_to_pixels(
+            cfg,
+            &test[k].heatmap[peak * per..(peak + 1) * per],
+            (fh, fw),
+            h,
+            w,
+        );
+        let png = report::render_overlay_png(pixels, &heat, w, h)?;
+        let l = s.labels.unwrap();
+        let types: Vec<&str> = (0..5)
+            .filter(|&j| l.subtypes[j])
+            .map(|j| RSNA_LABELS[j + 1])
+            .collect();
+        overlays.push((
+            format!(
+                "test study #{k}, slice {peak}: P(bleed) {:.2}; truth: {}",
+                test[k].p_any(t.any),
+                types.join(", ")
+            ),
+            png,
+        ));
+    }
+
+    let inputs = EvalInputs {
+        dataset: DatasetInfo {
+            name: data.name.clone(),
+            synthetic: data.synthetic,
+            split: format!("{:?}", opts.split).to_lowercase(),
+            n_studies: test_idx.len(),
+            bootstrap_seed: opts.seed,
+            bootstrap_resamples: opts.bootstrap_resamples,
+        },
+        detection,
+        prognosis,
+        referral,
+        baselines: bl,
+        bayes_limit: bayes,
+        overlays,
+    };
+    let (report, plots) = report::evaluate(&inputs)?;
+    Ok(Evaluation {
+        report,
+        plots,
+        calibration,
+    })
+}

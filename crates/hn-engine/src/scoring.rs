@@ -1,0 +1,151 @@
+//! Run a network over samples and keep the raw per-study outputs the evaluation, calibration
+//! and referral need (logits, slice probabilities, MC-dropout passes).
+
+use hn_model::HemorrhageNet;
+use hn_model::burn::prelude::*;
+
+use crate::sample::{InputMask, StudySample, make_batch};
+
+/// Raw outputs for one study (logits before temperature scaling).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StudyScores {
+    pub any_logit: f64,
+    /// Logits of P(subtype | bleed).
+    pub subtype_cond_logits: [f64; 5],
+    pub mortality_logit: f64,
+    /// Logits of P(mRS ≥ k), k = 1..6.
+    pub mrs_logits: [f64; 6],
+    /// Per-slice P(any).
+    pub slice_any: Vec<f64>,
+    /// MC-dropout passes of the any logit (empty when not requested).
+    pub mc_any_logits: Vec<f64>,
+    /// Clinical feature gates (per-patient feature weights).
+    pub feature_gates: Vec<f64>,
+    /// `[S, h, w]` heatmap (sums to 1).
+    pub heatmap: Vec<f32>,
+}
+
+fn host(t: Tensor<1>) -> Vec<f64> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 tensor")
+        .into_iter()
+        .map(f64::from)
+        .collect()
+}
+
+/// Score `idx` of `samples` in batches of `batch` on `device` (an inference device, e.g.
+/// `Device::flex()`), hiding inputs per `mask`; `mc_passes > 0` adds that many MC-dropout
+/// passes of the any logit.
+pub fn score(
+    net: &HemorrhageNet,
+    samples: &[StudySample],
+    idx: &[usize],
+    batch: usize,
+    mask: InputMask,
+    mc_passes: usize,
+    device: &Device,
+) -> Vec<StudyScores> {
+    let mut out = Vec::with_capacity(idx.len());
+    for chunk in idx.chunks(batch.max(1)) {
+        let refs: Vec<&StudySample> = chunk.iter().map(|&i| &samples[i]).collect();
+        let b = refs.len();
+        let input = make_batch(&refs, None, mask, device);
+        let o = net.forward(input.clone());
+        let s = refs[0].shape[0];
+        let any = host(o.any_logit.clone());
+        let sub = host(o.subtype_cond_logits.clone().reshape([b * 5]));
+        let mort = host(o.mortality_logit.clone());
+        let mrs = host(o.mrs_logits.clone().reshape([b * 6]));
+        let slice_any = host(
+            hn_model::burn::tensor::activation::sigmoid(o.slice_logits.clone().narrow(2, 0, 1))
+                .reshape([b * s]),
+        );
+        let f = o.feature_gates.dims()[1];
+        let gates = host(o.feature_gates.clone().reshape([b * f]));
+        let [_, hs, hh, hw] = o.heatmap.dims();
+        let heat: Vec<f32> = o
+            .heatmap
+            .clone()
+            .reshape([b * hs * hh * hw])
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32 heatmap");
+        let mut mc: Vec<Vec<f64>> = vec![Vec::with_capacity(mc_passes); b];
+        for _ in 0..mc_passes {
+            let p = host(net.forward_stochastic(input.clone()).any_logit);
+            for (k, v) in p.into_iter().enumerate() {
+                mc[k].push(v);
+            }
+        }
+        let n_heat = hs * hh * hw;
+        for k in 0..b {
+            let mut sc = [0.0; 5];
+            sc.copy_from_slice(&sub[k * 5..k * 5 + 5]);
+            let mut ml = [0.0; 6];
+            ml.copy_from_slice(&mrs[k * 6..k * 6 + 6]);
+            out.push(StudyScores {
+                any_logit: any[k],
+                subtype_cond_logits: sc,
+                mortality_logit: mort[k],
+                mrs_logits: ml,
+                slice_any: slice_any[k * s..(k + 1) * s].to_vec(),
+                mc_any_logits: std::mem::take(&mut mc[k]),
+                feature_gates: gates[k * f..(k + 1) * f].to_vec(),
+                heatmap: heat[k * n_heat..(k + 1) * n_heat].to_vec(),
+            });
+        }
+    }
+    out
+}
+
+/// Logistic function.
+pub fn sigmoid(z: f64) -> f64 {
+    crate::metrics::sigmoid(z)
+}
+
+impl StudyScores {
+    /// Calibrated P(any) at temperature `t`.
+    pub fn p_any(&self, t: f64) -> f64 {
+        sigmoid(self.any_logit / t)
+    }
+
+    /// Calibrated P(subtype) = P(any)·P(subtype | bleed).
+    pub fn p_subtypes(&self, t_any: f64, t_sub: f64) -> [f64; 5] {
+        let pa = self.p_any(t_any);
+        let mut p = [0.0; 5];
+        for (j, v) in p.iter_mut().enumerate() {
+            *v = pa * sigmoid(self.subtype_cond_logits[j] / t_sub);
+        }
+        p
+    }
+
+    /// `[any, 5 subtypes]` calibrated.
+    pub fn detection_row(&self, t_any: f64, t_sub: f64) -> [f64; 6] {
+        let mut r = [0.0; 6];
+        r[0] = self.p_any(t_any);
+        r[1..].copy_from_slice(&self.p_subtypes(t_any, t_sub));
+        r
+    }
+
+    /// P(mRS ≥ 4) (poor 90-day outcome) at temperature `t`.
+    pub fn p_poor_outcome(&self, t: f64) -> f64 {
+        sigmoid(self.mrs_logits[3] / t)
+    }
+
+    /// Predictive entropy (nats) of the MC-averaged calibrated P(any); falls back to the
+    /// deterministic probability's entropy when no passes were run.
+    pub fn any_predictive_entropy(&self, t: f64) -> f64 {
+        let p = if self.mc_any_logits.is_empty() {
+            self.p_any(t)
+        } else {
+            self.mc_any_logits
+                .iter()
+                .map(|z| sigmoid(z / t))
+                .sum::<f64>()
+                / self.mc_any_logits.len() as f64
+        };
+        crate::metrics::binary_entropy(p)
+    }
+}

@@ -1,0 +1,747 @@
+//! Training: AdamW with a cosine schedule after a linear warm-up, augmentation, modality
+//! dropout, validation every epoch, early stopping, atomic checkpoints with a model card, and
+//! `resume` after a crash. After training, the best model is calibrated on validation
+//! (temperatures, Youden thresholds, referral policy) and its card updated.
+//!
+//! Determinism: every random draw (initial weights, shuffling, augmentation, dropout masks) is
+//! seeded from `TrainConfig::seed`; on the CPU backend the same seed and data give the same
+//! weights and metrics (tested).
+
+use std::path::{Path, PathBuf};
+
+use hn_data::splits::Split;
+use hn_model::burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use hn_model::burn::prelude::*;
+use hn_model::{HemorrhageNet, HemorrhageNetConfig, ModelTargets, MultiTaskLossConfig, Trainable};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::augment::{AugmentConfig, augment};
+use crate::checkpoint::{
+    self, Calibration, CheckpointError, INTENDED_USE, ModelCard, TemperatureSet, io_err, read_json,
+    write_dir_atomic, write_json,
+};
+use crate::dataset::{Dataset, SplitConfig};
+use crate::metrics;
+use crate::sample::{InputMask, StudySample, make_batch};
+use crate::scoring::{StudyScores, score};
+
+/// Network section of the training config (the rest of `HemorrhageNetConfig` follows the data).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetSection {
+    /// Slices per study (model grid).
+    pub slices: usize,
+    /// In-plane size (model grid is size × size).
+    pub size: usize,
+    pub widths: Vec<usize>,
+    pub n_heads: usize,
+    pub n_gat_layers: usize,
+    pub dropout: f64,
+    pub neighbour_slices: usize,
+    pub d_attn: usize,
+}
+
+impl Default for NetSection {
+    fn default() -> Self {
+        NetSection {
+            slices: 16,
+            size: 64,
+            widths: vec![16, 32, 48, 64],
+            n_heads: 4,
+            n_gat_layers: 1,
+            dropout: 0.1,
+            neighbour_slices: 0,
+            d_attn: 32,
+        }
+    }
+}
+
+impl NetSection {
+    pub fn model_config(&self, channels: usize) -> HemorrhageNetConfig {
+        HemorrhageNetConfig::new()
+            .with_slices(self.slices)
+            .with_channels(channels)
+            .with_height(self.size)
+            .with_width(self.size)
+            .with_widths(self.widths.clone())
+            .with_n_heads(self.n_heads)
+            .with_n_gat_layers(self.n_gat_layers)
+            .with_dropout(self.dropout)
+            .with_neighbour_slices(self.neighbour_slices)
+            .with_d_attn(self.d_attn)
+    }
+}
+
+/// `hemorrhagenet train` configuration (TOML; every field defaulted, unknown fields rejected).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Seed of weights, shuffling, augmentation and dropout.
+    pub seed: u64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Peak learning rate (after warm-up).
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Linear warm-up length in epochs (fractions allowed).
+    pub warmup_epochs: f64,
+    /// Final learning rate as a fraction of the peak (cosine floor).
+    pub min_lr_ratio: f64,
+    /// Stop after this many epochs without a better validation score (0 = never).
+    pub patience: usize,
+    /// Gradient-norm clipping (0 = off).
+    pub grad_clip: f64,
+    /// Probability that a batch hides every clinical value (modality dropout; also what makes
+    /// the image-only ablation meaningful).
+    pub hide_clinical: f64,
+    /// Probability that a batch hides the images (clinical-only ablation).
+    pub hide_images: f64,
+    /// Positive-class weight of the bleed label (1 = none).
+    pub pos_weight_any: f64,
+    /// MC-dropout passes for uncertainty at calibration and prediction.
+    pub mc_passes: usize,
+    /// Fraction of validation cases the referral policy should refer.
+    pub target_referral_rate: f64,
+    pub net: NetSection,
+    pub augment: AugmentConfig,
+    pub split: SplitConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            seed: 42,
+            epochs: 12,
+            batch_size: 8,
+            lr: 2e-3,
+            weight_decay: 1e-4,
+            warmup_epochs: 1.0,
+            min_lr_ratio: 0.02,
+            patience: 4,
+            grad_clip: 5.0,
+            hide_clinical: 0.15,
+            hide_images: 0.1,
+            pos_weight_any: 1.0,
+            mc_passes: 10,
+            target_referral_rate: 0.1,
+            net: NetSection::default(),
+            augment: AugmentConfig::default(),
+            split: SplitConfig::default(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Load from TOML; errors name the file.
+    pub fn from_toml_file(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::Config {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        let cfg: TrainConfig = toml::from_str(&text).map_err(|e| TrainError::Config {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+        cfg.validate().map_err(|msg| TrainError::Config {
+            path: path.to_path_buf(),
+            msg,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Reject values that cannot train.
+    pub fn validate(&self) -> Result<(), String> {
+        let n = &self.net;
+        if self.epochs == 0 || self.batch_size == 0 {
+            return Err("epochs and batch_size must be ≥ 1".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(format!("lr must be positive, got {}", self.lr));
+        }
+        if n.slices == 0 || n.size < 8 || n.widths.is_empty() {
+            return Err("net: slices ≥ 1, size ≥ 8 and at least one width are required".into());
+        }
+        let d = *n.widths.last().unwrap();
+        if n.n_heads == 0 || d % n.n_heads != 0 {
+            return Err(format!(
+                "net: n_heads ({}) must divide the last width ({d})",
+                n.n_heads
+            ));
+        }
+        for (name, p) in [
+            ("hide_clinical", self.hide_clinical),
+            ("hide_images", self.hide_images),
+            ("target_referral_rate", self.target_referral_rate),
+            ("net.dropout", n.dropout),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!("{name} must be in [0, 1], got {p}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Training errors.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{path}: {msg}")]
+    Config { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One epoch's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub lr_end: f64,
+    pub val: ValMetrics,
+    pub seconds: f64,
+}
+
+/// Validation metrics used for model selection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ValMetrics {
+    pub auc_any: Option<f64>,
+    /// Mean AUC over subtypes with both classes present.
+    pub auc_subtypes_mean: Option<f64>,
+    pub auc_mortality: Option<f64>,
+    /// Mean of the available AUCs: the selection score.
+    pub score: f64,
+}
+
+/// `last/state.json`: where training stands, for `--resume`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Epochs completed.
+    pub epoch: usize,
+    pub step: usize,
+    pub best_score: f64,
+    pub best_epoch: usize,
+    pub epochs_since_best: usize,
+    pub history: Vec<EpochRecord>,
+    /// The config this run started with (resume refuses a different one).
+    pub config: TrainConfig,
+    pub dataset_sha256: String,
+    pub stopped_early: bool,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub model_dir: PathBuf,
+    pub state: TrainState,
+    pub calibration: Calibration,
+}
+
+/// Progress events for the face layer (bars, logs).
+pub enum Progress<'a> {
+    Start {
+        epochs: usize,
+        steps_per_epoch: usize,
+        resumed_from: usize,
+    },
+    Step {
+        epoch: usize,
+        step: usize,
+        loss: f64,
+    },
+    Epoch(&'a EpochRecord, bool),
+    Calibrating,
+}
+
+/// Learning rate at `step` (0-based) of `total`: linear warm-up, then cosine to
+/// `min_lr_ratio·lr`. (Computed here rather than with burn's schedulers because the step is
+/// driven by our loop and must survive `--resume` exactly, as a pure function of the step.)
+pub fn learning_rate(cfg: &TrainConfig, step: usize, steps_per_epoch: usize) -> f64 {
+    let total = (cfg.epochs * steps_per_epoch).max(1) as f64;
+    let warm = (cfg.warmup_epochs * steps_per_epoch as f64).max(0.0);
+    let s = step as f64;
+    if s < warm {
+        return cfg.lr * (s + 1.0) / (warm + 1.0);
+    }
+    let t = ((s - warm) / (total - warm).max(1.0)).clamp(0.0, 1.0);
+    let floor = cfg.lr * cfg.min_lr_ratio;
+    floor + (cfg.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
+fn epoch_order(n: &[usize], seed: u64, epoch: usize) -> Vec<usize> {
+    let mut v = n.to_vec();
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    v.shuffle(&mut rng);
+    v
+}
+
+/// Validation metrics from scores.
+pub fn val_metrics(samples: &[StudySample], idx: &[usize], scores: &[StudyScores]) -> ValMetrics {
+    let auc = |s: Vec<f64>, y: Vec<bool>| metrics::roc_auc(&s, &y).ok();
+    let mut m = ValMetrics::default();
+    let lab: Vec<_> = idx.iter().map(|&i| samples[i].labels).collect();
+    let known: Vec<usize> = (0..idx.len()).filter(|&k| lab[k].is_some()).collect();
+    m.auc_any = auc(
+        known.iter().map(|&k| scores[k].any_logit).collect(),
+        known.iter().map(|&k| lab[k].unwrap().any).collect(),
+    );
+    let subs: Vec<f64> = (0..5)
+        .filter_map(|j| {
+            auc(
+                known
+                    .iter()
+                    .map(|&k| scores[k].p_subtypes(1.0, 1.0)[j])
+                    .collect(),
+                known.iter().map(|&k| lab[k].unwrap().subtypes[j]).collect(),
+            )
+        })
+        .collect();
+    m.auc_subtypes_mean = (!subs.is_empty()).then(|| subs.iter().sum::<f64>() / subs.len() as f64);
+    let mk: Vec<usize> = (0..idx.len())
+        .filter(|&k| samples[idx[k]].outcomes.mortality_30d.is_some())
+        .collect();
+    m.auc_mortality = auc(
+        mk.iter().map(|&k| scores[k].mortality_logit).collect(),
+        mk.iter()
+            .map(|&k| samples[idx[k]].outcomes.mortality_30d.unwrap())
+            .collect(),
+    );
+    let parts: Vec<f64> = [m.auc_any, m.auc_subtypes_mean, m.auc_mortality]
+        .into_iter()
+        .flatten()
+        .collect();
+    m.score = if parts.is_empty() {
+        0.0
+    } else {
+        parts.iter().sum::<f64>() / parts.len() as f64
+    };
+    m
+}
+
+fn save_last(
+    dir: &Path,
+    model: &Trainable,
+    optim: &ModuleOptimizer,
+    state: &TrainState,
+) -> Result<(), CheckpointError> {
+    write_dir_atomic(dir, |tmp| {
+        let p = tmp.join("trainable.bpk");
+        model
+            .clone()
+            .save_file(&p)
+            .map_err(|e| CheckpointError::Format {
+                path: p.clone(),
+                msg: e.to_string(),
+            })?;
+        let o = tmp.join("optimizer.bpk");
+        optim
+            .to_record()
+            .save(&o)
+            .map_err(|e| CheckpointError::Format {
+                path: o.clone(),
+                msg: e.to_string(),
+            })?;
+        write_json(&tmp.join("state.json"), state)
+    })
+}
+
+fn load_last(
+    dir: &Path,
+    model: Trainable,
+    optim: ModuleOptimizer,
+) -> Result<(Trainable, ModuleOptimizer, TrainState), CheckpointError> {
+    let dir = checkpoint::resolve_dir(dir).ok_or_else(|| CheckpointError::Format {
+        path: dir.to_path_buf(),
+        msg: "no checkpoint to resume from (state.json missing)".into(),
+    })?;
+    let state: TrainState = read_json(&dir.join("state.json"))?;
+    let p = dir.join("trainable.bpk");
+    let model = model
+        .try_load_file(&p)
+        .map_err(|e| CheckpointError::Format {
+            path: p.clone(),
+            msg: e.to_string(),
+        })?;
+    let o = dir.join("optimizer.bpk");
+    let rec =
+        hn_model::burn::optim::OptimizerRecord::load(&o).map_err(|e| CheckpointError::Format {
+            path: o.clone(),
+            msg: e.to_string(),
+        })?;
+    Ok((model, optim.load_record(rec), state))
+}
+
+/// Train on `data` into `out_dir` (`out_dir/model`, `out_dir/last`, `out_dir/history.json`).
+/// With `resume`, continue from `out_dir/last`.
+pub fn train(
+    cfg: &TrainConfig,
+    data: &Dataset,
+    out_dir: &Path,
+    resume: bool,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<TrainSummary, TrainError> {
+    cfg.validate().map_err(TrainError::Invalid)?;
+    let train_idx = data.indices(Split::Train);
+    let val_idx = data.indices(Split::Validation);
+    if train_idx.is_empty() || val_idx.is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "training needs studies in both train ({}) and validation ({}) splits",
+            train_idx.len(),
+            val_idx.len()
+        )));
+    }
+    let shape = data.samples[0].shape;
+    if shape[0] != cfg.net.slices || shape[2] != cfg.net.size || shape[3] != cfg.net.size {
+        return Err(TrainError::Invalid(format!(
+            "data grid [S, C, H, W] = {shape:?} differs from the net section ({} slices, {}²)",
+            cfg.net.slices, cfg.net.size
+        )));
+    }
+    let windows = hn_data::cache::PreprocessConfig::clone(&crate::sample::default_preprocess(
+        shape[0], shape[2],
+    ))
+    .windows;
+    std::fs::create_dir_all(out_dir)
+        .map_err(io_err(out_dir))
+        .map_err(TrainError::from)?;
+    let digest = data.digest();
+    let model_cfg = cfg.net.model_config(shape[1]);
+    let device = Device::flex().autodiff();
+    device.seed(cfg.seed);
+    let loss_cfg = MultiTaskLossConfig::new().with_pos_weight_any(cfg.pos_weight_any);
+    let mut model = Trainable::new(&model_cfg, &loss_cfg, &device);
+    let mut adamw = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32);
+    if cfg.grad_clip > 0.0 {
+        adamw = adamw.with_grad_clipping(Some(
+            hn_model::burn::grad_clipping::GradientClippingConfig::Norm(cfg.grad_clip as f32),
+        ));
+    }
+    let mut optim = adamw.init();
+    let last_dir = out_dir.join("last");
+    let model_dir = out_dir.join("model");
+    let steps_per_epoch = train_idx.len().div_ceil(cfg.batch_size);
+    let mut state = TrainState {
+        epoch: 0,
+        step: 0,
+        best_score: f64::NEG_INFINITY,
+        best_epoch: 0,
+        epochs_since_best: 0,
+        history: Vec::new(),
+        config: cfg.clone(),
+        dataset_sha256: digest.sha256.clone(),
+        stopped_early: false,
+    };
+    if resume {
+        let (m, o, st) = load_last(&last_dir, model, optim)?;
+        if st.config != *cfg {
+            return Err(TrainError::Invalid(format!(
+                "{}: the checkpoint was trained with a different config; resume with the same \
+                 config (or start a new output folder)",
+                last_dir.display()
+            )));
+        }
+        if st.dataset_sha256 != digest.sha256 {
+            return Err(TrainError::Invalid(format!(
+                "{}: the checkpoint was trained on different data (digest {} vs {})",
+                last_dir.display(),
+                &st.dataset_sha256[..12],
+                &digest.sha256[..12]
+            )));
+        }
+        model = m;
+        optim = o;
+        state = st;
+    }
+    progress(Progress::Start {
+        epochs: cfg.epochs,
+        steps_per_epoch,
+        resumed_from: state.epoch,
+    });
+    let infer_device = Device::flex();
+    let done = state.stopped_early || state.epoch >= cfg.epochs;
+    for epoch in state.epoch..if done { state.epoch } else { cfg.epochs } {
+        let t0 = std::time::Instant::now();
+        // Each epoch re-seeds the backend so dropout masks do not depend on how many epochs
+        // ran in this process (resume gives the same run as no crash).
+        device.seed(cfg.seed.wrapping_add(1 + epoch as u64));
+        let order = epoch_order(&train_idx, cfg.seed, epoch);
+        let mut loss_sum = 0.0;
+        let mut lr = cfg.lr;
+        for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
+            let mut rng = ChaCha8Rng::seed_from_u64(
+                cfg.seed ^ ((epoch * 100_003 + b) as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+            );
+            let refs: Vec<&StudySample> = chunk.iter().map(|&i| &data.samples[i]).collect();
+            let mut rows = Vec::with_capacity(refs.len());
+            let mut imgs = Vec::with_capacity(refs.len());
+            for s in &refs {
+                let mut sl = s.slice_labels.clone();
+                imgs.push(augment(
+                    &s.images,
+                    s.shape,
+                    &windows,
+                    sl.as_mut(),
+                    &cfg.augment,
+                    &mut rng,
+                ));
+                let mut row = s.target_row();
+                row.slices = sl
+                    .filter(|v| v.len() == s.shape[0])
+                    .map(|v| v.iter().map(crate::sample::label_row).collect());
+                rows.push(row);
+            }
+            let u: f64 = rand::Rng::random(&mut rng);
+            let mask = InputMask {
+                hide_clinical: u < cfg.hide_clinical,
+                hide_images: u >= cfg.hide_clinical && u < cfg.hide_clinical + cfg.hide_images,
+            };
+            if mask.hide_images {
+                // Without images the image labels are unknowable: train prognosis only.
+                for r in &mut rows {
+                    r.study = None;
+                    r.slices = None;
+                }
+            }
+            let input = make_batch(&refs, Some(&imgs), mask, &device);
+            let targets = ModelTargets::from_rows(&rows, shape[0], &device);
+            let (_, loss) = model.forward(input, &targets);
+            let value = f64::from(loss.total.clone().into_scalar::<f32>());
+            if !value.is_finite() {
+                return Err(TrainError::Invalid(format!(
+                    "loss became {value} at epoch {} step {b}; lower lr (now {lr:.2e})",
+                    epoch + 1
+                )));
+            }
+            loss_sum += value;
+            let grads = GradientsParams::from_grads(loss.total.backward(), &model);
+            lr = learning_rate(cfg, state.step, steps_per_epoch);
+            model = optim.step(lr, model, grads);
+            state.step += 1;
+            progress(Progress::Step {
+                epoch: epoch + 1,
+                step: b + 1,
+                loss: value,
+            });
+        }
+        let net = model.net.valid();
+        let scores = score(
+            &net,
+            &data.samples,
+            &val_idx,
+            16,
+            InputMask::default(),
+            0,
+            &infer_device,
+        );
+        let val = val_metrics(&data.samples, &val_idx, &scores);
+        let rec = EpochRecord {
+            epoch: epoch + 1,
+            train_loss: loss_sum / steps_per_epoch as f64,
+            lr_end: lr,
+            val: val.clone(),
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        let improved = val.score > state.best_score;
+        if improved {
+            state.best_score = val.score;
+            state.best_epoch = epoch + 1;
+            state.epochs_since_best = 0;
+            let card = ModelCard {
+                card_version: checkpoint::CARD_VERSION,
+                code_version: checkpoint::code_version(),
+                created_unix: checkpoint::now_unix(),
+                preprocess: crate::sample::default_preprocess(shape[0], shape[2]),
+                train_config: serde_json::to_value(cfg).expect("config serialises"),
+                dataset: digest.clone(),
+                epoch: epoch + 1,
+                validation: serde_json::to_value(&val).expect("metrics serialise"),
+                calibration: None,
+                intended_use: INTENDED_USE.into(),
+            };
+            checkpoint::save_model(&model_dir, &net, &card)?;
+        } else {
+            state.epochs_since_best += 1;
+        }
+        state.epoch = epoch + 1;
+        state.history.push(rec.clone());
+        if cfg.patience > 0 && state.epochs_since_best >= cfg.patience {
+            state.stopped_early = true;
+        }
+        save_last(&last_dir, &model, &optim, &state)?;
+        write_json(&out_dir.join("history.json"), &state.history)?;
+        progress(Progress::Epoch(&rec, improved));
+        if state.stopped_early {
+            break;
+        }
+    }
+    progress(Progress::Calibrating);
+    let loaded = checkpoint::load_model(&model_dir, &infer_device)?;
+    let calibration = calibrate(&loaded.net, data, cfg, &infer_device)?;
+    let mut card = loaded.card;
+    card.calibration = Some(calibration.clone());
+    checkpoint::update_card(&loaded.dir, &card)?;
+    Ok(TrainSummary {
+        model_dir,
+        state,
+        calibration,
+    })
+}
+
+/// Fit temperatures (any; subtypes pooled over known bleeds; mortality; poor outcome),
+/// Youden thresholds and the referral policy on the validation split.
+pub fn calibrate(
+    net: &HemorrhageNet,
+    data: &Dataset,
+    cfg: &TrainConfig,
+    device: &Device,
+) -> Result<Calibration, TrainError> {
+    let idx = data.indices(Split::Validation);
+    device.seed(cfg.seed ^ 0xCA11_B8A7);
+    let scores = score(
+        net,
+        &data.samples,
+        &idx,
+        16,
+        InputMask::default(),
+        cfg.mc_passes,
+        device,
+    );
+    let temps = fit_temperatures(&data.samples, &idx, &scores);
+    let mut thresholds = [0.5; 6];
+    let known: Vec<usize> = (0..idx.len())
+        .filter(|&k| data.samples[idx[k]].labels.is_some())
+        .collect();
+    for j in 0..6 {
+        let s: Vec<f64> = known
+            .iter()
+            .map(|&k| scores[k].detection_row(temps.any, temps.subtypes)[j])
+            .collect();
+        let y: Vec<bool> = known
+            .iter()
+            .map(|&k| crate::sample::label_row(&data.samples[idx[k]].labels.unwrap())[j])
+            .collect();
+        if let Ok(op) = metrics::youden(&s, &y) {
+            thresholds[j] = op.threshold;
+        }
+    }
+    let mk: Vec<usize> = (0..idx.len())
+        .filter(|&k| data.samples[idx[k]].outcomes.mortality_30d.is_some())
+        .collect();
+    let mortality_threshold = metrics::youden(
+        &mk.iter()
+            .map(|&k| scores[k].mortality_logit / temps.mortality)
+            .map(metrics::sigmoid)
+            .collect::<Vec<_>>(),
+        &mk.iter()
+            .map(|&k| data.samples[idx[k]].outcomes.mortality_30d.unwrap())
+            .collect::<Vec<_>>(),
+    )
+    .map(|op| op.threshold)
+    .unwrap_or(0.5);
+    let unc: Vec<f64> = scores
+        .iter()
+        .map(|s| s.any_predictive_entropy(temps.any))
+        .collect();
+    let referral = metrics::ReferralPolicy::fit(&unc, cfg.target_referral_rate)?;
+    Ok(Calibration {
+        temperatures: temps,
+        thresholds,
+        uncertainty: "any_predictive_entropy".into(),
+        referral,
+        mc_passes: cfg.mc_passes,
+        mortality_threshold,
+    })
+}
+
+/// Temperatures fitted on validation scores (1.0 where a head has no labelled cases).
+pub fn fit_temperatures(
+    samples: &[StudySample],
+    idx: &[usize],
+    scores: &[StudyScores],
+) -> TemperatureSet {
+    let mut t = TemperatureSet::default();
+    let mut any = (Vec::new(), Vec::new());
+    let mut sub = (Vec::new(), Vec::new());
+    let mut mort = (Vec::new(), Vec::new());
+    let mut poor = (Vec::new(), Vec::new());
+    for (k, &i) in idx.iter().enumerate() {
+        let s = &samples[i];
+        if let Some(l) = s.labels {
+            any.0.push(scores[k].any_logit);
+            any.1.push(l.any);
+            if l.any {
+                for j in 0..5 {
+                    sub.0.push(scores[k].subtype_cond_logits[j]);
+                    sub.1.push(l.subtypes[j]);
+                }
+            }
+        }
+        if let Some(m) = s.outcomes.mortality_30d {
+            mort.0.push(scores[k].mortality_logit);
+            mort.1.push(m);
+        }
+        if let Some(p) = s.outcomes.poor_outcome_90d() {
+            poor.0.push(scores[k].mrs_logits[3]);
+            poor.1.push(p);
+        }
+    }
+    let fit = |(z, y): &(Vec<f64>, Vec<bool>)| metrics::fit_temperature(z, y).unwrap_or(1.0);
+    t.any = fit(&any);
+    t.subtypes = fit(&sub);
+    t.mortality = fit(&mort);
+    t.mrs = fit(&poor);
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warmup_then_cosine_to_the_floor() {
+        let cfg = TrainConfig {
+            epochs: 10,
+            lr: 1e-3,
+            warmup_epochs: 1.0,
+            min_lr_ratio: 0.1,
+            ..TrainConfig::default()
+        };
+        let spe = 10;
+        let lrs: Vec<f64> = (0..100).map(|s| learning_rate(&cfg, s, spe)).collect();
+        // Warm-up rises strictly, peaks at lr, then never rises again, ending near the floor.
+        for s in 1..10 {
+            assert!(lrs[s] > lrs[s - 1]);
+        }
+        assert!(lrs[0] < 2e-4);
+        let peak = lrs.iter().cloned().fold(0.0, f64::max);
+        assert!((peak - 1e-3).abs() < 1e-5, "peak {peak}");
+        for s in 11..100 {
+            assert!(lrs[s] <= lrs[s - 1] + 1e-15);
+        }
+        assert!((lrs[99] - 1e-4).abs() < 2e-6, "end {}", lrs[99]);
+    }
+
+    #[test]
+    fn invalid_configs_are_rejected_with_the_field() {
+        let mut c = TrainConfig::default();
+        c.net.n_heads = 3;
+        assert!(c.validate().unwrap_err().contains("n_heads"));
+        let c = TrainConfig {
+            hide_clinical: 1.5,
+            ..TrainConfig::default()
+        };
+        assert!(c.validate().unwrap_err().contains("hide_clinical"));
+        let c = TrainConfig {
+            lr: f64::NAN,
+            ..TrainConfig::default()
+        };
+        assert!(c.validate().unwrap_err().contains("lr"));
+    }
+}
