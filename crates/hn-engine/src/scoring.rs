@@ -17,6 +17,8 @@ pub struct StudyScores {
     pub mrs_logits: [f64; 6],
     /// Per-slice P(any).
     pub slice_any: Vec<f64>,
+    /// Per-slice `[P(any), P(subtype) ×5]` (joint, as the hierarchy reports them).
+    pub slice_probs: Vec<[f64; 6]>,
     /// MC-dropout passes of the any logit (empty when not requested).
     pub mc_any_logits: Vec<f64>,
     /// Clinical feature gates (per-patient feature weights).
@@ -58,10 +60,8 @@ pub fn score(
         let sub = host(o.subtype_cond_logits.clone().reshape([b * 5]));
         let mort = host(o.mortality_logit.clone());
         let mrs = host(o.mrs_logits.clone().reshape([b * 6]));
-        let slice_any = host(
-            hn_model::burn::tensor::activation::sigmoid(o.slice_logits.clone().narrow(2, 0, 1))
-                .reshape([b * s]),
-        );
+        let slice_all = host(o.probabilities().slices.reshape([b * s * 6]));
+        let slice_any: Vec<f64> = (0..b * s).map(|r| slice_all[r * 6]).collect();
         let f = o.feature_gates.dims()[1];
         let gates = host(o.feature_gates.clone().reshape([b * f]));
         let [_, hs, hh, hw] = o.heatmap.dims();
@@ -91,6 +91,13 @@ pub fn score(
                 mortality_logit: mort[k],
                 mrs_logits: ml,
                 slice_any: slice_any[k * s..(k + 1) * s].to_vec(),
+                slice_probs: (0..s)
+                    .map(|q| {
+                        let mut r = [0.0; 6];
+                        r.copy_from_slice(&slice_all[(k * s + q) * 6..(k * s + q) * 6 + 6]);
+                        r
+                    })
+                    .collect(),
                 mc_any_logits: std::mem::take(&mut mc[k]),
                 feature_gates: gates[k * f..(k + 1) * f].to_vec(),
                 heatmap: heat[k * n_heat..(k + 1) * n_heat].to_vec(),
@@ -127,6 +134,17 @@ impl StudyScores {
         r[0] = self.p_any(t_any);
         r[1..].copy_from_slice(&self.p_subtypes(t_any, t_sub));
         r
+    }
+
+    /// Max over slices of the per-slice `[any, subtypes]` probabilities.
+    pub fn slice_max(&self) -> [f64; 6] {
+        let mut m = [0.0f64; 6];
+        for r in &self.slice_probs {
+            for j in 0..6 {
+                m[j] = m[j].max(r[j]);
+            }
+        }
+        m
     }
 
     /// P(mRS ≥ 4) (poor 90-day outcome) at temperature `t`.

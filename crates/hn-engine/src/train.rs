@@ -203,6 +203,10 @@ pub enum TrainError {
 pub struct EpochRecord {
     pub epoch: usize,
     pub train_loss: f64,
+    /// Mean unweighted loss per task (`hn_model::TASKS`: study, slice, mortality, mrs).
+    pub train_task_losses: [f64; 4],
+    /// Learned task weights `exp(−s_t)` at the end of the epoch.
+    pub task_weights: [f64; 4],
     pub lr_end: f64,
     pub val: ValMetrics,
     pub seconds: f64,
@@ -473,6 +477,8 @@ pub fn train(
         device.seed(cfg.seed.wrapping_add(1 + epoch as u64));
         let order = epoch_order(&train_idx, cfg.seed, epoch);
         let mut loss_sum = 0.0;
+        let mut task_sum = [0.0f64; 4];
+        let mut task_weights: Vec<f32> = Vec::new();
         let mut lr = cfg.lr;
         for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
             let mut rng = ChaCha8Rng::seed_from_u64(
@@ -520,6 +526,23 @@ pub fn train(
                 )));
             }
             loss_sum += value;
+            let per_task: Vec<f32> = loss
+                .per_task
+                .clone()
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap_or_default();
+            for (a, v) in task_sum.iter_mut().zip(per_task) {
+                *a += f64::from(v);
+            }
+            task_weights = loss
+                .task_weights
+                .clone()
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap_or_default();
             let grads = GradientsParams::from_grads(loss.total.backward(), &model);
             lr = learning_rate(cfg, state.step, steps_per_epoch);
             model = optim.step(lr, model, grads);
@@ -544,6 +567,10 @@ pub fn train(
         let rec = EpochRecord {
             epoch: epoch + 1,
             train_loss: loss_sum / steps_per_epoch as f64,
+            train_task_losses: task_sum.map(|v| v / steps_per_epoch as f64),
+            task_weights: std::array::from_fn(|i| {
+                task_weights.get(i).map_or(f64::NAN, |v| f64::from(*v))
+            }),
             lr_end: lr,
             val: val.clone(),
             seconds: t0.elapsed().as_secs_f64(),
