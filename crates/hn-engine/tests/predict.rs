@@ -11,7 +11,7 @@ use hn_engine::checkpoint::{
 };
 use hn_engine::infer::{InferError, PredictOptions, Predictor, write_outputs};
 use hn_engine::metrics::ReferralPolicy;
-use hn_engine::sample::default_preprocess;
+use hn_engine::sample::{InputMask, default_preprocess, make_batch};
 use hn_imaging::dicom_write::{CtSeriesMeta, uid_from_hash, write_ct_series};
 use hn_model::HemorrhageNetConfig;
 use hn_model::burn::prelude::Device;
@@ -206,6 +206,23 @@ fn predict_dicom_and_nifti_end_to_end() {
         assert!(sd.probability <= pr.decision_path.level_1.probability + 1e-9);
         assert_eq!(sd.decision, sd.probability >= 0.3);
     }
+    // Reported probabilities are the deterministic forward with the card's temperatures
+    // (any: T = 1.5), the quantity the thresholds were fitted on.
+    let raw = p.net.forward(make_batch(
+        &[&res.sample],
+        None,
+        InputMask::default(),
+        &Device::flex(),
+    ));
+    let logit = f64::from(raw.any_logit.into_data().try_to_vec::<f32>().unwrap()[0]);
+    let want = 1.0 / (1.0 + (-logit / 1.5).exp());
+    assert!(
+        (pr.probabilities.any - want).abs() < 1e-5,
+        "{} vs {want}",
+        pr.probabilities.any
+    );
+    let mc = pr.uncertainty.any.mc_mean.unwrap();
+    assert!((0.0..=1.0).contains(&mc) && pr.uncertainty.any.sd.unwrap() >= 0.0);
     let mrs_sum: f64 = pr.probabilities.mrs.iter().sum();
     assert!((mrs_sum - 1.0).abs() < 1e-4, "mRS sums to {mrs_sum}");
     assert!((pr.probabilities.poor_outcome_90d - pr.probabilities.mrs_at_least[3]).abs() < 1e-12);

@@ -190,7 +190,7 @@ pub struct DecisionPath {
 pub struct HemorrhageDecision {
     /// `"hemorrhage?"`.
     pub question: String,
-    /// Calibrated P(any hemorrhage) (MC mean).
+    /// Calibrated P(any hemorrhage) (deterministic forward, as the threshold was fitted).
     pub probability: f64,
     pub threshold: f64,
     /// `probability ≥ threshold`.
@@ -235,7 +235,8 @@ pub struct PrognosisLevel {
     pub mrs_distribution: Option<[f64; 7]>,
 }
 
-/// Every calibrated probability (MC means), whatever the decision path showed.
+/// Every calibrated probability (deterministic forward with the card's temperatures), whatever
+/// the decision path showed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Probabilities {
     pub any: f64,
@@ -266,6 +267,8 @@ pub struct HeadUncertainty {
     pub predictive_entropy: f64,
     /// `H[E p] − E H[p]`: disagreement between MC passes (epistemic).
     pub mutual_information: f64,
+    /// Mean calibrated probability over the passes (binary heads; `null` for mRS).
+    pub mc_mean: Option<f64>,
     /// Standard deviation of the probability over passes (binary heads; `null` for mRS).
     pub sd: Option<f64>,
 }
@@ -365,6 +368,7 @@ fn binary_uncertainty(ps: &[f64]) -> HeadUncertainty {
     HeadUncertainty {
         predictive_entropy: h,
         mutual_information: (h - expected).max(0.0),
+        mc_mean: Some(m),
         sd: Some(var.sqrt()),
     }
 }
@@ -385,6 +389,7 @@ fn categorical_uncertainty(ps: &[[f64; 7]]) -> HeadUncertainty {
     HeadUncertainty {
         predictive_entropy: h,
         mutual_information: (h - expected).max(0.0),
+        mc_mean: None,
         sd: None,
     }
 }
@@ -538,8 +543,9 @@ impl Predictor {
         // process-global: concurrent predictions in one process interleave their draws).
         let passes = self.mc_passes();
         self.seed_dropout(&sample.key);
+        let det = HostProbs::from(det_probs);
         let runs: Vec<HostProbs> = if passes == 0 {
-            vec![HostProbs::from(det_probs)]
+            vec![det.clone()]
         } else {
             (0..passes)
                 .map(|_| {
@@ -548,12 +554,17 @@ impl Predictor {
                 })
                 .collect()
         };
-        let m_any = mean(runs.iter().map(|r| r.any));
-        let m_sub: [f64; 5] = std::array::from_fn(|k| mean(runs.iter().map(|r| r.subtypes[k])));
-        let m_giv: [f64; 5] = std::array::from_fn(|k| mean(runs.iter().map(|r| r.given[k])));
-        let m_mort = mean(runs.iter().map(|r| r.mortality));
-        let m_mal: [f64; 6] = std::array::from_fn(|k| mean(runs.iter().map(|r| r.mrs_at_least[k])));
-        let m_mrs: [f64; 7] = std::array::from_fn(|k| mean(runs.iter().map(|r| r.mrs[k])));
+        // Reported probabilities and decisions: the deterministic calibrated forward, the
+        // quantity the card's thresholds and temperatures were fitted on (evaluation scores it
+        // the same way). The MC passes give the uncertainty (and their mean, reported there).
+        let (m_any, m_sub, m_giv, m_mort, m_mal, m_mrs) = (
+            det.any,
+            det.subtypes,
+            det.given,
+            det.mortality,
+            det.mrs_at_least,
+            det.mrs,
+        );
         let u_any = binary_uncertainty(&runs.iter().map(|r| r.any).collect::<Vec<_>>());
         let u_mort = binary_uncertainty(&runs.iter().map(|r| r.mortality).collect::<Vec<_>>());
         let u_mrs = categorical_uncertainty(&runs.iter().map(|r| r.mrs).collect::<Vec<_>>());
