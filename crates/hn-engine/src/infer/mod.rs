@@ -305,7 +305,7 @@ pub struct KeySlice {
     pub input_slice: usize,
     /// Fraction of the heatmap's mass on this slice.
     pub heat_mass: f64,
-    /// Calibrated slice P(any).
+    /// Slice P(any) from the slice head (temperature 1: the card has no slice temperature).
     pub p_any: f64,
     /// Overlay file name.
     pub overlay: String,
