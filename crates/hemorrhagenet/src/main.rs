@@ -31,6 +31,9 @@ enum Command {
     Evaluate(cmd::evaluate::EvaluateArgs),
     /// Synthesise a cohort, train, evaluate and predict a held-out study, in one command.
     Demo(cmd::demo::DemoArgs),
+    /// Score a study (or a shard of a manifest): decision path, uncertainty, review flag,
+    /// heatmaps. See docs/PREDICT.md.
+    Predict(cmd::predict::PredictArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +52,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => cmd::train::run(args),
         Command::Evaluate(args) => cmd::evaluate::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Predict(args) => cmd::predict::run(args),
     };
     match result {
         Ok(code) => code,

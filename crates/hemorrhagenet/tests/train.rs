@@ -72,7 +72,7 @@ fn same_seed_same_metrics_and_resume_after_kill_matches() {
     let card: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(a.join("model/card.json")).unwrap()).unwrap();
     assert!(card["calibration"]["temperatures"]["any"].as_f64().unwrap() > 0.0);
-    assert_eq!(card["dataset"]["n_train"].as_u64().unwrap() > 0, true);
+    assert!(card["dataset"]["n_train"].as_u64().unwrap() > 0);
     assert!(
         card["code_version"]
             .as_str()

@@ -192,7 +192,8 @@ pub fn evaluate(
 
     // Prognosis (temperatures refitted on validation logits inside the report).
     type Getter = fn(&StudySample) -> Option<bool>;
-    let outcomes: [(&str, Getter, fn(&StudyScores) -> f64); 2] = [
+    type Logit = fn(&StudyScores) -> f64;
+    let outcomes: [(&str, Getter, Logit); 2] = [
         (
             "mortality_30d",
             |s| s.outcomes.mortality_30d,

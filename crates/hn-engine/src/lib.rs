@@ -8,6 +8,7 @@ pub mod baselines;
 pub mod checkpoint;
 pub mod dataset;
 pub mod evaluate;
+pub mod infer;
 pub mod metrics;
 pub mod report;
 pub mod sample;

@@ -111,13 +111,7 @@ impl StudySample {
             Some(study.slice_labels.clone()),
             cfg,
         )?;
-        let mut s = Self::from_cached(
-            &study.id,
-            &study.id,
-            cached,
-            study.clinical.clone(),
-            study.outcomes,
-        );
+        let mut s = Self::from_cached(&study.id, &study.id, cached, study.clinical, study.outcomes);
         let t = &study.clinical_truth;
         s.truth = Some(SyntheticTruth {
             p_mortality_30d: study.oracle.p_mortality_30d,
@@ -243,7 +237,7 @@ mod tests {
         assert_eq!(s.shape, [3, 2, 1, 2]);
         // slice 2, channel 1, pixel 1
         assert_eq!(s.images[(2 * 2 + 1) * 2 + 1], 121.0);
-        assert_eq!(s.images[(1 * 2) * 2], 10.0);
+        assert_eq!(s.images[2 * 2], 10.0);
     }
 }
 

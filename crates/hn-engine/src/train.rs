@@ -165,7 +165,7 @@ impl TrainConfig {
             return Err("net: slices ≥ 1, size ≥ 8 and at least one width are required".into());
         }
         let d = *n.widths.last().unwrap();
-        if n.n_heads == 0 || d % n.n_heads != 0 {
+        if n.n_heads == 0 || !d.is_multiple_of(n.n_heads) {
             return Err(format!(
                 "net: n_heads ({}) must divide the last width ({d})",
                 n.n_heads

@@ -101,7 +101,8 @@ pub fn run_evaluation(
         "evaluating on the {split:?} split ({} bootstrap resamples)",
         bootstrap
     );
-    let ev = evaluate(model, data, &opts, &volume_estimate)?;
+    let windows = model.card.preprocess.windows.clone();
+    let ev = evaluate(model, data, &opts, &|s, p| volume_estimate(s, p, &windows))?;
     let (json, html) = hn_engine::report::write_report(out, &ev.report, &ev.plots)?;
     eprintln!("wrote {} and {}", json.display(), html.display());
     Ok(ev)
@@ -147,9 +148,12 @@ pub fn print_summary(ev: &Evaluation) {
     }
 }
 
-/// Image-derived hematoma volume for the model-estimated ICH score.
-pub fn volume_estimate(s: &hn_engine::sample::StudySample, slice_any: &[f64]) -> f64 {
-    // MERGE-PENDING: replaced by hn_engine::infer::estimate_volume_ml once merged.
-    let _ = (s, slice_any);
-    f64::NAN
+/// Image-derived hematoma volume for the model-estimated ICH score: the crude estimate of
+/// [`hn_engine::infer::estimate_volume_ml`] on the model grid (`windows` = the card's).
+pub fn volume_estimate(
+    s: &hn_engine::sample::StudySample,
+    slice_any: &[f64],
+    windows: &[(f32, f32)],
+) -> f64 {
+    hn_engine::infer::estimate_volume_ml(s, slice_any, windows)
 }

@@ -1,0 +1,406 @@
+//! `infer::Predictor` end to end on a tiny model and synthetic studies written as DICOM and
+//! NIfTI.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use hn_data::ClinicalRecord;
+use hn_data::synth::{SynthConfig, generate_study};
+use hn_engine::checkpoint::{
+    Calibration, DatasetDigest, INTENDED_USE, ModelCard, TemperatureSet, save_model,
+};
+use hn_engine::infer::{InferError, PredictOptions, Predictor, write_outputs};
+use hn_engine::metrics::ReferralPolicy;
+use hn_engine::sample::{InputMask, default_preprocess, make_batch};
+use hn_imaging::dicom_write::{CtSeriesMeta, uid_from_hash, write_ct_series};
+use hn_model::HemorrhageNetConfig;
+use hn_model::burn::prelude::Device;
+
+const NAME_SENTINEL: &str = "ZZSENTINEL^PATIENTNAME";
+const ID_SENTINEL: &str = "PIDSENTINEL4242";
+
+fn card(calibration: Option<Calibration>) -> ModelCard {
+    ModelCard {
+        card_version: 1,
+        code_version: "test".into(),
+        created_unix: 0,
+        preprocess: default_preprocess(8, 32),
+        train_config: serde_json::json!({}),
+        dataset: DatasetDigest {
+            name: "synthetic-test".into(),
+            synthetic: true,
+            n_train: 0,
+            n_validation: 0,
+            n_test: 0,
+            sha256: String::new(),
+        },
+        epoch: 1,
+        validation: serde_json::json!({}),
+        calibration,
+        intended_use: INTENDED_USE.into(),
+    }
+}
+
+fn calibration(any_threshold: f64, referral_threshold: f64) -> Calibration {
+    Calibration {
+        temperatures: TemperatureSet {
+            any: 1.5,
+            ..Default::default()
+        },
+        thresholds: [any_threshold, 0.3, 0.3, 0.3, 0.3, 0.3],
+        uncertainty: "any_predictive_entropy".into(),
+        referral: ReferralPolicy {
+            threshold: referral_threshold,
+            target_rate: 0.1,
+            validation_rate: 0.1,
+        },
+        mc_passes: 3,
+        mortality_threshold: 0.4,
+    }
+}
+
+fn net() -> hn_model::HemorrhageNet {
+    HemorrhageNetConfig::new()
+        .with_slices(8)
+        .with_height(32)
+        .with_width(32)
+        .with_widths(vec![8, 16])
+        .with_d_attn(16)
+        .init(&Device::flex())
+}
+
+fn predictor(net: &hn_model::HemorrhageNet, cal: Option<Calibration>) -> Predictor {
+    Predictor::new(net.clone(), card(cal), Device::flex()).with_options(PredictOptions {
+        top_features: 4,
+        mc_passes: None,
+    })
+}
+
+/// A synthetic bleeding study (48² × 10, so the model grid differs from the input grid)
+/// written as DICOM with sentinel patient name/ID, and as NIfTI.
+fn studies(root: &Path) -> (PathBuf, PathBuf) {
+    let cfg = SynthConfig {
+        size: 48,
+        n_slices: Some(10),
+        prevalence_bleed: 1.0,
+        p_missing_slice: 0.0,
+        ..Default::default()
+    };
+    let st = generate_study(&cfg, 11, 0);
+    let dicom = root.join("study-a");
+    let meta = CtSeriesMeta {
+        patient_id: ID_SENTINEL.into(),
+        patient_name: NAME_SENTINEL.into(),
+        study_instance_uid: uid_from_hash(1),
+        series_instance_uid: uid_from_hash(2),
+        frame_of_reference_uid: uid_from_hash(3),
+        sop_uid_prefix: uid_from_hash(4),
+        study_description: "CT HEAD".into(),
+        series_description: "AXIAL".into(),
+        image_comments: String::new(),
+        study_date: "20260101".into(),
+        study_time: "120000".into(),
+        manufacturer: "test".into(),
+        window_center: 40.0,
+        window_width: 80.0,
+        series_number: 1,
+        skip_slices: Vec::new(),
+    };
+    write_ct_series(&dicom, &st.volume, &meta).unwrap();
+    let nii = root.join("study-b.nii.gz");
+    hn_imaging::nifti::write_volume(&nii, &st.volume).unwrap();
+    (dicom, nii)
+}
+
+fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let mut b = std::fs::read(&p).unwrap();
+        if p.to_string_lossy().ends_with(".gz") {
+            let mut d = Vec::new();
+            flate2::read::GzDecoder::new(&b[..])
+                .read_to_end(&mut d)
+                .unwrap();
+            b = d;
+        }
+        out.push((p, b));
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+fn assert_same_affine(a: [[f64; 4]; 4], b: [[f64; 4]; 4]) {
+    for r in 0..4 {
+        for c in 0..4 {
+            assert!((a[r][c] - b[r][c]).abs() < 1e-3, "affine {a:?} vs {b:?}");
+        }
+    }
+}
+
+#[test]
+fn predict_dicom_and_nifti_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dicom, nii) = studies(tmp.path());
+    let net = net();
+    let clinical = ClinicalRecord {
+        age: Some(77.0),
+        gcs: Some(8),
+        ..Default::default()
+    };
+
+    // Saved and loaded like a training run's `model` folder.
+    let model_dir = tmp.path().join("model");
+    save_model(&model_dir, &net, &card(Some(calibration(0.0, -1.0)))).unwrap();
+    let p = Predictor::load(&model_dir)
+        .unwrap()
+        .with_options(PredictOptions {
+            top_features: 4,
+            mc_passes: None,
+        });
+    assert_eq!(p.card.calibration.as_ref().unwrap().mc_passes, 3);
+
+    let res = p.predict_path("study-a", &dicom, clinical).unwrap();
+    let out = tmp.path().join("out-a");
+    let files = write_outputs(&res.prediction, &res.sample, &res.volume, &out).unwrap();
+    assert_eq!(files.len(), 3 + 2, "{files:?}");
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("prediction.json")).unwrap()).unwrap();
+    for key in [
+        "schema_version",
+        "study",
+        "model",
+        "input",
+        "decision_path",
+        "probabilities",
+        "uncertainty",
+        "review",
+        "feature_weights",
+        "hematoma_volume_ml",
+        "key_slices",
+        "intended_use",
+    ] {
+        assert!(json.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(json["study"], "study-a");
+    assert_eq!(json["input"]["format"], "dicom");
+    assert_eq!(json["input"]["dims"], serde_json::json!([48, 48, 10]));
+    assert_eq!(json["input"]["model_grid"], serde_json::json!([8, 32, 32]));
+    assert_eq!(json["model"]["calibrated"], true);
+    assert_eq!(json["uncertainty"]["passes"], 3);
+    assert!(json["decision_path"]["level_1"]["question"].is_string());
+    let pr = &res.prediction;
+    // Threshold 0 → bleed decided, levels 2 and 3 evaluated.
+    assert!(pr.decision_path.level_1.decision);
+    assert_eq!(pr.decision_path.level_2.subtypes.len(), 5);
+    assert!(pr.decision_path.level_3.p_mortality_30d.is_some());
+    assert!(pr.decision_path.level_3.high_mortality_risk.is_some());
+    for (name, ps) in &pr.probabilities.subtypes {
+        assert!(*ps <= pr.probabilities.any + 1e-9, "{name}: {ps} > P(any)");
+    }
+    for sd in &pr.decision_path.level_2.subtypes {
+        assert!(sd.probability <= pr.decision_path.level_1.probability + 1e-9);
+        assert_eq!(sd.decision, sd.probability >= 0.3);
+    }
+    // Reported probabilities are the deterministic forward with the card's temperatures
+    // (any: T = 1.5), the quantity the thresholds were fitted on.
+    let raw = p.net.forward(make_batch(
+        &[&res.sample],
+        None,
+        InputMask::default(),
+        &Device::flex(),
+    ));
+    let logit = f64::from(raw.any_logit.into_data().try_to_vec::<f32>().unwrap()[0]);
+    let want = 1.0 / (1.0 + (-logit / 1.5).exp());
+    assert!(
+        (pr.probabilities.any - want).abs() < 1e-5,
+        "{} vs {want}",
+        pr.probabilities.any
+    );
+    let mc = pr.uncertainty.any.mc_mean.unwrap();
+    assert!((0.0..=1.0).contains(&mc) && pr.uncertainty.any.sd.unwrap() >= 0.0);
+    let mrs_sum: f64 = pr.probabilities.mrs.iter().sum();
+    assert!((mrs_sum - 1.0).abs() < 1e-4, "mRS sums to {mrs_sum}");
+    assert!((pr.probabilities.poor_outcome_90d - pr.probabilities.mrs_at_least[3]).abs() < 1e-12);
+    let u = &pr.uncertainty.any;
+    assert!(u.predictive_entropy >= 0.0 && u.predictive_entropy <= 2f64.ln() + 1e-9);
+    assert!(u.mutual_information >= 0.0 && u.mutual_information <= u.predictive_entropy + 1e-9);
+    // Referral threshold −1 < any entropy → flagged.
+    assert!(pr.review.flag, "{:?}", pr.review);
+    assert_eq!(pr.review.threshold, Some(-1.0));
+    assert_eq!(pr.review.target_referral_rate, Some(0.1));
+    // Feature weights: top 4, sorted, values as given.
+    assert_eq!(pr.feature_weights.len(), 4);
+    assert!(
+        pr.feature_weights
+            .windows(2)
+            .all(|w| w[0].weight >= w[1].weight)
+    );
+    for fw in &pr.feature_weights {
+        match fw.name.as_str() {
+            "age" => assert_eq!(fw.value, serde_json::json!(77.0)),
+            "gcs" => assert_eq!(fw.value, serde_json::json!(8)),
+            _ => assert_eq!(fw.value, serde_json::json!("missing")),
+        }
+    }
+    assert!(pr.hematoma_volume_ml.unwrap() >= 0.0);
+    // Key slices: 3, by decreasing heat mass, each with its overlay.
+    assert_eq!(pr.key_slices.len(), 3);
+    assert!(
+        pr.key_slices
+            .windows(2)
+            .all(|w| w[0].heat_mass >= w[1].heat_mass)
+    );
+    for ks in &pr.key_slices {
+        let png = std::fs::read(out.join(&ks.overlay)).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        assert!(ks.input_slice < 10);
+    }
+    let mass: f32 = pr.heatmap.density.iter().sum();
+    assert!((mass - 1.0).abs() < 1e-3, "heatmap sums to {mass}");
+
+    // The NIfTI heatmap is on the input's grid.
+    let heat =
+        hn_imaging::nifti::read_volume(&out.join("heatmap.nii.gz"), &Default::default()).unwrap();
+    assert_eq!(heat.dims, res.volume.dims);
+    assert_same_affine(heat.affine(), res.volume.affine());
+    let (lo, hi) = heat.min_max().unwrap();
+    assert!(lo >= 0.0 && (hi - 1.0).abs() < 1e-6);
+
+    // Only the outputs: no temporary files left behind.
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = pr.key_slices.iter().map(|k| k.overlay.clone()).collect();
+    want.extend(["heatmap.nii.gz".into(), "prediction.json".into()]);
+    want.sort();
+    assert_eq!(names, want);
+
+    // No patient name/ID anywhere in the outputs.
+    for (path, bytes) in all_bytes(&out) {
+        for s in [NAME_SENTINEL, ID_SENTINEL, "ZZSENTINEL"] {
+            assert!(!contains(&bytes, s), "{} contains {s}", path.display());
+        }
+    }
+
+    // NIfTI input: same geometry in the heatmap.
+    let res_b = p
+        .predict_path("study-b.nii.gz", &nii, ClinicalRecord::default())
+        .unwrap();
+    assert_eq!(res_b.prediction.input.format, "nifti");
+    let out_b = tmp.path().join("out-b");
+    write_outputs(&res_b.prediction, &res_b.sample, &res_b.volume, &out_b).unwrap();
+    let heat_b =
+        hn_imaging::nifti::read_volume(&out_b.join("heatmap.nii.gz"), &Default::default()).unwrap();
+    assert_eq!(heat_b.dims, [48, 48, 10]);
+    assert_same_affine(heat_b.affine(), res_b.volume.affine());
+}
+
+#[test]
+fn decision_path_and_review_follow_the_card() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, nii) = studies(tmp.path());
+    let net = net();
+    let run = |cal: Option<Calibration>| {
+        predictor(&net, cal)
+            .predict_path("s", &nii, ClinicalRecord::default())
+            .unwrap()
+            .prediction
+    };
+    // Threshold 1.0 is never reached: level 1 says no, levels 2 and 3 are skipped.
+    let no = run(Some(calibration(1.0, 1e9)));
+    assert!(!no.decision_path.level_1.decision);
+    assert!(!no.decision_path.level_2.evaluated);
+    assert!(no.decision_path.level_2.subtypes.is_empty());
+    assert!(
+        no.decision_path
+            .level_2
+            .skipped
+            .as_ref()
+            .unwrap()
+            .contains("no hemorrhage")
+    );
+    assert!(!no.decision_path.level_3.evaluated);
+    assert_eq!(no.decision_path.level_3.p_mortality_30d, None);
+    // Referral threshold far above any entropy: not flagged.
+    assert!(!no.review.flag, "{:?}", no.review);
+    assert!(no.review.reason.contains("within"));
+    // Probabilities are reported whatever the path.
+    assert!(
+        no.probabilities
+            .subtypes
+            .iter()
+            .all(|(_, p)| *p <= no.probabilities.any + 1e-9)
+    );
+
+    // Referral threshold −∞ (a policy fitted for a 100 % referral rate): always flagged; the
+    // non-finite threshold is reported as null.
+    let all = run(Some(calibration(0.5, f64::NEG_INFINITY)));
+    assert!(all.review.flag);
+    assert_eq!(all.review.threshold, None);
+    assert!(all.review.reason.contains("above"));
+
+    // Uncalibrated: thresholds 0.5, flagged for review, said so.
+    let un = run(None);
+    assert!(!un.model.calibrated);
+    assert_eq!(un.model.calibration, "uncalibrated");
+    assert_eq!(un.decision_path.level_1.threshold, 0.5);
+    assert!(un.review.flag && un.review.threshold.is_none());
+    assert!(un.review.reason.contains("uncalibrated"));
+    assert_eq!(un.uncertainty.passes, hn_engine::infer::DEFAULT_MC_PASSES);
+}
+
+#[test]
+fn unusable_studies_give_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = net();
+    let p = predictor(&net, None);
+    // Values in [0, 1]: not Hounsfield units.
+    let v = hn_imaging::Volume::new(
+        vec![0.5; 32 * 32 * 4],
+        [32, 32, 4],
+        [1.0, 1.0, 5.0],
+        hn_imaging::Modality::Other("NIfTI".into()),
+    )
+    .unwrap();
+    let nii = tmp.path().join("scaled.nii");
+    hn_imaging::nifti::write_volume(&nii, &v).unwrap();
+    let e = p
+        .predict_path("scaled.nii", &nii, ClinicalRecord::default())
+        .err()
+        .unwrap();
+    assert!(matches!(e, InferError::Unusable { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("scaled.nii") && msg.contains("Hounsfield"),
+        "{msg}"
+    );
+    // A single slice.
+    let mut one = v.clone();
+    one.dims = [64, 64, 1];
+    let e = p
+        .predict_volume("flat", one, "nifti", ClinicalRecord::default())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("slice"), "{e}");
+    // A folder without DICOM files.
+    let empty = tmp.path().join("no-dicom");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("notes.txt"), "hello").unwrap();
+    let e = p
+        .predict_path("no-dicom", &empty, ClinicalRecord::default())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("no-dicom"), "{e}");
+    // A missing model folder.
+    let e = Predictor::load(&tmp.path().join("missing-model"))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("missing-model"), "{e}");
+}
