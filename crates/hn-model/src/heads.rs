@@ -24,7 +24,11 @@ pub struct HierarchicalHeadsConfig {
 }
 
 /// Level 1 `P(any)`, level 2 `P(subtype | bleed)`, slice logits, and level 3 prognosis
-/// conditioned on the fused vector and on the level-1/2 probabilities.
+/// conditioned on the fused vector, on the level-1/2 probabilities and on the lesion burden:
+/// the mean over slices of the per-slice `[P(any), P(subtype)]`, i.e. the fraction of slices
+/// each bleed type covers. Attention pooling is a weighted *average* and so cannot say how
+/// large a hematoma is; extent is what outcome depends on (hematoma volume in the ICH score),
+/// and the densely supervised slice head measures it.
 ///
 /// The mRS head is a cumulative-link (CORAL-style) model: one shared score `g(x)` and six
 /// thresholds `θ_1 > … > θ_6`, `logit P(mRS ≥ k) = g(x) + θ_k`. The thresholds are built as
@@ -66,7 +70,7 @@ impl HierarchicalHeadsConfig {
             any: LinearConfig::new(d, 1).init(device),
             subtype: LinearConfig::new(d, N_SUBTYPES).init(device),
             slice: LinearConfig::new(d, 1 + N_SUBTYPES).init(device),
-            prognosis: LinearConfig::new(d + 1 + N_SUBTYPES, d).init(device),
+            prognosis: LinearConfig::new(d + 2 * (1 + N_SUBTYPES), d).init(device),
             mortality: LinearConfig::new(d, 1).init(device),
             mrs_score: LinearConfig::new(d, 1).with_bias(false).init(device),
             // θ_1 = 1.5 and unit-ish gaps put the initial P(mRS ≥ k) across (0.8 … 0.1).
@@ -85,12 +89,21 @@ impl HierarchicalHeads {
         let any_logit = self.any.forward(x.clone()).reshape([b]);
         let subtype_cond_logits = self.subtype.forward(x.clone());
         let slice_logits = self.slice.forward(drop(&self.dropout, slices, mc));
-        // Level 3 sees the decisions of levels 1–2 as probabilities (joint subtype).
+        // Level 3 sees the decisions of levels 1–2 as probabilities (joint subtype) and the
+        // lesion burden (mean over slices of the joint slice probabilities).
         let p_any = sigmoid(any_logit.clone()).reshape([b, 1]);
         let p_sub = sigmoid(subtype_cond_logits.clone()) * p_any.clone();
+        let [_, s, _] = slice_logits.dims();
+        let sp = sigmoid(slice_logits.clone());
+        let sp_any = sp.clone().narrow(2, 0, 1);
+        let sp_sub = sp.narrow(2, 1, N_SUBTYPES) * sp_any.clone();
+        let burden = Tensor::cat(vec![sp_any, sp_sub], 2)
+            .mean_dim(1)
+            .reshape([b, 1 + N_SUBTYPES]);
+        debug_assert!(s > 0);
         let z = gelu(
             self.prognosis
-                .forward(Tensor::cat(vec![x, p_any, p_sub], 1)),
+                .forward(Tensor::cat(vec![x, p_any, p_sub, burden], 1)),
         );
         let z = drop(&self.dropout, z, mc);
         let mortality_logit = self.mortality.forward(z.clone()).reshape([b]);
