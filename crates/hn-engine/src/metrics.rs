@@ -60,6 +60,45 @@ pub mod nan_as_null {
     }
 }
 
+/// Serde for `f64` fields that may be ±∞ (e.g. "refer everything"): infinities are written as
+/// the strings `"inf"` / `"-inf"` (JSON has no infinity) and read back from either form.
+pub mod float_or_inf {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else if v.is_nan() {
+            s.serialize_str("nan")
+        } else if *v > 0.0 {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_str("-inf")
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Num(f64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::Num(v) => Ok(v),
+            Repr::Text(t) => match t.as_str() {
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                "nan" => Ok(f64::NAN),
+                other => Err(D::Error::custom(format!(
+                    "expected a number, \"inf\" or \"-inf\", got {other:?}"
+                ))),
+            },
+        }
+    }
+}
+
 fn check(what: &'static str, scores: &[f64], labels: &[bool]) -> Result<()> {
     if scores.len() != labels.len() {
         return Err(MetricsError::LengthMismatch {
@@ -595,7 +634,8 @@ pub fn referral_curve(
 /// Refer a case to a clinician when its uncertainty is above a threshold chosen on validation.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ReferralPolicy {
-    /// Refer when `uncertainty > threshold`.
+    /// Refer when `uncertainty > threshold` (`-inf`, written `"-inf"`, refers every case).
+    #[serde(with = "float_or_inf")]
     pub threshold: f64,
     /// The referral rate asked for at fit time.
     pub target_rate: f64,
@@ -827,5 +867,30 @@ mod tests {
         let all = ReferralPolicy::fit(&u, 1.0).unwrap();
         assert_eq!(u.iter().filter(|x| all.refer(**x)).count(), 100);
         assert!(ReferralPolicy::fit(&u, 1.5).is_err());
+    }
+}
+
+#[cfg(test)]
+mod serde_tests {
+    use super::*;
+
+    #[test]
+    fn refer_everything_policy_survives_json() {
+        let p = ReferralPolicy::fit(&[0.1, 0.2, 0.3], 1.0).unwrap();
+        assert_eq!(p.threshold, f64::NEG_INFINITY);
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(text.contains("\"-inf\""), "{text}");
+        let back: ReferralPolicy = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, p);
+        let q = ReferralPolicy::fit(&[0.1, 0.2, 0.3], 0.0).unwrap();
+        let back: ReferralPolicy =
+            serde_json::from_str(&serde_json::to_string(&q).unwrap()).unwrap();
+        assert_eq!(back, q);
+        assert!(
+            serde_json::from_str::<ReferralPolicy>(
+                r#"{"threshold":"lots","target_rate":0.1,"validation_rate":0.1}"#
+            )
+            .is_err()
+        );
     }
 }
