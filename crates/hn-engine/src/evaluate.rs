@@ -377,6 +377,8 @@ pub fn evaluate(
                 bayes.push(BayesLimit {
                     task: name.into(),
                     auc: a,
+                    ece: metrics::ece(&s, &y, metrics::ECE_BINS).ok(),
+                    brier: metrics::brier(&s, &y).ok(),
                     note: "AUC of the generator's true outcome probabilities on these cases: no \
                            model can do better in expectation"
                         .into(),

@@ -134,6 +134,13 @@ pub struct BaselineResult {
 pub struct BayesLimit {
     pub task: String,
     pub auc: f64,
+    /// 15-bin ECE of the true probabilities on the same cases: the ECE a perfectly calibrated
+    /// model would show on this sample (estimation noise of the metric itself).
+    #[serde(default)]
+    pub ece: Option<f64>,
+    /// Brier score of the true probabilities on the same cases.
+    #[serde(default)]
+    pub brier: Option<f64>,
     pub note: String,
 }
 
@@ -627,10 +634,18 @@ validation rate {}, rate on these cases {}).</p><div class=\"plots\">{}</div>",
         for b in &r.bayes_limit {
             let _ = write!(
                 h,
-                "<tr><td>Bayes limit</td><td>{}</td><td></td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>Bayes limit</td><td>{}</td><td></td><td>{}</td><td>{}</td></tr>\
+<tr><td colspan=\"5\"><small>{}{}</small></td></tr>",
                 esc(&b.task),
                 f3(b.auc),
-                esc(&b.note)
+                b.brier.map(f3).unwrap_or_else(|| "–".into()),
+                esc(&b.note),
+                b.ece
+                    .map(|e| format!(
+                        "; ECE (15 bins) of the true probabilities on these cases: {} — the noise floor of the ECE at this sample size",
+                        f3(e)
+                    ))
+                    .unwrap_or_default()
             );
         }
         h += "</table>";
@@ -905,6 +920,8 @@ mod tests {
             bayes_limit: vec![BayesLimit {
                 task: "any".into(),
                 auc: 0.97,
+                ece: Some(0.04),
+                brier: None,
                 note: "generator probabilities".into(),
             }],
         };

@@ -144,7 +144,14 @@ pub fn print_summary(ev: &Evaluation) {
         );
     }
     for b in &r.bayes_limit {
-        println!("  Bayes limit {:<23} AUC {:.3}", b.task, b.auc);
+        println!(
+            "  Bayes limit {:<23} AUC {:.3}  (ECE of the true probabilities here: {})",
+            b.task,
+            b.auc,
+            b.ece
+                .map(|e| format!("{e:.3}"))
+                .unwrap_or_else(|| "–".into())
+        );
     }
 }
 
