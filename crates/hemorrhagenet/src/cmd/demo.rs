@@ -101,7 +101,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         &report_dir,
     )?;
     eprintln!("[3/4] evaluated ({:.0}s)", t0.elapsed().as_secs_f64());
-    let pred_dir = super::predict_heldout(&model, &data, &args, &cfg)?;
+    let pred_dir = predict_heldout(&model, &data, &args, &cfg)?;
     eprintln!(
         "[4/4] predicted one held-out study → {} ({:.0}s)",
         pred_dir.display(),
@@ -186,4 +186,57 @@ fn check_bars(ev: &hn_engine::evaluate::Evaluation) -> Vec<Bar> {
         });
     }
     bars
+}
+
+/// Write one held-out test study of the demo cohort as DICOM (the first test study with a
+/// bleed, else the first test study) and predict it like `hemorrhagenet predict` would:
+/// `OUT/heldout/<id>/dicom/` in, `OUT/prediction/<id>/` out. Returns the prediction folder.
+pub fn predict_heldout(
+    model: &hn_engine::checkpoint::LoadedModel,
+    data: &hn_engine::dataset::Dataset,
+    args: &DemoArgs,
+    cfg: &hn_engine::train::TrainConfig,
+) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context;
+    let test = data.indices(hn_data::splits::Split::Test);
+    let k = test
+        .iter()
+        .copied()
+        .find(|&k| data.samples[k].labels.is_some_and(|l| l.any))
+        .or_else(|| test.first().copied())
+        .context("the demo cohort has no test study to predict")?;
+    // Dataset::synthetic keeps generation order: sample k is study k of the cohort.
+    let synth = hn_engine::dataset::synth_config_for(cfg.net.slices, cfg.net.size);
+    let study = hn_data::synth::generate_study(&synth, args.synth_seed, k);
+    let study_dir = args.out.join("heldout").join(&study.id);
+    hn_data::synth::io::write_study_images(
+        &study,
+        &study_dir,
+        args.synth_seed,
+        hn_data::synth::OutputFormat::Dicom,
+    )?;
+    // The clinical record as recorded (missing values stay missing), for rerunning
+    // `hemorrhagenet predict ... --clinical` on the same study.
+    let clinical_path = study_dir.join("clinical.json");
+    std::fs::write(
+        &clinical_path,
+        serde_json::to_string_pretty(&data.samples[k].clinical)?,
+    )
+    .with_context(|| clinical_path.display().to_string())?;
+    let predictor = hn_engine::infer::Predictor::new(
+        model.net.clone(),
+        model.card.clone(),
+        hn_model::burn::prelude::Device::flex(),
+    );
+    let res = predictor.predict_path(
+        &study.id,
+        &study_dir.join("dicom"),
+        data.samples[k].clinical,
+    )?;
+    let dir = args
+        .out
+        .join("prediction")
+        .join(hn_engine::infer::sanitize_key(&study.id));
+    hn_engine::infer::write_study_dir(&res, &dir)?;
+    Ok(dir)
 }
