@@ -126,8 +126,9 @@ pub fn heat_to_pixels(
     out
 }
 
-/// Evaluate `model` on `opts.split` of `data`. `volume_ml(sample, slice_any)` estimates the
-/// hematoma volume from the image for the model-estimated ICH score.
+/// Evaluate `model` on `opts.split` of `data`. `volume_ml(sample, slice_gate)` estimates the
+/// hematoma volume from the image for the model-estimated ICH score, on the slices
+/// [`crate::infer::volume_gate`] opens.
 pub fn evaluate(
     model: &LoadedModel,
     data: &Dataset,

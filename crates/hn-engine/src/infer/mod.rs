@@ -27,7 +27,7 @@ use crate::sample::{InputMask, StudySample, make_batch};
 pub use batch::{BatchEvent, BatchSummary, FailedStudy, predict_batch, sanitize_key};
 pub use clinical::read_clinical;
 pub use output::{heatmap_on_input_grid, write_outputs, write_study_dir};
-pub use volume::{VolumeEstimateConfig, estimate_volume_ml, estimate_volume_ml_with};
+pub use volume::{VolumeEstimateConfig, estimate_volume_ml, estimate_volume_ml_with, volume_gate};
 
 /// Version of the `prediction.json` schema.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -680,7 +680,11 @@ impl Predictor {
             })
             .collect();
 
-        let vol = estimate_volume_ml(sample, &slice_any, &self.card.preprocess.windows);
+        let vol = estimate_volume_ml(
+            sample,
+            &volume_gate(&slice_any, &slice_mass, level_1.decision),
+            &self.card.preprocess.windows,
+        );
         let mut warnings = Vec::new();
         if cal.is_none() {
             warnings.push(

@@ -70,6 +70,25 @@ pub fn estimate_volume_ml(
     )
 }
 
+/// Which slices the volume estimate looks at, as the `slice_any_probs` argument of
+/// [`estimate_volume_ml`]: a slice counts when the slice head says bleed (P ≥ 0.5), or when the
+/// study-level decision is "bleed" and the slice holds at least half its share of the heatmap
+/// mass (`heat_mass[s] ≥ 0.5 / S`). Why both: the study head and its attention heatmap are
+/// trained harder than the per-slice head (a study label per study, attention that must find
+/// the lesion), so on a briefly trained model the heatmap localises bleeds that the slice head
+/// still scores below 0.5.
+pub fn volume_gate(slice_any: &[f64], heat_mass: &[f64], bleed_decided: bool) -> Vec<f64> {
+    let s = slice_any.len().max(1) as f64;
+    slice_any
+        .iter()
+        .enumerate()
+        .map(|(k, p)| {
+            let hot = bleed_decided && heat_mass.get(k).is_some_and(|m| *m >= 0.5 / s);
+            if hot { 1.0 } else { *p }
+        })
+        .collect()
+}
+
 /// [`estimate_volume_ml`] with explicit settings.
 pub fn estimate_volume_ml_with(
     sample: &StudySample,
@@ -271,5 +290,22 @@ mod tests {
         let no_blood = [(40.0, 80.0), (80.0, 60.0), (600.0, 800.0)];
         assert!(estimate_volume_ml(&smp, &[1.0; 8], &no_blood).is_nan());
         assert!(estimate_volume_ml(&smp, &[1.0; 7], &DEFAULT_WINDOWS).is_nan());
+    }
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::volume_gate;
+
+    #[test]
+    fn gate_opens_hot_slices_only_when_a_bleed_is_decided() {
+        let slice_any = [0.1, 0.7, 0.2, 0.3];
+        let mass = [0.05, 0.1, 0.6, 0.25];
+        // 0.5 / 4 = 0.125: slices 2 and 3 are hot.
+        assert_eq!(
+            volume_gate(&slice_any, &mass, true),
+            vec![0.1, 0.7, 1.0, 1.0]
+        );
+        assert_eq!(volume_gate(&slice_any, &mass, false), slice_any.to_vec());
     }
 }
