@@ -416,7 +416,13 @@ pub fn evaluate(
             h,
             w,
         );
-        let png = report::render_overlay_png(pixels, &heat, w, h)?;
+        let f = report::display_factor(w, h, 256);
+        let png = report::render_overlay_png(
+            &report::upscale_nearest(pixels, w, h, f),
+            &report::upscale_nearest(&heat, w, h, f),
+            w * f,
+            h * f,
+        )?;
         let l = s.labels.unwrap();
         let types: Vec<&str> = (0..5)
             .filter(|&j| l.subtypes[j])

@@ -436,6 +436,25 @@ pub fn confusion_svg(label: &str, op: &OperatingPoint) -> Result<String, ReportE
 ///
 /// The slice is min–max scaled to gray; the heat is scaled by its maximum (values ≤ 0 are
 /// transparent) and blended with a blue→red→yellow colour map at alpha `0.6·heat`.
+/// Nearest-neighbour upscaling of a `w × h` image by an integer `factor`, so overlays of a
+/// coarse model grid stay legible (each model pixel becomes a visible block, no invented detail).
+pub fn upscale_nearest(img: &[f32], w: usize, h: usize, factor: usize) -> Vec<f32> {
+    let f = factor.max(1);
+    let mut out = Vec::with_capacity(img.len() * f * f);
+    for y in 0..h * f {
+        let row = &img[(y / f) * w..(y / f + 1) * w];
+        for x in 0..w * f {
+            out.push(row[x / f]);
+        }
+    }
+    out
+}
+
+/// Integer factor that brings the larger side of a `w × h` image to at least `target` pixels.
+pub fn display_factor(w: usize, h: usize, target: usize) -> usize {
+    target.div_ceil(w.max(h).max(1)).max(1)
+}
+
 pub fn render_overlay_png(
     slice: &[f32],
     heat: &[f32],
@@ -1114,5 +1133,22 @@ mod tests {
         // hottest pixel: 0.4 * white + 0.6 * yellow
         assert_eq!(&buf[9..12], &[255, 255, 102]);
         assert!(render_overlay_png(&slice, &heat[..3], 2, 2).is_err());
+    }
+}
+
+#[cfg(test)]
+mod upscale_tests {
+    use super::*;
+
+    #[test]
+    fn nearest_upscale_repeats_pixels() {
+        let img = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // 3 wide, 2 high
+        let up = upscale_nearest(&img, 3, 2, 2);
+        assert_eq!(up.len(), 24);
+        assert_eq!(&up[0..6], &[1.0, 1.0, 2.0, 2.0, 3.0, 3.0]);
+        assert_eq!(&up[6..12], &[1.0, 1.0, 2.0, 2.0, 3.0, 3.0]);
+        assert_eq!(&up[12..18], &[4.0, 4.0, 5.0, 5.0, 6.0, 6.0]);
+        assert_eq!(display_factor(64, 64, 256), 4);
+        assert_eq!(display_factor(300, 10, 256), 1);
     }
 }

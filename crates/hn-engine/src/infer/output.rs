@@ -104,7 +104,13 @@ pub fn write_outputs(
         }
         let img = &sample.images[(ks.slice * c + ch) * plane..(ks.slice * c + ch + 1) * plane];
         let heat = &pred.heatmap.density[ks.slice * plane..(ks.slice + 1) * plane];
-        let png = crate::report::render_overlay_png(img, heat, w, h)?;
+        let f = crate::report::display_factor(w, h, 256);
+        let png = crate::report::render_overlay_png(
+            &crate::report::upscale_nearest(img, w, h, f),
+            &crate::report::upscale_nearest(heat, w, h, f),
+            w * f,
+            h * f,
+        )?;
         let p = dir.join(&ks.overlay);
         write_file_atomic(&p, &png)?;
         written.push(p);
