@@ -18,13 +18,14 @@ use hn_model::burn::prelude::Device;
 use crate::baselines::{self, ClinicalLogistic, IchImageFacts};
 use crate::checkpoint::{Calibration, LoadedModel};
 use crate::dataset::Dataset;
+use crate::metrics::sigmoid;
 use crate::metrics::{self, RSNA_LABELS};
 use crate::report::{
     self, BaselineInputs, BayesLimit, DatasetInfo, DetectionInputs, EvalInputs, MetricsReport,
     PrognosisInputs, ReferralInputs, ReportPlots,
 };
 use crate::sample::{InputMask, StudySample};
-use crate::scoring::{StudyScores, score, sigmoid};
+use crate::scoring::{StudyScores, score};
 
 /// Evaluation options.
 #[derive(Debug, Clone)]
@@ -82,16 +83,7 @@ pub fn model_ich_facts(
 ) -> IchImageFacts {
     let t = &cal.temperatures;
     let p = sc.detection_row(t.any, t.subtypes);
-    let per_slice = sc.heatmap.len() / n_slices.max(1);
-    let mass: Vec<f32> = (0..n_slices)
-        .map(|k| sc.heatmap[k * per_slice..(k + 1) * per_slice].iter().sum())
-        .collect();
-    let peak = mass
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(k, _)| k)
-        .unwrap_or(0);
+    let peak = sc.peak_slice(n_slices);
     IchImageFacts {
         volume_ml: if p[0] >= cal.thresholds[0] {
             volume_ml.max(0.0)
@@ -349,9 +341,15 @@ pub fn evaluate(
             });
         }
         ich("ich_score_model_estimate", &|k| {
+            let sc = &test[k];
+            let gate = crate::infer::volume_gate(
+                &sc.slice_any,
+                &sc.slice_heat_mass(n_slices),
+                sc.p_any(t.any) >= calibration.thresholds[0],
+            );
             Some(model_ich_facts(
-                &test[k],
-                volume_ml(smp(k), &test[k].slice_any),
+                sc,
+                volume_ml(smp(k), &gate),
                 &calibration,
                 n_slices,
             ))
@@ -402,12 +400,7 @@ pub fn evaluate(
         let [ns, c, h, w] = s.shape;
         let (fh, fw) = cfg.feature_hw_for(h, w);
         let per = fh * fw;
-        let peak = (0..ns)
-            .max_by(|&a, &b| {
-                let m = |q: usize| test[k].heatmap[q * per..(q + 1) * per].iter().sum::<f32>();
-                m(a).total_cmp(&m(b))
-            })
-            .unwrap_or(0);
+        let peak = test[k].peak_slice(ns);
         let pixels = &s.images[(peak * c) * h * w..][..h * w];
         let heat = heat_to_pixels(
             cfg,

@@ -4,6 +4,7 @@
 use hn_model::HemorrhageNet;
 use hn_model::burn::prelude::*;
 
+use crate::metrics::sigmoid;
 use crate::sample::{InputMask, StudySample, make_batch};
 
 /// Raw outputs for one study (logits before temperature scaling).
@@ -107,11 +108,6 @@ pub fn score(
     out
 }
 
-/// Logistic function.
-pub fn sigmoid(z: f64) -> f64 {
-    crate::metrics::sigmoid(z)
-}
-
 impl StudyScores {
     /// Calibrated P(any) at temperature `t`.
     pub fn p_any(&self, t: f64) -> f64 {
@@ -134,6 +130,27 @@ impl StudyScores {
         r[0] = self.p_any(t_any);
         r[1..].copy_from_slice(&self.p_subtypes(t_any, t_sub));
         r
+    }
+
+    /// Heatmap mass of each of the `n_slices` slices (sums to 1 over the study).
+    pub fn slice_heat_mass(&self, n_slices: usize) -> Vec<f64> {
+        let per = self.heatmap.len() / n_slices.max(1);
+        (0..n_slices)
+            .map(|q| {
+                self.heatmap[q * per..(q + 1) * per]
+                    .iter()
+                    .map(|v| f64::from(*v))
+                    .sum()
+            })
+            .collect()
+    }
+
+    /// Slice holding the most heatmap mass.
+    pub fn peak_slice(&self, n_slices: usize) -> usize {
+        let mass = self.slice_heat_mass(n_slices);
+        (0..n_slices)
+            .max_by(|&a, &b| mass[a].total_cmp(&mass[b]))
+            .unwrap_or(0)
     }
 
     /// Max over slices of the per-slice `[any, subtypes]` probabilities.

@@ -408,10 +408,7 @@ pub fn train(
             cfg.net.slices, cfg.net.size
         )));
     }
-    let windows = hn_data::cache::PreprocessConfig::clone(&crate::sample::default_preprocess(
-        shape[0], shape[2],
-    ))
-    .windows;
+    let windows = crate::sample::default_preprocess(shape[0], shape[2]).windows;
     std::fs::create_dir_all(out_dir)
         .map_err(io_err(out_dir))
         .map_err(TrainError::from)?;

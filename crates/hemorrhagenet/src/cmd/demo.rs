@@ -94,7 +94,6 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let ev = super::evaluate::run_evaluation(
         &model,
         &data,
-        &cfg.split,
         Split::Test,
         args.bootstrap,
         17,

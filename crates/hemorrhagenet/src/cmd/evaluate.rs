@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use hn_data::splits::Split;
 use hn_engine::checkpoint::{LoadedModel, load_model};
-use hn_engine::dataset::{Dataset, SplitConfig};
+use hn_engine::dataset::Dataset;
 use hn_engine::evaluate::{EvalOptions, Evaluation, evaluate};
 use hn_engine::train::TrainConfig;
 use hn_model::burn::prelude::Device;
@@ -61,15 +61,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         SplitArg::Test => Split::Test,
         SplitArg::Validation => Split::Validation,
     };
-    let ev = run_evaluation(
-        &model,
-        &data,
-        &cfg.split,
-        split,
-        args.bootstrap,
-        args.seed,
-        &args.out,
-    )?;
+    let ev = run_evaluation(&model, &data, split, args.bootstrap, args.seed, &args.out)?;
     print_summary(&ev);
     Ok(ExitCode::SUCCESS)
 }
@@ -78,7 +70,6 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
 pub fn run_evaluation(
     model: &LoadedModel,
     data: &Dataset,
-    _split_cfg: &SplitConfig,
     split: Split,
     bootstrap: usize,
     seed: u64,
