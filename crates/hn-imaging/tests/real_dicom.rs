@@ -131,8 +131,8 @@ fn every_decodable_file_matches_pydicom() {
 
 #[test]
 fn lossy_jpeg2000_ct_within_pydicom_tolerance() {
-    // Lossy J2K: different decoders may round differently; openjp2 and OpenJPEG agree here
-    // exactly, but allow 0.5 HU mean difference so a decoder update is not a false alarm.
+    // Lossy J2K: different decoders may round differently; the pure-Rust openjp2 port and
+    // OpenJPEG (used now) agree here exactly, but allow 0.5 HU mean difference so a decoder update is not a false alarm.
     let v = read_series(&[data("693_J2KI.dcm")], &raw_opts())
         .unwrap()
         .volume;
@@ -279,9 +279,88 @@ fn corrupt_compressed_streams_are_errors() {
         }
         let p = dir.path().join(src);
         std::fs::write(&p, &b).unwrap();
-        let e = read_series(&[p], &ReadOptions::default()).unwrap_err();
+        let e = match read_series(&[p], &ReadOptions::default()) {
+            Ok(_) => panic!("{src}: damaged stream decoded without error"),
+            Err(e) => e,
+        };
         assert!(matches!(e, ImagingError::Decode { .. }), "{src}: {e}");
     }
+    // JPEG 2000 has no checksum over its coded data: damage inside code blocks decodes to wrong
+    // pixels in every decoder (pydicom + OpenJPEG included), so only damage the decoder can see
+    // is tested here: a broken image-size (SIZ) marker segment and a stream cut before its data.
+    for src in ["693_J2KI.dcm", "MR_small_jp2klossless.dcm"] {
+        let orig = std::fs::read(data(src)).unwrap();
+        let soc = orig
+            .windows(4)
+            .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])
+            .expect("J2K codestream");
+        let mut siz = orig.clone();
+        siz[soc + 6..soc + 22].fill(0xFF);
+        let cut = orig[..soc + 40].to_vec();
+        for (what, bytes) in [("siz", siz), ("cut", cut)] {
+            let p = dir.path().join(format!("{what}_{src}"));
+            std::fs::write(&p, &bytes).unwrap();
+            let e = match read_series(std::slice::from_ref(&p), &ReadOptions::default()) {
+                Ok(_) => panic!("{src} ({what}): damaged stream decoded without error"),
+                Err(e) => e,
+            };
+            assert!(e.to_string().contains(&format!("{what}_{src}")), "{e}");
+        }
+    }
+}
+
+/// JPEG 2000 is decoded by C code (OpenJPEG), where a bad stream could crash the process
+/// instead of panicking; damage the codestreams at many places, and cut them short, and require
+/// every read to come back (a crash fails the whole test binary).
+#[test]
+fn mutated_jpeg2000_streams_never_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut errors = 0;
+    let mut tried = 0;
+    for src in [
+        "693_J2KI.dcm",
+        "MR_small_jp2klossless.dcm",
+        "emri_small_jpeg_2k_lossless.dcm",
+    ] {
+        let orig = std::fs::read(data(src)).unwrap();
+        // The codestream starts at its SOC marker (FF 4F FF 51).
+        let soc = orig
+            .windows(4)
+            .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])
+            .expect("J2K codestream");
+        let len = orig.len() - soc;
+        let step = (len / 80).max(1);
+        for (n, pos) in (soc..orig.len()).step_by(step).enumerate() {
+            let mut b = orig.clone();
+            match n % 4 {
+                0 => b[pos..(pos + 8).min(orig.len())].fill(0xFF),
+                1 => b[pos..(pos + 8).min(orig.len())].fill(0x00),
+                2 => {
+                    for (k, v) in b[pos..(pos + 64).min(orig.len())].iter_mut().enumerate() {
+                        *v = v.wrapping_mul(31).wrapping_add(k as u8);
+                    }
+                }
+                _ => b.truncate(pos.max(soc + 2)),
+            }
+            let p = dir.path().join(format!("j{n}_{src}"));
+            std::fs::write(&p, &b).unwrap();
+            let r = std::panic::catch_unwind(|| {
+                read_series(std::slice::from_ref(&p), &ReadOptions::default())
+            });
+            assert!(r.is_ok(), "panic on {src} mutated at {pos}");
+            if let Ok(Err(e)) = r {
+                assert!(e.to_string().contains(&format!("j{n}_{src}")), "{e}");
+                errors += 1;
+            }
+            tried += 1;
+        }
+    }
+    assert!(tried > 200, "{tried}");
+    // Damage must be noticed at least sometimes (not every mutation hits coded data).
+    assert!(
+        errors > 20,
+        "only {errors} of {tried} damaged streams were errors"
+    );
 }
 
 #[test]
