@@ -42,7 +42,7 @@ fn conv_weight_gradients_match_finite_differences() {
         let f = |dev: &Device, wv: &[f64], rq: bool| -> (Tensor<1>, Tensor<4>) {
             let xt = Tensor::<4>::from_data(TensorData::new(x.clone(), [b, cin, hw, hw]), dev);
             let mut wt =
-                Tensor::<4>::from_data(TensorData::new(wv.to_vec(), [cout, cin, k, k]), dev);
+                Tensor::<4>::from_data(TensorData::new(wv.try_to_vec(), [cout, cin, k, k]), dev);
             if rq {
                 wt = wt.require_grad();
             }
@@ -50,7 +50,7 @@ fn conv_weight_gradients_match_finite_differences() {
             let [_, _, ho, wo] = y.dims();
             let n = b * cout * ho * wo;
             let rt =
-                Tensor::<4>::from_data(TensorData::new(r[..n].to_vec(), [b, cout, ho, wo]), dev);
+                Tensor::<4>::from_data(TensorData::new(r[..n].try_to_vec(), [b, cout, ho, wo]), dev);
             ((y * rt).sum(), wt)
         };
         let (l, wt) = f(&ad, &wv, true);
@@ -60,7 +60,7 @@ fn conv_weight_gradients_match_finite_differences() {
             .unwrap()
             .into_data()
             .convert::<f64>()
-            .to_vec()
+            .try_to_vec()
             .unwrap();
         let mut maxrel: f64 = 0.0;
         for idx in [0usize, 1, 5, cout * cin * k * k / 2, cout * cin * k * k - 1] {
@@ -72,13 +72,13 @@ fn conv_weight_gradients_match_finite_differences() {
                 .0
                 .into_data()
                 .convert::<f64>()
-                .to_vec::<f64>()
+                .try_to_vec::<f64>()
                 .unwrap()[0];
             let lm: f64 = f(&plain, &wm, false)
                 .0
                 .into_data()
                 .convert::<f64>()
-                .to_vec::<f64>()
+                .try_to_vec::<f64>()
                 .unwrap()[0];
             let fd = (lp - lm) / 2e-6;
             maxrel = maxrel.max((fd - gw[idx]).abs() / fd.abs().max(1e-9));
