@@ -42,7 +42,7 @@ fn conv_weight_gradients_match_finite_differences() {
         let f = |dev: &Device, wv: &[f64], rq: bool| -> (Tensor<1>, Tensor<4>) {
             let xt = Tensor::<4>::from_data(TensorData::new(x.clone(), [b, cin, hw, hw]), dev);
             let mut wt =
-                Tensor::<4>::from_data(TensorData::new(wv.try_to_vec(), [cout, cin, k, k]), dev);
+                Tensor::<4>::from_data(TensorData::new(wv.to_vec(), [cout, cin, k, k]), dev);
             if rq {
                 wt = wt.require_grad();
             }
@@ -50,7 +50,7 @@ fn conv_weight_gradients_match_finite_differences() {
             let [_, _, ho, wo] = y.dims();
             let n = b * cout * ho * wo;
             let rt =
-                Tensor::<4>::from_data(TensorData::new(r[..n].try_to_vec(), [b, cout, ho, wo]), dev);
+                Tensor::<4>::from_data(TensorData::new(r[..n].to_vec(), [b, cout, ho, wo]), dev);
             ((y * rt).sum(), wt)
         };
         let (l, wt) = f(&ad, &wv, true);
