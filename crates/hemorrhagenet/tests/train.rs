@@ -62,6 +62,12 @@ fn same_seed_same_metrics_and_resume_after_kill_matches() {
     let ha = history(&a);
     assert_eq!(ha.as_array().unwrap().len(), 3);
     assert_eq!(ha, history(&b), "same seed and data must give the same run");
+    // The slice-head diagnostic is computed over the validation slices (synthetic studies all
+    // carry slice labels) and is a probability-scale AUC.
+    for e in ha.as_array().unwrap() {
+        let a = e["val"]["auc_slice_any"].as_f64().expect("auc_slice_any");
+        assert!((0.0..=1.0).contains(&a), "{a}");
+    }
     for f in [
         "model/model.bpk",
         "model/model.config.json",

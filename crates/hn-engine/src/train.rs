@@ -219,6 +219,10 @@ pub struct ValMetrics {
     /// Mean AUC over subtypes with both classes present.
     pub auc_subtypes_mean: Option<f64>,
     pub auc_mortality: Option<f64>,
+    /// Slice-level AUC of P(bleed on this slice) over every labelled validation slice: a
+    /// diagnostic of the slice head (not part of the selection score).
+    #[serde(default)]
+    pub auc_slice_any: Option<f64>,
     /// Mean of the available AUCs: the selection score.
     pub score: f64,
 }
@@ -317,6 +321,14 @@ pub fn val_metrics(samples: &[StudySample], idx: &[usize], scores: &[StudyScores
             .map(|&k| samples[idx[k]].outcomes.mortality_30d.unwrap())
             .collect(),
     );
+    let (mut slice_s, mut slice_y) = (Vec::new(), Vec::new());
+    for (k, &i) in idx.iter().enumerate() {
+        if let Some(labels) = &samples[i].slice_labels {
+            slice_s.extend(scores[k].slice_any.iter().copied());
+            slice_y.extend(labels.iter().map(|l| l.any));
+        }
+    }
+    m.auc_slice_any = auc(slice_s, slice_y);
     let parts: Vec<f64> = [m.auc_any, m.auc_subtypes_mean, m.auc_mortality]
         .into_iter()
         .flatten()

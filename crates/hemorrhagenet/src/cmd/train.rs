@@ -107,12 +107,13 @@ pub fn run_training(
             }
             let f = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "–".into());
             eprintln!(
-                "epoch {:>2}: loss {:.3}  val AUC any {} subtypes {} mortality {}  {:.0}s{}",
+                "epoch {:>2}: loss {:.3}  val AUC any {} subtypes {} mortality {} (slice any {})  {:.0}s{}",
                 rec.epoch,
                 rec.train_loss,
                 f(rec.val.auc_any),
                 f(rec.val.auc_subtypes_mean),
                 f(rec.val.auc_mortality),
+                f(rec.val.auc_slice_any),
                 rec.seconds,
                 if improved { "  (best, saved)" } else { "" }
             );
