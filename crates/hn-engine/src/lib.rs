@@ -7,6 +7,7 @@ pub mod augment;
 pub mod baselines;
 pub mod checkpoint;
 pub mod dataset;
+pub mod devices;
 pub mod evaluate;
 pub mod infer;
 pub mod metrics;

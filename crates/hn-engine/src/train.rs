@@ -403,6 +403,23 @@ pub fn train(
     resume: bool,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<TrainSummary, TrainError> {
+    train_on(cfg, data, out_dir, resume, &[Device::flex()], progress)
+}
+
+/// [`train`] on `devices` (plain devices, main first; see [`crate::devices::parse_devices`]).
+/// One device trains as usual; several split every batch into one shard per device and
+/// average their gradients ([`crate::devices::data_parallel_grads`]). Validation,
+/// calibration and checkpoints run on the main device.
+pub fn train_on(
+    cfg: &TrainConfig,
+    data: &Dataset,
+    out_dir: &Path,
+    resume: bool,
+    devices: &[Device],
+    progress: &mut dyn FnMut(Progress),
+) -> Result<TrainSummary, TrainError> {
+    let main_device = devices.first().cloned().unwrap_or_else(Device::flex);
+    let workers: Vec<Device> = devices.iter().map(|d| d.clone().autodiff()).collect();
     cfg.validate().map_err(TrainError::Invalid)?;
     let train_idx = data.indices(Split::Train);
     let val_idx = data.indices(Split::Validation);
@@ -426,7 +443,7 @@ pub fn train(
         .map_err(TrainError::from)?;
     let digest = data.digest();
     let model_cfg = cfg.net.model_config(shape[1]);
-    let device = Device::flex().autodiff();
+    let device = main_device.clone().autodiff();
     device.seed(cfg.seed);
     let loss_cfg = MultiTaskLossConfig::new().with_pos_weight_any(cfg.pos_weight_any);
     let mut model = Trainable::new(&model_cfg, &loss_cfg, &device);
@@ -477,13 +494,18 @@ pub fn train(
         steps_per_epoch,
         resumed_from: state.epoch,
     });
-    let infer_device = Device::flex();
+    let infer_device = main_device.clone();
     let done = state.stopped_early || state.epoch >= cfg.epochs;
     for epoch in state.epoch..if done { state.epoch } else { cfg.epochs } {
         let t0 = std::time::Instant::now();
         // Each epoch re-seeds the backend so dropout masks do not depend on how many epochs
         // ran in this process (resume gives the same run as no crash).
         device.seed(cfg.seed.wrapping_add(1 + epoch as u64));
+        for (k, w) in workers.iter().enumerate().skip(1) {
+            if *w != device {
+                w.seed(cfg.seed.wrapping_add(1 + epoch as u64) ^ ((k as u64) << 32));
+            }
+        }
         let order = epoch_order(&train_idx, cfg.seed, epoch);
         let mut loss_sum = 0.0;
         let mut task_sum = [0.0f64; 4];
@@ -524,10 +546,43 @@ pub fn train(
                     r.slices = None;
                 }
             }
-            let input = make_batch(&refs, Some(&imgs), mask, &device);
-            let targets = ModelTargets::from_rows(&rows, shape[0], &device);
-            let (_, loss) = model.forward(input, &targets);
-            let value = f64::from(loss.total.clone().into_scalar::<f32>());
+            let (step_loss, grads) = if workers.len() <= 1 {
+                let input = make_batch(&refs, Some(&imgs), mask, &device);
+                let targets = ModelTargets::from_rows(&rows, shape[0], &device);
+                let (_, loss) = model.forward(input, &targets);
+                let host = |t: Tensor<1>| -> Vec<f64> {
+                    t.into_data()
+                        .convert::<f32>()
+                        .try_to_vec::<f32>()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(f64::from)
+                        .collect()
+                };
+                let step_loss = crate::devices::StepLoss {
+                    total: f64::from(loss.total.clone().into_scalar::<f32>()),
+                    per_task: host(loss.per_task.clone()),
+                    task_weights: host(loss.task_weights.clone()),
+                };
+                (
+                    step_loss,
+                    GradientsParams::from_grads(loss.total.backward(), &model),
+                )
+            } else {
+                let per = refs.len().div_ceil(workers.len());
+                let shards = workers
+                    .iter()
+                    .zip(refs.chunks(per).zip(imgs.chunks(per)).zip(rows.chunks(per)))
+                    .map(|(w, ((r, im), ro))| crate::devices::Shard {
+                        device: w.clone(),
+                        input: make_batch(r, Some(im), mask, w),
+                        targets: ModelTargets::from_rows(ro, shape[0], w),
+                        weight: r.len() as f64 / refs.len() as f64,
+                    })
+                    .collect();
+                crate::devices::data_parallel_grads(&model, &device, shards)
+            };
+            let value = step_loss.total;
             if !value.is_finite() {
                 return Err(TrainError::Invalid(format!(
                     "loss became {value} at epoch {} step {b}; lower lr (now {lr:.2e})",
@@ -535,24 +590,10 @@ pub fn train(
                 )));
             }
             loss_sum += value;
-            let per_task: Vec<f32> = loss
-                .per_task
-                .clone()
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .unwrap_or_default();
-            for (a, v) in task_sum.iter_mut().zip(per_task) {
-                *a += f64::from(v);
+            for (a, v) in task_sum.iter_mut().zip(&step_loss.per_task) {
+                *a += v;
             }
-            task_weights = loss
-                .task_weights
-                .clone()
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .unwrap_or_default();
-            let grads = GradientsParams::from_grads(loss.total.backward(), &model);
+            task_weights = step_loss.task_weights.iter().map(|&v| v as f32).collect();
             lr = learning_rate(cfg, state.step, steps_per_epoch);
             model = optim.step(lr, model, grads);
             state.step += 1;

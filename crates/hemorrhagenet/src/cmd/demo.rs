@@ -87,7 +87,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         t0.elapsed().as_secs_f64()
     );
     let run_dir = args.out.join("run");
-    super::train::run_training(&cfg, &data, &run_dir, false)?;
+    super::train::run_training(
+        &cfg,
+        &data,
+        &run_dir,
+        false,
+        &[hn_model::burn::prelude::Device::flex()],
+    )?;
     eprintln!("[2/4] trained ({:.0}s)", t0.elapsed().as_secs_f64());
     let model = load_model(&run_dir.join("model"), &Device::flex())?;
     let report_dir = args.out.join("report");

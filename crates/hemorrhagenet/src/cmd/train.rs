@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use hn_engine::train::{Progress, TrainConfig, train};
+use hn_engine::train::{Progress, TrainConfig, train_on};
 
 use super::data_args::{DataArgs, bar, load};
 
@@ -26,31 +26,16 @@ pub struct TrainArgs {
     /// Continue from OUT/last after an interruption (same config and data required).
     #[arg(long)]
     pub resume: bool,
-    /// Devices, comma-separated: `cpu` (default, pure-Rust flex backend). GPU devices
-    /// (`cuda:0,cuda:1`) need a build with the `cuda` or `tch` feature.
+    /// Devices, comma-separated, main first: `cpu` (default, pure-Rust flex backend);
+    /// `cuda:N` with a `--features cuda` build; `libtorch` or `libtorch-cuda:N` with a
+    /// `--features tch` build. Several devices train data-parallel (each batch split across
+    /// them, gradients averaged).
     #[arg(long, default_value = "cpu")]
     pub devices: String,
 }
 
-/// Check `--devices` against what this build can run.
-pub fn check_devices(devices: &str) -> anyhow::Result<()> {
-    let list: Vec<&str> = devices
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    match list.as_slice() {
-        ["cpu"] | [] => Ok(()),
-        _ => anyhow::bail!(
-            "--devices {devices}: this build has only the pure-Rust CPU backend (flex), one \
-             device. Multi-GPU training runs through burn's multi-device strategy on a build \
-             with the `cuda` or `tch` feature; see docs/TRAINING.md"
-        ),
-    }
-}
-
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
-    check_devices(&args.devices)?;
+    let devices = hn_engine::devices::parse_devices(&args.devices).map_err(anyhow::Error::msg)?;
     let mut cfg = match &args.config {
         Some(p) => TrainConfig::from_toml_file(p)?,
         None => TrainConfig::default(),
@@ -64,7 +49,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     cfg.validate()
         .map_err(|m| anyhow::anyhow!("invalid training config: {m}"))?;
     let data = load(&args.data, cfg.net.slices, cfg.net.size, &cfg.split)?;
-    let summary = run_training(&cfg, &data, &args.out, args.resume)?;
+    let summary = run_training(&cfg, &data, &args.out, args.resume, &devices)?;
     let st = &summary.state;
     println!(
         "best epoch {} of {} (validation score {:.4}); model: {}",
@@ -82,10 +67,11 @@ pub fn run_training(
     data: &hn_engine::dataset::Dataset,
     out: &std::path::Path,
     resume: bool,
+    devices: &[hn_model::burn::prelude::Device],
 ) -> anyhow::Result<hn_engine::train::TrainSummary> {
     let mut pb: Option<indicatif::ProgressBar> = None;
     let mut steps = 0;
-    let summary = train(cfg, data, out, resume, &mut |p| match p {
+    let summary = train_on(cfg, data, out, resume, devices, &mut |p| match p {
         Progress::Start {
             epochs,
             steps_per_epoch,
