@@ -221,7 +221,7 @@ mod tests {
 
     /// Study `i` of a batch whose halves have the same label structure.
     fn row(i: usize, s: usize) -> TargetRow {
-        let bleed = i % 2 == 0;
+        let bleed = i.is_multiple_of(2);
         let mut sub = [false; 5];
         sub[1] = bleed;
         TargetRow {
