@@ -11,6 +11,7 @@ epochs = 3
 batch_size = 4
 patience = 0
 mc_passes = 3
+pretrain_epochs = 0
 [net]
 slices = 6
 size = 32
@@ -273,7 +274,14 @@ fn trains_from_a_manifest_through_the_cache() {
     let manifest = dir.path().join("manifest.csv");
     std::fs::write(&manifest, csv).unwrap();
     let cfg = dir.path().join("tiny.toml");
-    std::fs::write(&cfg, TINY.replace("epochs = 3", "epochs = 1")).unwrap();
+    // Manifests carry study labels only: the requested encoder pre-training is skipped with a
+    // warning, and training goes on.
+    std::fs::write(
+        &cfg,
+        TINY.replace("epochs = 3", "epochs = 1")
+            .replace("pretrain_epochs = 0", "pretrain_epochs = 1"),
+    )
+    .unwrap();
     let run = |out: &str| {
         bin()
             .args(["train", "--dataset", "manifest", "--root"])
@@ -292,6 +300,7 @@ fn trains_from_a_manifest_through_the_cache() {
         err.contains("BROKEN") && err.contains("does-not-exist"),
         "{err}"
     );
+    assert!(err.contains("pre-training skipped"), "{err}");
     let card: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("run1/model/card.json")).unwrap(),
     )
@@ -376,4 +385,58 @@ fn data_parallel_devices_train_deterministically() {
             "epoch {e}: {a} vs {b}"
         );
     }
+}
+
+/// `pretrain_epochs` runs the mixed-slice encoder phase first: its per-epoch record is
+/// written, the run stays deterministic, and it changes what the end-to-end epochs start from.
+#[test]
+fn encoder_pretraining_runs_first_and_is_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("pre.toml");
+    std::fs::write(
+        &cfg,
+        TINY.replace(
+            "pretrain_epochs = 0",
+            "pretrain_epochs = 2\npretrain_batch = 16",
+        ),
+    )
+    .unwrap();
+    let run = |name: &str| {
+        let out = dir.path().join(name);
+        let o = train_cmd(&cfg, &out).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("pre-training epoch 2"));
+        let pre: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("pretrain.json")).unwrap())
+                .unwrap();
+        let pre = pre.as_array().unwrap().clone();
+        assert_eq!(pre.len(), 2);
+        for r in &pre {
+            assert!(r["loss"].as_f64().unwrap().is_finite());
+            assert!(r["slices"].as_u64().unwrap() > 0);
+        }
+        (pre, history(&out))
+    };
+    let (pa, ha) = run("a");
+    let (pb, hb) = run("b");
+    let strip = |v: &Vec<serde_json::Value>| {
+        v.iter()
+            .map(|r| r["loss"].as_f64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&pa), strip(&pb));
+    assert_eq!(ha, hb);
+    // Without pre-training the end-to-end epochs start elsewhere.
+    let plain = dir.path().join("tiny.toml");
+    std::fs::write(&plain, TINY).unwrap();
+    let out = dir.path().join("plain");
+    assert!(
+        train_cmd(&plain, &out)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(!out.join("pretrain.json").exists());
+    assert_ne!(history(&out)[0]["train_loss"], ha[0]["train_loss"]);
 }

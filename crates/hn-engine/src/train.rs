@@ -101,6 +101,12 @@ pub struct TrainConfig {
     pub hide_images: f64,
     /// Positive-class weight of the bleed label (1 = none).
     pub pos_weight_any: f64,
+    /// Epochs of encoder pre-training on single slices mixed across studies before the
+    /// end-to-end epochs (0 = none; skipped with a warning when the training split has no
+    /// slice labels). See `hn_model::pretrain`.
+    pub pretrain_epochs: usize,
+    /// Slices per pre-training batch.
+    pub pretrain_batch: usize,
     /// MC-dropout passes for uncertainty at calibration and prediction.
     pub mc_passes: usize,
     /// Fraction of validation cases the referral policy should refer.
@@ -125,6 +131,8 @@ impl Default for TrainConfig {
             hide_clinical: 0.15,
             hide_images: 0.1,
             pos_weight_any: 1.0,
+            pretrain_epochs: 3,
+            pretrain_batch: 64,
             mc_passes: 10,
             target_referral_rate: 0.1,
             net: NetSection::default(),
@@ -155,8 +163,8 @@ impl TrainConfig {
     /// Reject values that cannot train.
     pub fn validate(&self) -> Result<(), String> {
         let n = &self.net;
-        if self.epochs == 0 || self.batch_size == 0 {
-            return Err("epochs and batch_size must be ≥ 1".into());
+        if self.epochs == 0 || self.batch_size == 0 || self.pretrain_batch == 0 {
+            return Err("epochs, batch_size and pretrain_batch must be ≥ 1".into());
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return Err(format!("lr must be positive, got {}", self.lr));
@@ -264,7 +272,27 @@ pub enum Progress<'a> {
         loss: f64,
     },
     Epoch(&'a EpochRecord, bool),
+    /// A pre-training step (before the end-to-end epochs).
+    PretrainStep {
+        epoch: usize,
+        epochs: usize,
+        step: usize,
+        steps: usize,
+        loss: f64,
+    },
+    /// A pre-training epoch finished.
+    PretrainEpoch(&'a PretrainRecord),
     Calibrating,
+}
+
+/// One pre-training epoch, as written to `pretrain.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PretrainRecord {
+    pub epoch: usize,
+    /// Mean slice loss (any + subtypes given a bleed).
+    pub loss: f64,
+    pub slices: usize,
+    pub seconds: f64,
 }
 
 /// Learning rate at `step` (0-based) of `total`: linear warm-up, then cosine to
@@ -339,6 +367,142 @@ pub fn val_metrics(samples: &[StudySample], idx: &[usize], scores: &[StudyScores
         parts.iter().sum::<f64>() / parts.len() as f64
     };
     m
+}
+
+/// Encoder pre-training on slices mixed across studies (see `hn_model::pretrain` for why):
+/// `cfg.pretrain_epochs` passes over every labelled slice of the training split in shuffled
+/// batches of `cfg.pretrain_batch`, each slice with its `k` context slices, augmented like
+/// the studies (without slice dropout), AdamW with a short warm-up then cosine. Returns the
+/// model with the trained encoder and the per-epoch records.
+fn pretrain_encoder(
+    cfg: &TrainConfig,
+    data: &Dataset,
+    train_idx: &[usize],
+    windows: &[(f32, f32)],
+    model: Trainable,
+    device: &Device,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(Trainable, Vec<PretrainRecord>), TrainError> {
+    let pairs: Vec<(usize, usize)> = train_idx
+        .iter()
+        .filter(|&&i| {
+            let s = &data.samples[i];
+            s.slice_labels
+                .as_ref()
+                .is_some_and(|l| l.len() == s.shape[0])
+        })
+        .flat_map(|&i| (0..data.samples[i].shape[0]).map(move |k| (i, k)))
+        .collect();
+    if pairs.is_empty() {
+        // CQ500 and most manifests have study labels only: nothing to pre-train on.
+        tracing::warn!(
+            "encoder pre-training skipped: no study in the training split has slice labels"
+        );
+        return Ok((model, Vec::new()));
+    }
+    let Trainable { net, loss } = model;
+    let mut pre = hn_model::SlicePretrainer::new(net, device);
+    let mut adamw = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32);
+    if cfg.grad_clip > 0.0 {
+        adamw = adamw.with_grad_clipping(Some(
+            hn_model::burn::grad_clipping::GradientClippingConfig::Norm(cfg.grad_clip as f32),
+        ));
+    }
+    let mut optim = adamw.init();
+    let k = cfg.net.neighbour_slices;
+    let aug = AugmentConfig {
+        slice_dropout: 0.0,
+        ..cfg.augment
+    };
+    let bs = cfg.pretrain_batch;
+    let steps = pairs.len().div_ceil(bs);
+    let total = (steps * cfg.pretrain_epochs) as f64;
+    let warm = (total * 0.05).max(1.0);
+    let mut records = Vec::new();
+    let mut step_no = 0usize;
+    for epoch in 0..cfg.pretrain_epochs {
+        let t0 = std::time::Instant::now();
+        let mut order = pairs.clone();
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5EE_D0F5_11CE ^ (epoch as u64) << 40);
+        order.shuffle(&mut rng);
+        let mut loss_sum = 0.0;
+        for (b, chunk) in order.chunks(bs).enumerate() {
+            let [s, c, h, w] = data.samples[chunk[0].0].shape;
+            let ctx = 2 * k + 1;
+            let mut x = Vec::with_capacity(chunk.len() * ctx * c * h * w);
+            let mut y = Vec::with_capacity(chunk.len() * 6);
+            let mut modality = Vec::with_capacity(chunk.len());
+            for &(i, sl) in chunk {
+                let smp = &data.samples[i];
+                let plane = c * h * w;
+                let mut stack = Vec::with_capacity(ctx * plane);
+                for off in 0..ctx {
+                    let src = (sl + off).saturating_sub(k).min(s - 1);
+                    stack.extend_from_slice(&smp.images[src * plane..(src + 1) * plane]);
+                }
+                // The context slices are stacked as channels in slice order, as in the model.
+                x.extend(augment(
+                    &stack,
+                    [ctx, c, h, w],
+                    windows,
+                    None,
+                    &aug,
+                    &mut rng,
+                ));
+                let labels = smp.slice_labels.as_ref().expect("filtered above");
+                y.extend(
+                    crate::sample::label_row(&labels[sl]).map(|v| if v { 1.0f32 } else { 0.0 }),
+                );
+                modality.push(smp.modality);
+            }
+            let n = chunk.len();
+            let xt = Tensor::<4>::from_data(TensorData::new(x, [n, ctx * c, h, w]), device);
+            let yt = Tensor::<2>::from_data(TensorData::new(y, [n, 6]), device);
+            let mt = Tensor::<1, Int>::from_data(TensorData::new(modality, [n]), device);
+            let l = hn_model::SlicePretrainer::loss(pre.forward(xt, mt), yt);
+            let value = f64::from(l.clone().into_scalar::<f32>());
+            if !value.is_finite() {
+                return Err(TrainError::Invalid(format!(
+                    "pre-training loss became {value} at epoch {} step {b}; lower lr",
+                    epoch + 1
+                )));
+            }
+            loss_sum += value;
+            let t = step_no as f64;
+            let lr = if t < warm {
+                cfg.lr * (t + 1.0) / (warm + 1.0)
+            } else {
+                let u = ((t - warm) / (total - warm).max(1.0)).clamp(0.0, 1.0);
+                let floor = cfg.lr * cfg.min_lr_ratio;
+                floor + (cfg.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * u).cos())
+            };
+            let grads = GradientsParams::from_grads(l.backward(), &pre);
+            pre = optim.step(lr, pre, grads);
+            step_no += 1;
+            progress(Progress::PretrainStep {
+                epoch: epoch + 1,
+                epochs: cfg.pretrain_epochs,
+                step: b + 1,
+                steps,
+                loss: value,
+            });
+        }
+        let rec = PretrainRecord {
+            epoch: epoch + 1,
+            loss: loss_sum / steps as f64,
+            slices: pairs.len(),
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        progress(Progress::PretrainEpoch(&rec));
+        records.push(rec);
+    }
+    Ok((
+        Trainable {
+            net: pre.into_net(),
+            loss,
+        },
+        records,
+    ))
 }
 
 fn save_last(
@@ -488,6 +652,19 @@ pub fn train_on(
         model = m;
         optim = o;
         state = st;
+    }
+    if !resume && state.epoch == 0 && cfg.pretrain_epochs > 0 {
+        device.seed(cfg.seed ^ 0x9E37);
+        let (m, records) =
+            pretrain_encoder(cfg, data, &train_idx, &windows, model, &device, progress)?;
+        model = m;
+        let path = out_dir.join("pretrain.json");
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&records).expect("records serialise"),
+        )
+        .map_err(io_err(&path))
+        .map_err(TrainError::from)?;
     }
     progress(Progress::Start {
         epochs: cfg.epochs,

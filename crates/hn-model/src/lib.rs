@@ -21,6 +21,7 @@ pub mod graph;
 pub mod heads;
 pub mod loss;
 pub mod model;
+pub mod pretrain;
 pub mod uncertainty;
 mod util;
 
@@ -35,6 +36,7 @@ pub use model::{
     HemorrhageNet, HemorrhageNetConfig, MODALITY_CT, MODALITY_MR, ModelInput, ModelIoError,
     ModelOutput, ModelProbabilities, ModelSummary, config_path,
 };
+pub use pretrain::SlicePretrainer;
 pub use uncertainty::{McOutput, Temperatures, Uncertainty};
 
 use burn::prelude::*;

@@ -475,6 +475,35 @@ impl HemorrhageNet {
         }
     }
 
+    /// The imaging feature extractor alone, on independent slices: `x [N, C·(2k+1), H, W]`
+    /// (each slice with its `k` context slices on each side as extra channels, windowed as in
+    /// [`ModelInput::images`]) and `modality [N]` → `[N, D, h, w]`, with the same per-modality
+    /// channel normalisation as [`forward`](Self::forward). Used to pre-train the encoder on
+    /// slices mixed across studies ([`SlicePretrainer`](crate::SlicePretrainer)).
+    pub fn encode_slices(&self, x: Tensor<4>, modality: Tensor<1, Int>) -> Tensor<4> {
+        let [n, cin, height, width] = x.dims();
+        let c = self.config.channels;
+        assert_eq!(
+            cin,
+            self.config.cnn_channels(),
+            "slices have {cin} channels, the encoder expects {}",
+            self.config.cnn_channels()
+        );
+        let groups = cin / c;
+        let scale = self
+            .channel_scale
+            .val()
+            .select(0, modality.clone())
+            .reshape([n, 1, c, 1, 1]);
+        let shift = self
+            .channel_shift
+            .val()
+            .select(0, modality)
+            .reshape([n, 1, c, 1, 1]);
+        let x = x.reshape([n, groups, c, height, width]) * scale + shift;
+        self.encoder.forward(x.reshape([n, cin, height, width]))
+    }
+
     /// `[B, S, C, H, W]` → `[B, S, C·(2k+1), H, W]`: slice `s` gets slices `s−k … s+k`
     /// (clamped at the ends) stacked as channels.
     fn with_context(&self, x: Tensor<5>) -> Tensor<5> {

@@ -104,6 +104,31 @@ pub fn run_training(
                 if improved { "  (best, saved)" } else { "" }
             );
         }
+        Progress::PretrainStep {
+            epoch,
+            epochs,
+            step,
+            steps: n,
+            loss,
+        } => {
+            let b = pb.get_or_insert_with(|| {
+                bar(
+                    n as u64,
+                    &format!("pre-training on mixed slices, epoch {epoch}/{epochs}"),
+                )
+            });
+            b.set_position(step as u64);
+            b.set_message(format!("loss {loss:.3}"));
+        }
+        Progress::PretrainEpoch(rec) => {
+            if let Some(b) = pb.take() {
+                b.finish_and_clear();
+            }
+            eprintln!(
+                "pre-training epoch {}: slice loss {:.3} over {} slices  {:.0}s",
+                rec.epoch, rec.loss, rec.slices, rec.seconds
+            );
+        }
         Progress::Calibrating => eprintln!("calibrating on the validation split"),
     })?;
     Ok(summary)
