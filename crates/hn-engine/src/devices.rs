@@ -18,6 +18,8 @@ use hn_model::burn::optim::{GradientsAccumulator, GradientsParams};
 use hn_model::burn::prelude::*;
 use hn_model::{ModelInput, ModelTargets, Trainable};
 
+use crate::scoring::host;
+
 /// Parse `--devices`: comma-separated `cpu` (burn's pure-Rust `flex` backend), and with the
 /// matching cargo feature `cuda:N` (burn's CUDA backend), `libtorch` (libtorch CPU) or
 /// `libtorch-cuda:N` (libtorch on GPU N). Returns plain (non-autodiff) devices, main first.
@@ -38,6 +40,9 @@ fn index(raw: &str, prefix: &str) -> Result<usize, String> {
         .map_err(|_| format!("expected {prefix}N with a device number N"))
 }
 
+// burn 0.22 marks the libtorch devices deprecated (burn-tch is kept but frozen); they are still
+// the only way to PyTorch's own kernels, so they stay available behind the `tch` feature.
+#[allow(deprecated)]
 fn parse_one(raw: &str) -> Result<Device, String> {
     match raw {
         "cpu" | "flex" => return Ok(Device::flex()),
@@ -87,16 +92,6 @@ pub struct StepLoss {
     pub per_task: Vec<f64>,
     /// Task weights `exp(−s_t)` (the same on every worker).
     pub task_weights: Vec<f64>,
-}
-
-fn host(t: Tensor<1>) -> Vec<f64> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .unwrap_or_default()
-        .into_iter()
-        .map(f64::from)
-        .collect()
 }
 
 /// Forward + backward of one shard on its device; gradients come back on `main`, already

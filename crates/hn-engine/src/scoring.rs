@@ -28,11 +28,12 @@ pub struct StudyScores {
     pub heatmap: Vec<f32>,
 }
 
-fn host(t: Tensor<1>) -> Vec<f64> {
+/// Host copy of a float tensor's values (row-major), widened to f64.
+pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
     t.into_data()
         .convert::<f32>()
         .try_to_vec::<f32>()
-        .expect("f32 tensor")
+        .expect("float tensors convert to f32")
         .into_iter()
         .map(f64::from)
         .collect()

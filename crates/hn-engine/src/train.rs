@@ -727,15 +727,7 @@ pub fn train_on(
                 let input = make_batch(&refs, Some(&imgs), mask, &device);
                 let targets = ModelTargets::from_rows(&rows, shape[0], &device);
                 let (_, loss) = model.forward(input, &targets);
-                let host = |t: Tensor<1>| -> Vec<f64> {
-                    t.into_data()
-                        .convert::<f32>()
-                        .try_to_vec::<f32>()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(f64::from)
-                        .collect()
-                };
+                use crate::scoring::host;
                 let step_loss = crate::devices::StepLoss {
                     total: f64::from(loss.total.clone().into_scalar::<f32>()),
                     per_task: host(loss.per_task.clone()),

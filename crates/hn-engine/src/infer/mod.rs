@@ -16,13 +16,14 @@ use std::path::{Path, PathBuf};
 use hn_data::clinical::{CLINICAL_FEATURES, N_CLINICAL};
 use hn_data::{ClinicalRecord, Outcomes, SUBTYPES};
 use hn_imaging::{Modality, Volume};
-use hn_model::burn::prelude::{Device, Tensor};
+use hn_model::burn::prelude::Device;
 use hn_model::{HemorrhageNet, ModelInput, ModelProbabilities, Temperatures};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CheckpointError, ModelCard, load_model};
 use crate::metrics::{ReferralPolicy, binary_entropy};
 use crate::sample::{InputMask, StudySample, make_batch};
+use crate::scoring::host as to_vec;
 
 pub use batch::{BatchEvent, BatchSummary, FailedStudy, predict_batch, sanitize_key};
 pub use clinical::read_clinical;
@@ -315,16 +316,6 @@ pub struct KeySlice {
 
 fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
-}
-
-fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .unwrap_or_default()
-        .into_iter()
-        .map(f64::from)
-        .collect()
 }
 
 /// Host copy of one study's probabilities.
