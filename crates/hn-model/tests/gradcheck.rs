@@ -1,13 +1,31 @@
-//! Finite-difference check of the whole backward pass, in f64.
+//! Finite-difference checks of the backward pass, in f64: the whole model (input gradients) and
+//! the convolution weight gradients.
 //!
 //! Its own test binary because it switches the flex device's default float type to f64 for
 //! the whole process (burn allows that once per device, before any tensor exists). In f32 the
 //! check is unreliable: rounding needs steps of ~1e-3, and at that size the CNN's ReLU kinks
 //! bias the quotient by 10–20 %. In f64 a step of 1e-6 avoids both.
 
+use std::sync::OnceLock;
+
 use burn::prelude::*;
 use burn::tensor::FloatDType;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
 use hn_model::*;
+
+/// The flex device switched to f64 once for this test binary (burn allows that once, before
+/// any tensor exists), shared by the tests below.
+fn f64_device() -> Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            let mut plain = Device::flex();
+            plain.configure(FloatDType::F64).expect("f64 on flex");
+            plain
+        })
+        .clone()
+}
 
 fn tiny() -> HemorrhageNetConfig {
     HemorrhageNetConfig::new()
@@ -68,8 +86,7 @@ fn rows(b: usize, s: usize) -> Vec<TargetRow> {
 /// gates, fusion, heads, loss).
 #[test]
 fn gradient_matches_finite_differences() {
-    let mut plain = Device::flex();
-    plain.configure(FloatDType::F64).expect("f64 on flex");
+    let plain = f64_device();
     let ad = plain.clone().autodiff();
     ad.seed(3);
     let cfg = tiny();
@@ -156,4 +173,73 @@ fn gradient_matches_finite_differences() {
     }
     // The missing value (index 3) gets exactly no gradient.
     assert_eq!(gc[3], 0.0);
+}
+
+/// The whole-model check (gradcheck.rs) differentiates with respect to the inputs; this one
+/// checks the *weight* gradients of the convolution shapes the encoder uses (stride 2 with
+/// padding, stride 1, 1×1 projection shortcuts), which flex computes with separate kernels.
+#[test]
+fn conv_weight_gradients_match_finite_differences() {
+    let plain = f64_device();
+    let ad = plain.clone().autodiff();
+    for (stride, pad, cin, cout, hw, k) in [
+        (2usize, 1usize, 3usize, 8usize, 16usize, 3usize),
+        (1, 1, 8, 8, 8, 3),
+        (2, 0, 4, 6, 9, 1),
+        (2, 1, 16, 32, 32, 3),
+    ] {
+        let (b,) = (2,);
+        let x = noise(1, b * cin * hw * hw);
+        let wv = noise(2, cout * cin * k * k);
+        let r = noise(3, 100000);
+        let opts = ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1);
+        let f = |dev: &Device, wv: &[f64], rq: bool| -> (Tensor<1>, Tensor<4>) {
+            let xt = Tensor::<4>::from_data(TensorData::new(x.clone(), [b, cin, hw, hw]), dev);
+            let mut wt =
+                Tensor::<4>::from_data(TensorData::new(wv.to_vec(), [cout, cin, k, k]), dev);
+            if rq {
+                wt = wt.require_grad();
+            }
+            let y = conv2d(xt, wt.clone(), None, opts.clone());
+            let [_, _, ho, wo] = y.dims();
+            let n = b * cout * ho * wo;
+            let rt =
+                Tensor::<4>::from_data(TensorData::new(r[..n].to_vec(), [b, cout, ho, wo]), dev);
+            ((y * rt).sum(), wt)
+        };
+        let (l, wt) = f(&ad, &wv, true);
+        let g = l.backward();
+        let gw: Vec<f64> = wt
+            .grad(&g)
+            .unwrap()
+            .into_data()
+            .convert::<f64>()
+            .try_to_vec()
+            .unwrap();
+        let mut maxrel: f64 = 0.0;
+        for idx in [0usize, 1, 5, cout * cin * k * k / 2, cout * cin * k * k - 1] {
+            let mut wp = wv.clone();
+            wp[idx] += 1e-6;
+            let mut wm = wv.clone();
+            wm[idx] -= 1e-6;
+            let lp: f64 = f(&plain, &wp, false)
+                .0
+                .into_data()
+                .convert::<f64>()
+                .try_to_vec::<f64>()
+                .unwrap()[0];
+            let lm: f64 = f(&plain, &wm, false)
+                .0
+                .into_data()
+                .convert::<f64>()
+                .try_to_vec::<f64>()
+                .unwrap()[0];
+            let fd = (lp - lm) / 2e-6;
+            maxrel = maxrel.max((fd - gw[idx]).abs() / fd.abs().max(1e-9));
+        }
+        assert!(
+            maxrel < 1e-5,
+            "stride {stride} pad {pad} cin {cin} k {k}: relative error {maxrel:.2e}"
+        );
+    }
 }
