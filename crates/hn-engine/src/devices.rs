@@ -111,7 +111,13 @@ fn shard_grads(model: Trainable, shard: Shard, main: &Device) -> (StepLoss, Grad
             .collect(),
         task_weights: host(loss.task_weights.clone()),
     };
-    let grads = (loss.total * shard.weight).backward();
+    // A lone shard (one device) keeps its loss as is: the single-device step, unchanged.
+    let scaled = if shard.weight == 1.0 {
+        loss.total
+    } else {
+        loss.total * shard.weight
+    };
+    let grads = scaled.backward();
     let grads = GradientsParams::from_grads(grads, &worker);
     let grads = if shard.device == *main {
         grads

@@ -301,6 +301,12 @@ pub struct PretrainRecord {
 pub fn learning_rate(cfg: &TrainConfig, step: usize, steps_per_epoch: usize) -> f64 {
     let total = (cfg.epochs * steps_per_epoch).max(1) as f64;
     let warm = (cfg.warmup_epochs * steps_per_epoch as f64).max(0.0);
+    warmup_cosine(cfg, step, warm, total)
+}
+
+/// `cfg.lr` after a linear warm-up of `warm` steps, then a cosine to `min_lr_ratio·lr` at
+/// step `total` (shared by the end-to-end epochs and the encoder pre-training).
+fn warmup_cosine(cfg: &TrainConfig, step: usize, warm: f64, total: f64) -> f64 {
     let s = step as f64;
     if s < warm {
         return cfg.lr * (s + 1.0) / (warm + 1.0);
@@ -308,6 +314,18 @@ pub fn learning_rate(cfg: &TrainConfig, step: usize, steps_per_epoch: usize) -> 
     let t = ((s - warm) / (total - warm).max(1.0)).clamp(0.0, 1.0);
     let floor = cfg.lr * cfg.min_lr_ratio;
     floor + (cfg.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
+/// AdamW with the config's weight decay and gradient clipping.
+fn adamw(cfg: &TrainConfig) -> AdamWConfig {
+    let adamw = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32);
+    if cfg.grad_clip > 0.0 {
+        adamw.with_grad_clipping(Some(
+            hn_model::burn::grad_clipping::GradientClippingConfig::Norm(cfg.grad_clip as f32),
+        ))
+    } else {
+        adamw
+    }
 }
 
 fn epoch_order(n: &[usize], seed: u64, epoch: usize) -> Vec<usize> {
@@ -402,13 +420,7 @@ fn pretrain_encoder(
     }
     let Trainable { net, loss } = model;
     let mut pre = hn_model::SlicePretrainer::new(net, device);
-    let mut adamw = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32);
-    if cfg.grad_clip > 0.0 {
-        adamw = adamw.with_grad_clipping(Some(
-            hn_model::burn::grad_clipping::GradientClippingConfig::Norm(cfg.grad_clip as f32),
-        ));
-    }
-    let mut optim = adamw.init();
+    let mut optim = adamw(cfg).init();
     let k = cfg.net.neighbour_slices;
     let aug = AugmentConfig {
         slice_dropout: 0.0,
@@ -468,14 +480,7 @@ fn pretrain_encoder(
                 )));
             }
             loss_sum += value;
-            let t = step_no as f64;
-            let lr = if t < warm {
-                cfg.lr * (t + 1.0) / (warm + 1.0)
-            } else {
-                let u = ((t - warm) / (total - warm).max(1.0)).clamp(0.0, 1.0);
-                let floor = cfg.lr * cfg.min_lr_ratio;
-                floor + (cfg.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * u).cos())
-            };
+            let lr = warmup_cosine(cfg, step_no, warm, total);
             let grads = GradientsParams::from_grads(l.backward(), &pre);
             pre = optim.step(lr, pre, grads);
             step_no += 1;
@@ -611,13 +616,7 @@ pub fn train_on(
     device.seed(cfg.seed);
     let loss_cfg = MultiTaskLossConfig::new().with_pos_weight_any(cfg.pos_weight_any);
     let mut model = Trainable::new(&model_cfg, &loss_cfg, &device);
-    let mut adamw = AdamWConfig::new().with_weight_decay(cfg.weight_decay as f32);
-    if cfg.grad_clip > 0.0 {
-        adamw = adamw.with_grad_clipping(Some(
-            hn_model::burn::grad_clipping::GradientClippingConfig::Norm(cfg.grad_clip as f32),
-        ));
-    }
-    let mut optim = adamw.init();
+    let mut optim = adamw(cfg).init();
     let last_dir = out_dir.join("last");
     let model_dir = out_dir.join("model");
     let steps_per_epoch = train_idx.len().div_ceil(cfg.batch_size);
@@ -723,34 +722,19 @@ pub fn train_on(
                     r.slices = None;
                 }
             }
-            let (step_loss, grads) = if workers.len() <= 1 {
-                let input = make_batch(&refs, Some(&imgs), mask, &device);
-                let targets = ModelTargets::from_rows(&rows, shape[0], &device);
-                let (_, loss) = model.forward(input, &targets);
-                use crate::scoring::host;
-                let step_loss = crate::devices::StepLoss {
-                    total: f64::from(loss.total.clone().into_scalar::<f32>()),
-                    per_task: host(loss.per_task.clone()),
-                    task_weights: host(loss.task_weights.clone()),
-                };
-                (
-                    step_loss,
-                    GradientsParams::from_grads(loss.total.backward(), &model),
-                )
-            } else {
-                let per = refs.len().div_ceil(workers.len());
-                let shards = workers
-                    .iter()
-                    .zip(refs.chunks(per).zip(imgs.chunks(per)).zip(rows.chunks(per)))
-                    .map(|(w, ((r, im), ro))| crate::devices::Shard {
-                        device: w.clone(),
-                        input: make_batch(r, Some(im), mask, w),
-                        targets: ModelTargets::from_rows(ro, shape[0], w),
-                        weight: r.len() as f64 / refs.len() as f64,
-                    })
-                    .collect();
-                crate::devices::data_parallel_grads(&model, &device, shards)
-            };
+            // One shard per device (a single device: the whole batch, weight 1, no copy).
+            let per = refs.len().div_ceil(workers.len());
+            let shards = workers
+                .iter()
+                .zip(refs.chunks(per).zip(imgs.chunks(per)).zip(rows.chunks(per)))
+                .map(|(w, ((r, im), ro))| crate::devices::Shard {
+                    device: w.clone(),
+                    input: make_batch(r, Some(im), mask, w),
+                    targets: ModelTargets::from_rows(ro, shape[0], w),
+                    weight: r.len() as f64 / refs.len() as f64,
+                })
+                .collect();
+            let (step_loss, grads) = crate::devices::data_parallel_grads(&model, &device, shards);
             let value = step_loss.total;
             if !value.is_finite() {
                 return Err(TrainError::Invalid(format!(

@@ -411,17 +411,7 @@ impl HemorrhageNet {
         let device = images.device();
 
         // Per-modality channel normalisation, then 2.5-D context channels.
-        let scale = self
-            .channel_scale
-            .val()
-            .select(0, modality.clone())
-            .reshape([b, 1, c, 1, 1]);
-        let shift = self
-            .channel_shift
-            .val()
-            .select(0, modality.clone())
-            .reshape([b, 1, c, 1, 1]);
-        let x = images * scale + shift;
+        let x = self.normalise_channels(images, modality.clone());
         let x = self.with_context(x);
         let cin = self.config.cnn_channels();
 
@@ -489,19 +479,25 @@ impl HemorrhageNet {
             "slices have {cin} channels, the encoder expects {}",
             self.config.cnn_channels()
         );
-        let groups = cin / c;
+        let x = self.normalise_channels(x.reshape([n, cin / c, c, height, width]), modality);
+        self.encoder.forward(x.reshape([n, cin, height, width]))
+    }
+
+    /// `x [B, G, C, H, W]` (G slices or context groups of C windowed channels) scaled and
+    /// shifted per channel with each study's modality parameters.
+    fn normalise_channels(&self, x: Tensor<5>, modality: Tensor<1, Int>) -> Tensor<5> {
+        let [b, _, c, _, _] = x.dims();
         let scale = self
             .channel_scale
             .val()
             .select(0, modality.clone())
-            .reshape([n, 1, c, 1, 1]);
+            .reshape([b, 1, c, 1, 1]);
         let shift = self
             .channel_shift
             .val()
             .select(0, modality)
-            .reshape([n, 1, c, 1, 1]);
-        let x = x.reshape([n, groups, c, height, width]) * scale + shift;
-        self.encoder.forward(x.reshape([n, cin, height, width]))
+            .reshape([b, 1, c, 1, 1]);
+        x * scale + shift
     }
 
     /// `[B, S, C, H, W]` → `[B, S, C·(2k+1), H, W]`: slice `s` gets slices `s−k … s+k`

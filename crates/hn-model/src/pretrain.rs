@@ -14,7 +14,7 @@ use burn::prelude::*;
 
 use crate::heads::N_SUBTYPES;
 use crate::loss::masked_bce;
-use crate::model::{HemorrhageNet, HemorrhageNetConfig};
+use crate::model::HemorrhageNet;
 
 /// The network plus the pre-training slice head.
 #[derive(Module, Debug)]
@@ -69,16 +69,12 @@ impl SlicePretrainer {
     pub fn into_net(self) -> HemorrhageNet {
         self.net
     }
-
-    /// Config of the wrapped network.
-    pub fn net_config(&self) -> &HemorrhageNetConfig {
-        self.net.config()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::HemorrhageNetConfig;
 
     #[test]
     fn pretraining_head_learns_and_the_encoder_is_the_networks() {
