@@ -4,6 +4,8 @@
 //! RAYON_NUM_THREADS=2 cargo run --release -p hn-model --example bench -- [batch] [slices] [size] [iters]
 //! ```
 //!
+//! `HN_WIDTHS=16,32,48,64` sets the CNN widths (the demo's; default: the library's CPU default).
+//!
 //! `HN_DEVICE=cuda` (with `--features cuda`) or `HN_DEVICE=libtorch` (with `--features tch`)
 //! runs the same measurement on those backends; the default is `flex`.
 //!
@@ -73,10 +75,20 @@ fn stats(mut ms: Vec<f64>) -> (f64, f64) {
 
 fn main() {
     let b = arg(1, 2);
-    let cfg = HemorrhageNetConfig::new()
+    let mut cfg = HemorrhageNetConfig::new()
         .with_slices(arg(2, 24))
         .with_height(arg(3, 128))
         .with_width(arg(3, 128));
+    if let Ok(w) = std::env::var("HN_WIDTHS") {
+        cfg.widths = w
+            .split(',')
+            .map(|v| {
+                v.trim()
+                    .parse()
+                    .expect("HN_WIDTHS: comma-separated integers")
+            })
+            .collect();
+    }
     let iters = arg(4, 5);
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
     let shape = format!(
