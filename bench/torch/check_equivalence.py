@@ -1,5 +1,7 @@
 """Loads the weights exported by `cargo run -p hn-model --example export_reference -- FILE`
-into the PyTorch reference, runs the same input and compares every output.
+into the PyTorch reference, runs the same input and compares every output, then the gradient
+of a fixed weighted sum of the outputs with respect to every parameter (burn's autodiff
+against PyTorch's autograd, both in f32).
 
     python bench/torch/check_equivalence.py /tmp/hn_reference.json
 
@@ -51,7 +53,40 @@ def main():
         worst = max(worst, diff / max(scale, 1e-6))
         print(f"{name:22s} max |torch - burn| = {diff:.2e}  (max |value| {scale:.3f})")
     print(f"{len(assigned)} parameter tensors loaded; worst relative difference {worst:.2e}")
-    sys.exit(0 if worst < 1e-3 else 1)
+
+    # Backward: the same scalar as export_reference.rs, sum_k w_k * out_k per output.
+    def weighted_sum(t):
+        n = t.numel()
+        k = torch.arange(n)
+        w = ((7 * k + 3) % 11).float() / 11.0 - 0.5
+        return (t.reshape(-1) * w).sum()
+
+    model.zero_grad()
+    any_logit, sub, slices, mort, mrs, heat, gates = model(images, clinical, present, modality)
+    objective = (weighted_sum(any_logit) + weighted_sum(sub) + weighted_sum(slices) + weighted_sum(mort)
+                 + weighted_sum(mrs) + weighted_sum(heat) * 100.0 + weighted_sum(gates))
+    objective.backward()
+    worst_grad, worst_name, compared = 0.0, "", 0
+    # Gradients that are zero in exact arithmetic (e.g. a bias before a softmax, which is
+    # shift-invariant) are rounding noise on both sides: compare them against the largest
+    # gradient of the model instead of their own size.
+    floor = 1e-3 * max(max(abs(v) for v in g) for g in ref["grads"].values())
+    for name, g in ref["grads"].items():
+        tname = name.replace(".gamma", ".weight").replace(".beta", ".bias")
+        p = params[tname]
+        want = torch.tensor(g, dtype=torch.float32).view(ref["params"][name]["shape"])
+        if tname in linear_weights:
+            want = want.t()
+        got = p.grad if p.grad is not None else torch.zeros_like(p)
+        # Relative to the tensor's largest gradient (tiny entries compare absolutely).
+        rel = (got - want).abs().max().item() / max(want.abs().max().item(), floor)
+        if "-v" in sys.argv:
+            print(f"  {tname:40s} max|g| {want.abs().max().item():.2e}  max|diff| {(got - want).abs().max().item():.2e}")
+        compared += 1
+        if rel > worst_grad:
+            worst_grad, worst_name = rel, tname
+    print(f"gradients of {compared} parameter tensors: worst relative difference {worst_grad:.2e} ({worst_name})")
+    sys.exit(0 if worst < 1e-3 and worst_grad < 1e-3 else 1)
 
 
 if __name__ == "__main__":

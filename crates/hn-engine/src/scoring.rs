@@ -56,7 +56,9 @@ pub fn score(
         let refs: Vec<&StudySample> = chunk.iter().map(|&i| &samples[i]).collect();
         let b = refs.len();
         let input = make_batch(&refs, None, mask, device);
-        let o = net.forward(input.clone());
+        // The CNN runs once per batch; the deterministic and the MC-dropout passes share it.
+        let encoded = net.encode(input);
+        let o = net.decode(encoded.clone());
         let s = refs[0].shape[0];
         let any = host(o.any_logit.clone());
         let sub = host(o.subtype_cond_logits.clone().reshape([b * 5]));
@@ -76,7 +78,7 @@ pub fn score(
             .expect("f32 heatmap");
         let mut mc: Vec<Vec<f64>> = vec![Vec::with_capacity(mc_passes); b];
         for _ in 0..mc_passes {
-            let p = host(net.forward_stochastic(input.clone()).any_logit);
+            let p = host(net.decode_stochastic(encoded.clone()).any_logit);
             for (k, v) in p.into_iter().enumerate() {
                 mc[k].push(v);
             }

@@ -124,7 +124,7 @@ impl ImageEncoderConfig {
 /// column: the same numbers. Written this way because burn's `flex` backend runs a strided 1×1
 /// through its general im2col path but a stride-1 1×1 straight as one GEMM (≈ 2× faster
 /// forward + backward at the demo's shapes; docs/BENCHMARKS.md).
-fn strided_pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+pub fn strided_pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [sh, sw] = conv.stride;
     let plain = conv.kernel_size != [1, 1] || conv.dilation != [1, 1] || conv.groups != 1;
     if plain || (sh == 1 && sw == 1) || conv.padding != PaddingConfig2d::Valid {
@@ -147,7 +147,7 @@ fn strided_pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// a direct path that is slow at stride 2 and computes their weight gradient through a large
 /// im2col; with 4C channels and stride 1 the stem takes the GEMM path and forward + backward
 /// of the stem is ≈ 1.5× faster at 64² (docs/BENCHMARKS.md). Odd sizes use the plain conv.
-fn stem_conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+pub fn stem_conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [n, c, h, w] = x.dims();
     let ks = conv.kernel_size;
     let rewritable = ks == [3, 3]

@@ -33,8 +33,8 @@ pub use loss::{
     rsna_weighted_log_loss,
 };
 pub use model::{
-    HemorrhageNet, HemorrhageNetConfig, MODALITY_CT, MODALITY_MR, ModelInput, ModelIoError,
-    ModelOutput, ModelProbabilities, ModelSummary, config_path,
+    EncodedBatch, HemorrhageNet, HemorrhageNetConfig, MODALITY_CT, MODALITY_MR, ModelInput,
+    ModelIoError, ModelOutput, ModelProbabilities, ModelSummary, config_path,
 };
 pub use pretrain::SlicePretrainer;
 pub use uncertainty::{McOutput, Temperatures, Uncertainty};

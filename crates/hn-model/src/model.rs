@@ -79,6 +79,20 @@ pub struct ModelInput {
     pub modality: Tensor<1, Int>,
 }
 
+/// A batch after the deterministic imaging part of the network ([`HemorrhageNet::encode`]):
+/// graph nodes and the clinical inputs still to be used.
+#[derive(Debug, Clone)]
+pub struct EncodedBatch {
+    /// `[B, N, D]` node features, `N = S·h·w` in [`RegionGraph`] order.
+    pub nodes: Tensor<3>,
+    /// `[S, h, w]`: slices and feature-map cells per slice.
+    pub grid: [usize; 3],
+    /// `[B, F]` as in [`ModelInput::clinical`].
+    pub clinical: Tensor<2>,
+    /// `[B, F]` as in [`ModelInput::clinical_present`].
+    pub clinical_present: Tensor<2>,
+}
+
 impl ModelInput {
     /// Build a batch from host buffers. `images` is row-major `[B, S, C, H, W]`, `clinical` and
     /// `present` row-major `[B, F]`.
@@ -396,6 +410,15 @@ impl HemorrhageNet {
 
     /// Forward with `mc = true` forcing every dropout site on (Monte-Carlo dropout).
     pub(crate) fn forward_impl(&self, batch: ModelInput, mc: bool) -> ModelOutput {
+        self.decode_impl(self.encode(batch), mc)
+    }
+
+    /// The deterministic first part of [`forward`](Self::forward): channel normalisation and
+    /// the shared CNN, giving the graph's nodes. Every dropout site lies after it, so
+    /// Monte-Carlo dropout encodes a batch once and repeats only
+    /// [`decode_stochastic`](Self::decode_stochastic) (graph attention, fusion, heads): the
+    /// same samples as repeated full forwards, for a fraction of the cost.
+    pub fn encode(&self, batch: ModelInput) -> EncodedBatch {
         let ModelInput {
             images,
             clinical,
@@ -408,7 +431,6 @@ impl HemorrhageNet {
             "images have {c} channels, the model expects {}",
             self.config.channels
         );
-        let device = images.device();
 
         // Per-modality channel normalisation, then 2.5-D context channels.
         let x = self.normalise_channels(images, modality.clone());
@@ -425,6 +447,34 @@ impl HemorrhageNet {
             .swap_dims(2, 3)
             .reshape([b, n, d]);
         let nodes = nodes + self.modality_embedding.forward(modality.reshape([b, 1]));
+        EncodedBatch {
+            nodes,
+            grid: [s, h, w],
+            clinical,
+            clinical_present,
+        }
+    }
+
+    /// The rest of a deterministic forward after [`encode`](Self::encode).
+    pub fn decode(&self, encoded: EncodedBatch) -> ModelOutput {
+        self.decode_impl(encoded, false)
+    }
+
+    /// The rest of a forward after [`encode`](Self::encode) with every dropout site on: one
+    /// Monte-Carlo dropout sample.
+    pub fn decode_stochastic(&self, encoded: EncodedBatch) -> ModelOutput {
+        self.decode_impl(encoded, true)
+    }
+
+    fn decode_impl(&self, encoded: EncodedBatch, mc: bool) -> ModelOutput {
+        let EncodedBatch {
+            nodes,
+            grid: [s, h, w],
+            clinical,
+            clinical_present,
+        } = encoded;
+        let [b, n, d] = nodes.dims();
+        let device = nodes.device();
 
         // The neighbour table is built once per shape; only the small index upload is per call.
         let graph = self.graphs.get(s, h, w).tensors(&device);

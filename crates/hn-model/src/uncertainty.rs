@@ -108,8 +108,10 @@ impl HemorrhageNet {
     /// information per output.
     pub fn forward_mc(&self, batch: ModelInput, passes: usize) -> McOutput {
         assert!(passes >= 1, "at least one pass");
+        // The CNN has no dropout site: encode once, sample only the stochastic rest.
+        let encoded = self.encode(batch);
         let probs: Vec<ModelProbabilities> = (0..passes)
-            .map(|_| self.forward_impl(batch.clone(), true).probabilities())
+            .map(|_| self.decode_stochastic(encoded.clone()).probabilities())
             .collect();
         let (any_mean, any) = binary(probs.iter().map(|p| p.any.clone()).collect());
         let (sub_mean, subtypes) = binary(probs.iter().map(|p| p.subtypes.clone()).collect());

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use hn_data::splits::Split;
 use hn_engine::checkpoint::load_model;
+use hn_engine::dataset::SplitConfig;
 use hn_engine::train::TrainConfig;
 use hn_model::burn::prelude::Device;
 
@@ -18,8 +19,9 @@ pub struct DemoArgs {
     /// Output folder.
     #[arg(long, default_value = "hn-demo")]
     pub out: PathBuf,
-    /// Synthetic studies to generate.
-    #[arg(long, default_value_t = 1500)]
+    /// Synthetic studies to generate (split as the demo config says: by default 900 train,
+    /// 300 validation and 1 200 test patients).
+    #[arg(long, default_value_t = 2400)]
     pub studies: usize,
     /// Training epochs (default: the demo config's).
     #[arg(long)]
@@ -35,12 +37,21 @@ pub struct DemoArgs {
     pub bootstrap: usize,
 }
 
-/// The demo's training config: sized to finish in ≤ 15 min on 2 CPU cores — 5 epochs of
-/// encoder pre-training on mixed slices, then 8 end-to-end epochs (docs/RESULTS.md).
+/// The demo's training config: sized to finish in ≤ 15 min on 2 CPU cores — 8 epochs of
+/// encoder pre-training on mixed slices, then 10 end-to-end epochs (docs/RESULTS.md). Half of
+/// the cohort is the test split (1 200 of the default 2 400 studies): testing costs inference
+/// only, and at 300 test studies the 15-bin ECE of even the true probabilities is ≈ 0.04, so an
+/// ECE bar of 0.03 could not be checked there.
 pub fn demo_config() -> TrainConfig {
     TrainConfig {
-        epochs: 8,
-        pretrain_epochs: 5,
+        epochs: 10,
+        pretrain_epochs: 8,
+        split: SplitConfig {
+            train: 0.375,
+            validation: 0.125,
+            test: 0.5,
+            ..SplitConfig::default()
+        },
         ..TrainConfig::default()
     }
 }

@@ -518,7 +518,9 @@ impl Predictor {
         let batch: ModelInput = make_batch(&[sample], None, InputMask::default(), &self.device);
         let temps = self.temperatures();
         // Deterministic pass: heatmap, feature gates, slice probabilities.
-        let det = self.net.forward(batch.clone());
+        // The CNN runs once; the deterministic pass and every MC-dropout pass decode from it.
+        let encoded = self.net.encode(batch);
+        let det = self.net.decode(encoded.clone());
         let det_cal = temps.apply(&det);
         let det_probs = det_cal.probabilities();
         let [_, s, h, w] = det.heatmap.dims();
@@ -540,7 +542,7 @@ impl Predictor {
         } else {
             (0..passes)
                 .map(|_| {
-                    let out = self.net.forward_stochastic(batch.clone());
+                    let out = self.net.decode_stochastic(encoded.clone());
                     HostProbs::from(temps.apply(&out).probabilities())
                 })
                 .collect()
