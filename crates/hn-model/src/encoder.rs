@@ -5,7 +5,7 @@ use burn::nn::{GroupNorm, GroupNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::module::conv2d;
-use burn::tensor::ops::{ConvOptions, PadMode};
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::s;
 
 use crate::util::norm_groups;
@@ -123,15 +123,27 @@ impl ImageEncoderConfig {
 /// A 1×1 convolution of stride `s` is the 1×1 stride-1 convolution of every `s`-th row and
 /// column: the same numbers. Written this way because burn's `flex` backend runs a strided 1×1
 /// through its general im2col path but a stride-1 1×1 straight as one GEMM (≈ 2× faster
-/// forward + backward at the demo's shapes; docs/BENCHMARKS.md).
+/// forward + backward at the demo's shapes; docs/BENCHMARKS.md). The rows and columns are
+/// picked by a reshape and a plain slice, not a stepped slice: libtorch's backward of a
+/// stepped slice fails in burn-tch 0.22 ("view size is not compatible"). Sizes that are not
+/// multiples of the stride use the plain convolution.
 pub fn strided_pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [sh, sw] = conv.stride;
-    let plain = conv.kernel_size != [1, 1] || conv.dilation != [1, 1] || conv.groups != 1;
-    if plain || (sh == 1 && sw == 1) || conv.padding != PaddingConfig2d::Valid {
+    let [n, c, h, w] = x.dims();
+    let plain = conv.kernel_size != [1, 1]
+        || conv.dilation != [1, 1]
+        || conv.groups != 1
+        || conv.padding != PaddingConfig2d::Valid
+        || (sh == 1 && sw == 1)
+        || h % sh != 0
+        || w % sw != 0;
+    if plain {
         return conv.forward(x);
     }
-    let [_, _, h, w] = x.dims();
-    let x = x.slice(s![.., .., 0..h;sh, 0..w;sw]);
+    let x = x
+        .reshape([n, c, h / sh, sh, w / sw, sw])
+        .slice(s![.., .., .., 0..1, .., 0..1])
+        .reshape([n, c, h / sh, w / sw]);
     conv2d(
         x,
         conv.weight.val(),
@@ -140,48 +152,10 @@ pub fn strided_pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     )
 }
 
-/// The stem's 3×3, stride-2, padding-1 convolution computed as a 2×2, stride-1 convolution of
-/// the space-to-depth input (every 2×2 pixel block becomes 4 channels: `[N, C, H, W]` →
-/// `[N, 4C, H/2, W/2]`), with the 3×3 kernel re-indexed into the 2×2 one. Same numbers (to
-/// float rounding), same parameters. Why: `flex` sends convolutions with ≤ 4 input channels to
-/// a direct path that is slow at stride 2 and computes their weight gradient through a large
-/// im2col; with 4C channels and stride 1 the stem takes the GEMM path and forward + backward
-/// of the stem is ≈ 1.5× faster at 64² (docs/BENCHMARKS.md). Odd sizes use the plain conv.
-pub fn stem_conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let [n, c, h, w] = x.dims();
-    let ks = conv.kernel_size;
-    let rewritable = ks == [3, 3]
-        && conv.stride == [2, 2]
-        && conv.dilation == [1, 1]
-        && conv.groups == 1
-        && conv.bias.is_none()
-        && conv.padding == PaddingConfig2d::Explicit(1, 1, 1, 1);
-    if !rewritable || h % 2 != 0 || w % 2 != 0 {
-        return conv.forward(x);
-    }
-    let x = x
-        .reshape([n, c, h / 2, 2, w / 2, 2])
-        .permute([0, 1, 3, 5, 2, 4])
-        .reshape([n, 4 * c, h / 2, w / 2])
-        .pad((1, 0, 1, 0), PadMode::Constant(0.0));
-    // Output row `o` reads input rows 2o−1, 2o, 2o+1 (taps dy = 0, 1, 2): block o−1 at parity
-    // 1, block o at parities 0 and 1. Padding the kernel with one leading zero row/column
-    // makes tap index dy+1 = 2·(block offset) + parity, so a reshape/permute re-indexes it.
-    let co = conv.weight.dims()[0];
-    let k = conv
-        .weight
-        .val()
-        .pad((1, 0, 1, 0), PadMode::Constant(0.0))
-        .reshape([co, c, 2, 2, 2, 2])
-        .permute([0, 1, 3, 5, 2, 4])
-        .reshape([co, 4 * c, 2, 2]);
-    conv2d(x, k, None, ConvOptions::new([1, 1], [0, 0], [1, 1], 1))
-}
-
 impl ImageEncoder {
     /// `[N, C_in, H, W]` (N = batch × slices) → `[N, D, h, w]` with `D = widths.last()`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut x = relu(self.stem_norm.forward(stem_conv(&self.stem, x)));
+        let mut x = relu(self.stem_norm.forward(self.stem.forward(x)));
         for block in &self.blocks {
             x = block.forward(x);
         }
@@ -199,43 +173,34 @@ mod tests {
         (a - b).abs().max().into_scalar::<f32>()
     }
 
-    /// The two rewrites compute what burn's `Conv2d` computes, forward and backward (weight
-    /// gradients), on even and odd sizes.
+    /// The rewritten stride-2 shortcut computes what burn's `Conv2d` computes, forward and
+    /// backward (weight and input gradients), on sizes that take the rewrite and on odd ones.
     #[test]
-    fn rewritten_stem_and_shortcut_equal_the_plain_convolutions() {
+    fn rewritten_shortcut_equals_the_plain_convolution() {
         let device = Device::flex().autodiff();
         device.seed(3);
-        let stem = Conv2dConfig::new([3, 8], [3, 3])
-            .with_stride([2, 2])
-            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-            .with_bias(false)
-            .init(&device);
-        let pointwise = Conv2dConfig::new([5, 7], [1, 1])
+        let conv = Conv2dConfig::new([5, 7], [1, 1])
             .with_stride([2, 2])
             .init(&device);
         for (h, w) in [(16, 12), (9, 14), (7, 7)] {
-            let x = Tensor::<4>::random([2, 3, h, w], Distribution::Normal(0.0, 1.0), &device);
-            let (a, b) = (stem.forward(x.clone()), stem_conv(&stem, x));
+            let x = Tensor::<4>::random([2, 5, h, w], Distribution::Normal(0.0, 1.0), &device)
+                .require_grad();
+            let (a, b) = (conv.forward(x.clone()), strided_pointwise(&conv, x.clone()));
             let ga = (a.clone() * a.clone()).sum().backward();
             let gb = (b.clone() * b.clone()).sum().backward();
-            assert!(max_diff(a, b) < 1e-5, "stem at {h}×{w}");
-            let (ga, gb) = (
-                stem.weight.grad(&ga).unwrap(),
-                stem.weight.grad(&gb).unwrap(),
-            );
-            let scale = ga.clone().abs().max().into_scalar::<f32>();
-            let d = (ga - gb).abs().max().into_scalar::<f32>();
-            assert!(
-                d < 1e-5 * scale.max(1.0),
-                "stem weight gradient at {h}×{w}: {d}"
-            );
-
-            let x = Tensor::<4>::random([2, 5, h, w], Distribution::Normal(0.0, 1.0), &device);
-            let (a, b) = (
-                pointwise.forward(x.clone()),
-                strided_pointwise(&pointwise, x),
-            );
-            assert!(max_diff(a, b) < 1e-5, "shortcut at {h}×{w}");
+            assert!(max_diff(a, b) < 1e-5, "output at {h}×{w}");
+            for (p, q, what) in [
+                (
+                    conv.weight.grad(&ga).unwrap(),
+                    conv.weight.grad(&gb).unwrap(),
+                    "weight",
+                ),
+                (x.grad(&ga).unwrap(), x.grad(&gb).unwrap(), "input"),
+            ] {
+                let scale = p.clone().abs().max().into_scalar::<f32>().max(1.0);
+                let d = (p - q).abs().max().into_scalar::<f32>();
+                assert!(d < 1e-5 * scale, "{what} gradient at {h}×{w}: {d}");
+            }
         }
     }
 }
