@@ -207,19 +207,6 @@ mod tests {
         );
     }
 
-    fn tiny() -> HemorrhageNetConfig {
-        HemorrhageNetConfig::new()
-            .with_slices(3)
-            .with_channels(2)
-            .with_height(16)
-            .with_width(16)
-            .with_widths(vec![8, 16])
-            .with_n_heads(2)
-            .with_n_clinical(4)
-            .with_dropout(0.0)
-            .with_d_attn(8)
-    }
-
     /// Study `i` of a batch whose halves have the same label structure.
     fn row(i: usize, s: usize) -> TargetRow {
         let bleed = i.is_multiple_of(2);
@@ -268,7 +255,11 @@ mod tests {
     fn two_workers_give_the_whole_batch_gradient() {
         let device = Device::flex().autodiff();
         device.seed(5);
-        let model = Trainable::new(&tiny(), &MultiTaskLossConfig::new(), &device);
+        let model = Trainable::new(
+            &HemorrhageNetConfig::tiny(),
+            &MultiTaskLossConfig::new(),
+            &device,
+        );
         let rows: Vec<TargetRow> = (0..4).map(|i| row(i, 3)).collect();
 
         let (_, loss) = model.forward(

@@ -226,6 +226,21 @@ impl HemorrhageNetConfig {
             .with_widths(vec![32, 64, 128, 192, 256])
     }
 
+    /// A tiny network for tests and smoke runs (3 slices × 2 channels × 16², widths 8-16, 2
+    /// heads, 4 clinical features, no dropout): builds and runs in milliseconds on a CPU.
+    pub fn tiny() -> Self {
+        Self::new()
+            .with_slices(3)
+            .with_channels(2)
+            .with_height(16)
+            .with_width(16)
+            .with_widths(vec![8, 16])
+            .with_n_heads(2)
+            .with_n_clinical(4)
+            .with_dropout(0.0)
+            .with_d_attn(8)
+    }
+
     /// Node width `D`.
     pub fn d_model(&self) -> usize {
         *self.widths.last().expect("widths is not empty")

@@ -28,17 +28,7 @@ fn f64_device() -> Device {
 }
 
 fn tiny() -> HemorrhageNetConfig {
-    HemorrhageNetConfig::new()
-        .with_slices(3)
-        .with_channels(2)
-        .with_height(16)
-        .with_width(16)
-        .with_widths(vec![8, 16])
-        .with_n_heads(2)
-        .with_n_clinical(4)
-        .with_dropout(0.0)
-        .with_d_attn(8)
-        .with_neighbour_slices(1)
+    HemorrhageNetConfig::tiny().with_neighbour_slices(1)
 }
 
 fn noise(seed: u64, n: usize) -> Vec<f64> {

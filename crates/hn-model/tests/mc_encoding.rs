@@ -26,16 +26,7 @@ fn outputs(o: &ModelOutput) -> Vec<f32> {
 fn mc_passes_from_one_encoding_equal_repeated_full_forwards() {
     let device = Device::flex();
     device.seed(3);
-    let cfg = HemorrhageNetConfig::new()
-        .with_slices(3)
-        .with_channels(2)
-        .with_height(16)
-        .with_width(16)
-        .with_widths(vec![8, 16])
-        .with_n_heads(2)
-        .with_n_clinical(4)
-        .with_d_attn(8)
-        .with_dropout(0.3);
+    let cfg = HemorrhageNetConfig::tiny().with_dropout(0.3);
     let net = cfg.init(&device);
     let (b, n_img) = (2, 2 * 3 * 2 * 16 * 16);
     let batch = ModelInput::from_host(

@@ -6,19 +6,6 @@ use burn::prelude::*;
 use burn::tensor::Gradients;
 use hn_model::*;
 
-fn tiny() -> HemorrhageNetConfig {
-    HemorrhageNetConfig::new()
-        .with_slices(3)
-        .with_channels(2)
-        .with_height(16)
-        .with_width(16)
-        .with_widths(vec![8, 16])
-        .with_n_heads(2)
-        .with_n_clinical(4)
-        .with_dropout(0.0)
-        .with_d_attn(8)
-}
-
 /// Deterministic pseudo-random numbers in [-1, 1) (no rand dependency needed).
 fn noise(seed: u64, n: usize) -> Vec<f32> {
     let mut x = seed
@@ -109,7 +96,9 @@ fn shapes_for_2d_and_2_5d_inputs_batch_1_and_more_odd_sizes() {
         (4, 1, 2, 16, 16),
         (3, 2, 1, 15, 21),
     ] {
-        let cfg = tiny().with_slices(s).with_neighbour_slices(k);
+        let cfg = HemorrhageNetConfig::tiny()
+            .with_slices(s)
+            .with_neighbour_slices(k);
         let net = cfg.init(&device);
         let out = net.forward(input(&cfg, b, s, h, w, 7, &device));
         let (fh, fw) = cfg.feature_hw_for(h, w);
@@ -176,7 +165,9 @@ impl ModuleVisitor for GradCheck<'_> {
 #[test]
 fn gradients_reach_every_parameter() {
     let device = Device::flex().autodiff();
-    let cfg = tiny().with_dropout(0.1).with_neighbour_slices(1);
+    let cfg = HemorrhageNetConfig::tiny()
+        .with_dropout(0.1)
+        .with_neighbour_slices(1);
     let model = Trainable::new(&cfg, &MultiTaskLossConfig::new(), &device);
     let b = 4;
     let targets = ModelTargets::from_rows(&rows(b, cfg.slices), cfg.slices, &device);
@@ -195,7 +186,7 @@ fn gradients_reach_every_parameter() {
 #[test]
 fn graph_attention_sums_to_one_over_valid_neighbours() {
     let device = Device::flex();
-    let cfg = tiny().with_slices(3);
+    let cfg = HemorrhageNetConfig::tiny().with_slices(3);
     let net = cfg.init(&device);
     let (b, h, w) = (2, 12, 16);
     let out = net.forward(input(&cfg, b, 3, h, w, 5, &device));
@@ -228,7 +219,7 @@ fn graph_attention_sums_to_one_over_valid_neighbours() {
 #[test]
 fn hierarchical_probabilities_are_consistent() {
     let device = Device::flex();
-    let cfg = tiny();
+    let cfg = HemorrhageNetConfig::tiny();
     let net = cfg.init(&device);
     // Push the logits to extremes too: scaled inputs.
     for (seed, scale) in [(1, 1.0f32), (2, 50.0)] {
@@ -267,7 +258,7 @@ fn hierarchical_probabilities_are_consistent() {
 #[test]
 fn feature_gates_are_in_unit_interval_and_respond_to_input() {
     let device = Device::flex();
-    let cfg = tiny();
+    let cfg = HemorrhageNetConfig::tiny();
     let net = cfg.init(&device);
     let a = net.forward(input(&cfg, 3, 3, 16, 16, 21, &device));
     let mut other = input(&cfg, 3, 3, 16, 16, 21, &device);
@@ -288,7 +279,7 @@ fn feature_gates_are_in_unit_interval_and_respond_to_input() {
 #[test]
 fn a_missing_feature_value_has_no_effect() {
     let device = Device::flex();
-    let cfg = tiny();
+    let cfg = HemorrhageNetConfig::tiny();
     let net = cfg.init(&device);
     let (b, f) = (2, cfg.n_clinical);
     let base = input(&cfg, b, 3, 16, 16, 9, &device);
@@ -317,7 +308,7 @@ fn a_missing_feature_value_has_no_effect() {
 #[test]
 fn mc_dropout_passes_differ_while_plain_forward_is_deterministic() {
     let device = Device::flex();
-    let cfg = tiny().with_dropout(0.3);
+    let cfg = HemorrhageNetConfig::tiny().with_dropout(0.3);
     let net = cfg.init(&device);
     let batch = input(&cfg, 2, 3, 16, 16, 4, &device);
     let a = all_outputs(&net.forward(batch.clone()));
@@ -343,7 +334,7 @@ fn mc_dropout_passes_differ_while_plain_forward_is_deterministic() {
 #[test]
 fn save_then_load_gives_identical_outputs() {
     let device = Device::flex();
-    let cfg = tiny().with_neighbour_slices(1);
+    let cfg = HemorrhageNetConfig::tiny().with_neighbour_slices(1);
     let net = cfg.init(&device);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.bpk");
@@ -364,7 +355,7 @@ fn save_then_load_gives_identical_outputs() {
 
 #[test]
 fn heatmap_cells_tile_the_slice() {
-    let cfg = tiny();
+    let cfg = HemorrhageNetConfig::tiny();
     let (h, w) = (17, 13);
     let (fh, fw) = cfg.feature_hw_for(h, w);
     let mut covered = vec![0u8; h * w];
@@ -391,7 +382,7 @@ fn heatmap_cells_tile_the_slice() {
 #[test]
 fn modality_changes_the_output() {
     let device = Device::flex();
-    let cfg = tiny();
+    let cfg = HemorrhageNetConfig::tiny();
     let net = cfg.init(&device);
     let ct = input(&cfg, 2, 3, 16, 16, 12, &device);
     let mr = ModelInput {
@@ -408,7 +399,7 @@ fn modality_changes_the_output() {
 #[test]
 fn temperatures_scale_logits() {
     let device = Device::flex();
-    let cfg = tiny();
+    let cfg = HemorrhageNetConfig::tiny();
     let out = cfg
         .init(&device)
         .forward(input(&cfg, 2, 3, 16, 16, 2, &device));
@@ -427,7 +418,7 @@ fn temperatures_scale_logits() {
 #[test]
 fn masked_labels_contribute_nothing() {
     let device = Device::flex();
-    let cfg = tiny();
+    let cfg = HemorrhageNetConfig::tiny();
     let net = cfg.init(&device);
     let loss = MultiTaskLossConfig::new().init(&device);
     let out = net.forward(input(&cfg, 2, 3, 16, 16, 6, &device));
@@ -467,7 +458,7 @@ fn rsna_metric_matches_hand_computation() {
 #[test]
 fn overfits_eight_synthetic_studies() {
     let device = Device::flex().autodiff();
-    let cfg = tiny();
+    let cfg = HemorrhageNetConfig::tiny();
     let (b, s, c, h, w) = (8, cfg.slices, cfg.channels, 16, 16);
     let mut images = vec![0.0f32; b * s * c * h * w];
     let bg = noise(42, images.len());
