@@ -24,7 +24,7 @@ use hn_model::burn::prelude::Device;
 use hn_model::{HemorrhageNet, Temperatures};
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::ReferralPolicy;
+use crate::metrics::{self, ReferralPolicy};
 
 /// Version of the card format.
 pub const CARD_VERSION: u32 = 1;
@@ -59,13 +59,19 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointEr
     }
 }
 
-/// Per-head temperatures (serialisable mirror of [`Temperatures`]).
+/// Per-head temperatures, and the prognosis heads' Platt biases (serialisable mirror of
+/// [`Temperatures`]; calibrated logit = `z / T + bias`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TemperatureSet {
     pub any: f64,
     pub subtypes: f64,
     pub mortality: f64,
     pub mrs: f64,
+    /// Absent in cards written before Platt scaling (then 0: temperature only).
+    #[serde(default)]
+    pub mortality_bias: f64,
+    #[serde(default)]
+    pub mrs_bias: f64,
 }
 
 impl Default for TemperatureSet {
@@ -75,17 +81,43 @@ impl Default for TemperatureSet {
             subtypes: 1.0,
             mortality: 1.0,
             mrs: 1.0,
+            mortality_bias: 0.0,
+            mrs_bias: 0.0,
         }
     }
 }
 
 impl TemperatureSet {
+    /// The mortality head's calibration.
+    pub fn mortality_calibration(&self) -> metrics::LogitCalibration {
+        logit_calibration(self.mortality, self.mortality_bias)
+    }
+
+    /// The mRS head's calibration (all six cumulative logits).
+    pub fn mrs_calibration(&self) -> metrics::LogitCalibration {
+        logit_calibration(self.mrs, self.mrs_bias)
+    }
+
     pub fn to_model(self) -> Temperatures {
         Temperatures::new()
             .with_any(self.any)
             .with_subtypes(self.subtypes)
             .with_mortality(self.mortality)
             .with_mrs(self.mrs)
+            .with_mortality_bias(self.mortality_bias)
+            .with_mrs_bias(self.mrs_bias)
+    }
+}
+
+fn logit_calibration(temperature: f64, bias: f64) -> metrics::LogitCalibration {
+    metrics::LogitCalibration {
+        method: if bias == 0.0 {
+            metrics::CalibrationMethod::Temperature
+        } else {
+            metrics::CalibrationMethod::Platt
+        },
+        temperature,
+        bias,
     }
 }
 

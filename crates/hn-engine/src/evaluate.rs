@@ -278,15 +278,18 @@ pub fn evaluate(
         }
         let y: Vec<bool> = ks.iter().map(|&k| get(smp(k)).unwrap()).collect();
         let t_out = if name == "mortality_30d" {
-            t.mortality
+            t.mortality_calibration()
         } else {
-            t.mrs
+            t.mrs_calibration()
         };
         for (abl, sc) in [("image_only", &img_only), ("clinical_only", &clin_only)] {
             bl.push(BaselineInputs {
                 name: abl.into(),
                 task: name.into(),
-                scores: ks.iter().map(|&k| sigmoid(logit(&sc[k]) / t_out)).collect(),
+                scores: ks
+                    .iter()
+                    .map(|&k| sigmoid(t_out.logit(logit(&sc[k]))))
+                    .collect(),
                 labels: y.clone(),
                 probabilities: true,
             });

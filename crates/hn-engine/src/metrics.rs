@@ -568,6 +568,89 @@ pub fn apply_temperature(logits: &[f64], t: f64) -> Vec<f64> {
     logits.iter().map(|z| sigmoid(z / t)).collect()
 }
 
+/// How a head's logits are recalibrated on validation data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CalibrationMethod {
+    /// `sigmoid(z / T)` (Guo et al. 2017): one parameter, ranking unchanged.
+    Temperature,
+    /// `sigmoid(z / T + b)` (Platt 1999): a temperature and a bias, ranking unchanged.
+    Platt,
+}
+
+/// A monotone recalibration of logits: `z ↦ z / temperature + bias`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LogitCalibration {
+    pub method: CalibrationMethod,
+    pub temperature: f64,
+    pub bias: f64,
+}
+
+impl LogitCalibration {
+    /// The identity (temperature 1, no bias).
+    pub const IDENTITY: LogitCalibration = LogitCalibration {
+        method: CalibrationMethod::Temperature,
+        temperature: 1.0,
+        bias: 0.0,
+    };
+
+    /// Calibrated logit.
+    pub fn logit(&self, z: f64) -> f64 {
+        z / self.temperature + self.bias
+    }
+
+    /// Calibrated probabilities of `logits`.
+    pub fn probabilities(&self, logits: &[f64]) -> Vec<f64> {
+        logits.iter().map(|z| sigmoid(self.logit(*z))).collect()
+    }
+}
+
+/// Platt scaling needs this many validation cases of *each* class; below it the bias is too
+/// noisy and [`fit_logit_calibration`] falls back to temperature scaling.
+pub const PLATT_MIN_PER_CLASS: usize = 20;
+
+/// Platt scaling: `a, b` maximising the validation likelihood of `sigmoid(a·z + b)`, returned
+/// as `T = 1/a` and `bias = b`. Fitted by Newton's method (the IRLS of
+/// [`crate::baselines::LogisticRegression`], slope lightly L2-penalised so separable data stay
+/// finite). Errors when the fitted slope is not positive (the logits rank the classes
+/// backwards: no monotone recalibration can help).
+pub fn fit_platt(logits: &[f64], labels: &[bool]) -> Result<LogitCalibration> {
+    check("fit_platt", logits, labels)?;
+    let rows: Vec<Vec<f64>> = logits.iter().map(|z| vec![*z]).collect();
+    let lr = crate::baselines::LogisticRegression::fit(&rows, labels, 1e-3)
+        .map_err(|e| MetricsError::Invalid(format!("fit_platt: {e}")))?;
+    let a = lr.weights[0];
+    if !(a > 0.0 && a.is_finite() && lr.intercept.is_finite()) {
+        return Err(MetricsError::Invalid(format!(
+            "fit_platt: fitted slope {a} is not positive"
+        )));
+    }
+    Ok(LogitCalibration {
+        method: CalibrationMethod::Platt,
+        temperature: 1.0 / a,
+        bias: lr.intercept,
+    })
+}
+
+/// The calibration a prognosis head gets from validation data: Platt scaling when there are
+/// at least [`PLATT_MIN_PER_CLASS`] cases of each class (a temperature alone cannot move the
+/// reliability curve's offset: a model that is too confident *and* shifted stays shifted),
+/// else temperature scaling.
+pub fn fit_logit_calibration(logits: &[f64], labels: &[bool]) -> Result<LogitCalibration> {
+    let pos = labels.iter().filter(|y| **y).count();
+    if pos >= PLATT_MIN_PER_CLASS
+        && labels.len() - pos >= PLATT_MIN_PER_CLASS
+        && let Ok(c) = fit_platt(logits, labels)
+    {
+        return Ok(c);
+    }
+    Ok(LogitCalibration {
+        method: CalibrationMethod::Temperature,
+        temperature: fit_temperature(logits, labels)?,
+        bias: 0.0,
+    })
+}
+
 /// Binary entropy of `p` in nats (an uncertainty score for referral).
 pub fn binary_entropy(p: f64) -> f64 {
     let p = p.clamp(LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS);
@@ -837,6 +920,54 @@ mod tests {
         close(after, 0.5252760781590476, 1e-9);
         let p = apply_temperature(&z, t);
         assert!(p.iter().all(|p| (0.0..=1.0).contains(p)));
+    }
+
+    #[test]
+    fn platt_scaling_recovers_a_shift_that_temperature_cannot() {
+        // Labels drawn from sigmoid(0.5·z − 1): the model is over-confident and shifted.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let z: Vec<f64> = (0..4000).map(|_| rng.random_range(-6.0..6.0)).collect();
+        let y: Vec<bool> = z
+            .iter()
+            .map(|z| rng.random::<f64>() < sigmoid(0.5 * z - 1.0))
+            .collect();
+        let c = fit_platt(&z, &y).unwrap();
+        assert_eq!(c.method, CalibrationMethod::Platt);
+        close(c.temperature, 2.0, 0.25);
+        close(c.bias, -1.0, 0.2);
+        let t = fit_temperature(&z, &y).unwrap();
+        let platt_nll = {
+            let p = c.probabilities(&z);
+            log_loss_mean(&p, &y)
+        };
+        let temp_nll = nll_at_temperature(&z, &y, t);
+        assert!(platt_nll < temp_nll - 0.01, "{platt_nll} vs {temp_nll}");
+        let ece_p = ece(&c.probabilities(&z), &y, 15).unwrap();
+        let ece_t = ece(&apply_temperature(&z, t), &y, 15).unwrap();
+        assert!(ece_p < ece_t, "{ece_p} vs {ece_t}");
+        // The chooser picks Platt with enough of each class, temperature without.
+        assert_eq!(
+            fit_logit_calibration(&z, &y).unwrap().method,
+            CalibrationMethod::Platt
+        );
+        let few = fit_logit_calibration(&z[..30], &y[..30]).unwrap();
+        assert_eq!(few.method, CalibrationMethod::Temperature);
+        assert_eq!(few.bias, 0.0);
+        // Logits that rank backwards: no Platt fit, the chooser still answers.
+        let flipped: Vec<f64> = z.iter().map(|v| -v).collect();
+        assert!(fit_platt(&flipped, &y).is_err());
+        assert_eq!(
+            fit_logit_calibration(&flipped, &y).unwrap().method,
+            CalibrationMethod::Temperature
+        );
+    }
+
+    fn log_loss_mean(p: &[f64], y: &[bool]) -> f64 {
+        p.iter()
+            .zip(y)
+            .map(|(p, y)| if *y { -p.ln() } else { -(1.0 - p).ln() })
+            .sum::<f64>()
+            / p.len() as f64
     }
 
     #[test]

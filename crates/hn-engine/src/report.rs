@@ -18,7 +18,7 @@ use crate::metrics::{
 };
 
 /// Version of the `metrics.json` schema; bumped on incompatible changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Report errors.
 #[derive(Debug, thiserror::Error)]
@@ -85,21 +85,31 @@ pub struct LabelMetrics {
     pub at_youden: Option<OperatingPoint>,
 }
 
-/// Prognosis metrics of one binary outcome, before and after temperature scaling.
+/// Prognosis metrics of one binary outcome, before and after calibration on validation logits:
+/// temperature scaling alone, and the calibration the model card applies
+/// ([`metrics::fit_logit_calibration`]: Platt scaling where validation has enough of both
+/// outcomes, else the same temperature).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PrognosisMetrics {
     pub outcome: String,
     pub n: usize,
     pub n_positive: usize,
     pub auc: Option<Interval>,
-    /// Temperature fitted on validation logits.
+    /// Temperature fitted on validation logits (temperature scaling alone).
     pub temperature: f64,
+    pub brier_after_temperature: f64,
+    pub ece_after_temperature: f64,
+    /// The card's calibration (`z / T + bias`), fitted on validation logits.
+    pub calibration: metrics::LogitCalibration,
     pub brier_before: f64,
+    /// After [`calibration`](Self::calibration).
     pub brier_after: f64,
     /// 15-bin ECE.
     pub ece_before: f64,
+    /// After [`calibration`](Self::calibration).
     pub ece_after: f64,
     pub reliability_before: Vec<ReliabilityBin>,
+    pub reliability_after_temperature: Vec<ReliabilityBin>,
     pub reliability_after: Vec<ReliabilityBin>,
 }
 
@@ -187,7 +197,8 @@ pub fn label_metrics(
     })
 }
 
-/// Prognosis metrics: temperature fitted on validation logits, applied to test logits.
+/// Prognosis metrics: temperature scaling and the card's calibration fitted on validation
+/// logits, applied to test logits.
 pub fn prognosis_metrics(
     outcome: &str,
     val_logits: &[f64],
@@ -198,19 +209,25 @@ pub fn prognosis_metrics(
     seed: u64,
 ) -> Result<PrognosisMetrics, ReportError> {
     let t = metrics::fit_temperature(val_logits, val_labels)?;
+    let calibration = metrics::fit_logit_calibration(val_logits, val_labels)?;
     let before = metrics::apply_temperature(test_logits, 1.0);
-    let after = metrics::apply_temperature(test_logits, t);
+    let scaled = metrics::apply_temperature(test_logits, t);
+    let after = calibration.probabilities(test_logits);
     Ok(PrognosisMetrics {
         outcome: outcome.to_string(),
         n: test_logits.len(),
         n_positive: test_labels.iter().filter(|l| **l).count(),
         auc: auc_opt(test_logits, test_labels, n_boot, seed)?,
         temperature: t,
+        brier_after_temperature: metrics::brier(&scaled, test_labels)?,
+        ece_after_temperature: metrics::ece(&scaled, test_labels, ECE_BINS)?,
+        calibration,
         brier_before: metrics::brier(&before, test_labels)?,
         brier_after: metrics::brier(&after, test_labels)?,
         ece_before: metrics::ece(&before, test_labels, ECE_BINS)?,
         ece_after: metrics::ece(&after, test_labels, ECE_BINS)?,
         reliability_before: metrics::reliability(&before, test_labels, ECE_BINS)?,
+        reliability_after_temperature: metrics::reliability(&scaled, test_labels, ECE_BINS)?,
         reliability_after: metrics::reliability(&after, test_labels, ECE_BINS)?,
     })
 }
@@ -342,7 +359,8 @@ pub fn roc_svg(label: &str, curves: &[(String, Vec<RocPoint>)]) -> Result<String
     )
 }
 
-/// Reliability diagram (before/after temperature scaling) as SVG.
+/// Reliability diagram (before calibration, after temperature scaling, after the card's
+/// calibration) as SVG.
 pub fn reliability_svg(p: &PrognosisMetrics) -> Result<String, ReportError> {
     let pts = |bins: &[ReliabilityBin]| -> Vec<(f64, f64)> {
         bins.iter()
@@ -355,8 +373,15 @@ pub fn reliability_svg(p: &PrognosisMetrics) -> Result<String, ReportError> {
         "mean predicted probability",
         "observed frequency",
         &[
-            ("before scaling", pts(&p.reliability_before)),
-            ("after scaling", pts(&p.reliability_after)),
+            ("uncalibrated", pts(&p.reliability_before)),
+            ("temperature", pts(&p.reliability_after_temperature)),
+            (
+                match p.calibration.method {
+                    metrics::CalibrationMethod::Platt => "Platt (used)",
+                    metrics::CalibrationMethod::Temperature => "temperature (used)",
+                },
+                pts(&p.reliability_after),
+            ),
         ],
         true,
     )
@@ -600,19 +625,31 @@ not patients. Research software, not a medical device.</div>";
     h += "</div>";
     if !r.prognosis.is_empty() {
         h += "<h2>Prognosis</h2><table><tr><th>outcome</th><th>n</th><th>pos</th><th>AUC (95 % CI)</th>\
-<th>T</th><th>Brier before</th><th>Brier after</th><th>ECE before</th><th>ECE after</th></tr>";
+<th>Brier before</th><th>ECE before</th><th>T alone</th><th>ECE after T</th>\
+<th>calibration used (validation)</th><th>Brier after</th><th>ECE after</th></tr>";
         for p in &r.prognosis {
+            let c = &p.calibration;
+            let used = match c.method {
+                metrics::CalibrationMethod::Platt => {
+                    format!("Platt: z / {} {:+.3}", f3(c.temperature), c.bias)
+                }
+                metrics::CalibrationMethod::Temperature => {
+                    format!("temperature: z / {}", f3(c.temperature))
+                }
+            };
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&p.outcome),
                 p.n,
                 p.n_positive,
                 fmt_ci(&p.auc),
-                f3(p.temperature),
                 f3(p.brier_before),
-                f3(p.brier_after),
                 f3(p.ece_before),
+                f3(p.temperature),
+                f3(p.ece_after_temperature),
+                esc(&used),
+                f3(p.brier_after),
                 f3(p.ece_after)
             );
         }
@@ -826,7 +863,7 @@ pub fn evaluate(inp: &EvalInputs) -> Result<(MetricsReport, ReportPlots), Report
             seed,
         )?;
         if m.auc.is_some() {
-            let probs = metrics::apply_temperature(&p.test_logits, m.temperature);
+            let probs = m.calibration.probabilities(&p.test_logits);
             plots.roc.push((
                 p.outcome.clone(),
                 roc_with_baselines(&p.outcome, metrics::roc_curve(&probs, &p.test_labels)?)?,
@@ -892,16 +929,26 @@ mod tests {
     use super::*;
 
     /// A fake evaluation: deterministic scores that separate the classes imperfectly.
-    fn fake() -> (MetricsReport, ReportPlots) {
-        let n = 200;
-        let y: Vec<bool> = (0..n).map(|i| i % 3 == 0).collect();
-        let s: Vec<f64> = (0..n)
+    fn fake_scores() -> (Vec<f64>, Vec<bool>) {
+        let y: Vec<bool> = (0..200).map(|i| i % 3 == 0).collect();
+        let s: Vec<f64> = (0..200)
             .map(|i| {
                 let noise = ((i * 37 % 101) as f64) / 101.0;
                 (if y[i] { 0.35 } else { 0.0 } + 0.65 * noise).min(1.0)
             })
             .collect();
-        let z: Vec<f64> = s.iter().map(|p| 4.0 * (p - 0.5)).collect();
+        (s, y)
+    }
+
+    fn fake_logits() -> (Vec<f64>, Vec<bool>) {
+        let (s, y) = fake_scores();
+        (s.iter().map(|p| 4.0 * (p - 0.5)).collect(), y)
+    }
+
+    fn fake() -> (MetricsReport, ReportPlots) {
+        let (s, y) = fake_scores();
+        let n = s.len();
+        let (z, _) = fake_logits();
         let base: Vec<f64> = s
             .iter()
             .enumerate()
@@ -1116,6 +1163,13 @@ mod tests {
         let p = &r.prognosis[0];
         assert!(p.ece_after <= p.ece_before + 1e-12, "{p:?}");
         assert!(p.brier_after <= p.brier_before + 1e-12);
+        assert!(p.ece_after_temperature <= p.ece_before + 1e-12, "{p:?}");
+        assert!(p.brier_after_temperature <= p.brier_before + 1e-12);
+        // The card's calibration is the chooser's answer on the same validation logits.
+        let (z, y) = fake_logits();
+        let c = metrics::fit_logit_calibration(&z, &y).unwrap();
+        assert_eq!(p.calibration, c);
+        assert_eq!(p.reliability_after_temperature.len(), ECE_BINS);
     }
 
     #[test]

@@ -866,7 +866,11 @@ pub fn calibrate(
         .collect();
     let mortality_threshold = metrics::youden(
         &mk.iter()
-            .map(|&k| scores[k].mortality_logit / temps.mortality)
+            .map(|&k| {
+                temps
+                    .mortality_calibration()
+                    .logit(scores[k].mortality_logit)
+            })
             .map(metrics::sigmoid)
             .collect::<Vec<_>>(),
         &mk.iter()
@@ -890,7 +894,8 @@ pub fn calibrate(
     })
 }
 
-/// Temperatures fitted on validation scores (1.0 where a head has no labelled cases).
+/// Temperatures (and the prognosis heads' Platt biases) fitted on validation scores (identity
+/// where a head has no labelled cases).
 pub fn fit_temperatures(
     samples: &[StudySample],
     idx: &[usize],
@@ -925,8 +930,15 @@ pub fn fit_temperatures(
     let fit = |(z, y): &(Vec<f64>, Vec<bool>)| metrics::fit_temperature(z, y).unwrap_or(1.0);
     t.any = fit(&any);
     t.subtypes = fit(&sub);
-    t.mortality = fit(&mort);
-    t.mrs = fit(&poor);
+    // Prognosis heads: Platt scaling where validation has enough of both outcomes (their
+    // probabilities are reported as risks, so the offset matters as much as the spread).
+    let platt = |(z, y): &(Vec<f64>, Vec<bool>)| {
+        metrics::fit_logit_calibration(z, y).unwrap_or(metrics::LogitCalibration::IDENTITY)
+    };
+    let m = platt(&mort);
+    (t.mortality, t.mortality_bias) = (m.temperature, m.bias);
+    let p = platt(&poor);
+    (t.mrs, t.mrs_bias) = (p.temperature, p.bias);
     t
 }
 

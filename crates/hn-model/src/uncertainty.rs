@@ -141,7 +141,9 @@ impl HemorrhageNet {
 }
 
 /// One temperature per head (Guo et al. 2017): logits are divided by `T` (> 0) before the
-/// sigmoid. Fitting happens in the engine on a validation set; 1.0 is the identity.
+/// sigmoid; the prognosis heads also take a bias added after the division (Platt scaling,
+/// `z / T + b`). Fitting happens in the engine on a validation set; `T = 1, b = 0` is the
+/// identity. Both maps are increasing, so rankings (AUCs) never change.
 #[derive(Config, Debug, PartialEq)]
 pub struct Temperatures {
     /// Study `any` head.
@@ -159,6 +161,12 @@ pub struct Temperatures {
     /// mRS head (all six cumulative logits share it, so rank consistency is kept).
     #[config(default = 1.0)]
     pub mrs: f64,
+    /// Platt bias of the mortality head.
+    #[config(default = 0.0)]
+    pub mortality_bias: f64,
+    /// Platt bias shared by the six cumulative mRS logits (a common shift keeps them ordered).
+    #[config(default = 0.0)]
+    pub mrs_bias: f64,
 }
 
 impl Temperatures {
@@ -173,12 +181,16 @@ impl Temperatures {
         ] {
             assert!(t > 0.0 && t.is_finite(), "temperatures must be positive");
         }
+        assert!(
+            self.mortality_bias.is_finite() && self.mrs_bias.is_finite(),
+            "calibration biases must be finite"
+        );
         let mut o = out.clone();
         o.any_logit = o.any_logit / self.any;
         o.subtype_cond_logits = o.subtype_cond_logits / self.subtypes;
         o.slice_logits = o.slice_logits / self.slices;
-        o.mortality_logit = o.mortality_logit / self.mortality;
-        o.mrs_logits = o.mrs_logits / self.mrs;
+        o.mortality_logit = o.mortality_logit / self.mortality + self.mortality_bias;
+        o.mrs_logits = o.mrs_logits / self.mrs + self.mrs_bias;
         o
     }
 }

@@ -413,6 +413,32 @@ fn temperatures_scale_logits() {
         host(out.mortality_logit.clone()),
         host(scaled.mortality_logit)
     );
+    // Platt scaling: z / T + b on the prognosis heads; the six mRS logits stay ordered.
+    let p = Temperatures::new()
+        .with_mortality(2.0)
+        .with_mortality_bias(-0.5)
+        .with_mrs(1.5)
+        .with_mrs_bias(0.3);
+    let platt = p.apply(&out);
+    let (z, zp) = (
+        host(out.mortality_logit.clone()),
+        host(platt.mortality_logit),
+    );
+    assert!(
+        z.iter()
+            .zip(&zp)
+            .all(|(x, y)| (x / 2.0 - 0.5 - y).abs() < 1e-6)
+    );
+    let mp = host_n(platt.mrs_logits);
+    assert!(
+        m.iter()
+            .zip(&mp)
+            .all(|(x, y)| (x / 1.5 + 0.3 - y).abs() < 1e-6)
+    );
+    for row in mp.chunks(6) {
+        assert!(row.windows(2).all(|w| w[0] >= w[1]), "{row:?}");
+    }
+    assert_eq!(host(out.any_logit.clone()), host(platt.any_logit));
 }
 
 #[test]

@@ -118,12 +118,17 @@ pub fn print_summary(ev: &Evaluation) {
     }
     for p in &r.prognosis {
         println!(
-            "AUC {:<18} {}  ECE {:.3} → {:.3} after T = {:.2}",
+            "AUC {:<18} {}  ECE {:.3} → {:.3} after T = {:.2} alone, {:.3} after {:?} \
+             (z / {:.2} {:+.2}, fitted on validation)",
             p.outcome,
             ci(&p.auc),
             p.ece_before,
+            p.ece_after_temperature,
+            p.temperature,
             p.ece_after,
-            p.temperature
+            p.calibration.method,
+            p.calibration.temperature,
+            p.calibration.bias
         );
     }
     for b in &r.baselines {
