@@ -35,7 +35,10 @@ def main():
     slices[:, :, 0] = even.unsqueeze(1)
     slices[:, :, 1] = even.unsqueeze(1)
     t = dict(any=even, subtypes=sub, study_mask=torch.ones(b), slices=slices, slice_mask=torch.ones(b, s),
-             mortality=even, mortality_mask=torch.ones(b), mrs=torch.full((b,), 3), mrs_mask=torch.ones(b))
+             mortality=even, mortality_mask=torch.ones(b), mrs=torch.full((b,), 3), mrs_mask=torch.ones(b),
+             # ln(1 + 20 mL) on even studies, as examples/bench.rs
+             facts=torch.stack([even * torch.log1p(torch.tensor(20.0)), torch.zeros(b), torch.zeros(b)], 1),
+             facts_mask=torch.ones(b))
 
     model = HemorrhageNet(channels=c)
     loss_fn = MultiTaskLoss()

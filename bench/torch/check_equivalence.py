@@ -43,10 +43,11 @@ def main():
     modality = torch.tensor(ref["modality"], dtype=torch.long)
     model.eval()
     with torch.no_grad():
-        any_logit, sub, slices, mort, mrs, heat, gates = model(images, clinical, present, modality)
+        any_logit, sub, slices, mort, mrs, facts, heat, gates = model(images, clinical, present, modality)
     worst = 0.0
     for name, got in [("any_logit", any_logit), ("subtype_cond_logits", sub), ("slice_logits", slices),
-                      ("mortality_logit", mort), ("mrs_logits", mrs), ("heatmap", heat), ("feature_gates", gates)]:
+                      ("mortality_logit", mort), ("mrs_logits", mrs), ("facts", facts), ("heatmap", heat),
+                      ("feature_gates", gates)]:
         want = torch.tensor(ref[name]).view(-1)
         diff = (got.reshape(-1) - want).abs().max().item()
         scale = want.abs().max().item()
@@ -62,9 +63,9 @@ def main():
         return (t.reshape(-1) * w).sum()
 
     model.zero_grad()
-    any_logit, sub, slices, mort, mrs, heat, gates = model(images, clinical, present, modality)
+    any_logit, sub, slices, mort, mrs, facts, heat, gates = model(images, clinical, present, modality)
     objective = (weighted_sum(any_logit) + weighted_sum(sub) + weighted_sum(slices) + weighted_sum(mort)
-                 + weighted_sum(mrs) + weighted_sum(heat) * 100.0 + weighted_sum(gates))
+                 + weighted_sum(mrs) + weighted_sum(facts) + weighted_sum(heat) * 100.0 + weighted_sum(gates))
     objective.backward()
     worst_grad, worst_name, compared = 0.0, "", 0
     # Gradients that are zero in exact arithmetic (e.g. a bias before a softmax, which is

@@ -170,6 +170,7 @@ class Heads(nn.Module):
         self.slice = nn.Linear(d, 1 + N_SUBTYPES)
         self.prognosis = nn.Linear(d + 2 * (1 + N_SUBTYPES), d)
         self.mortality = nn.Linear(d, 1)
+        self.facts = nn.Linear(d, 3)
         self.mrs_score = nn.Linear(d, 1, bias=False)
         self.mrs_first = nn.Parameter(torch.full((1,), 1.5))
         self.mrs_gaps = nn.Parameter(torch.full((N_MRS - 1,), 0.5))
@@ -186,9 +187,10 @@ class Heads(nn.Module):
         burden = torch.cat([sp[..., :1], sp[..., 1:] * sp[..., :1]], 2).mean(1)
         z = self.drop(F.gelu(self.prognosis(torch.cat([x, p_any, p_sub, burden], 1))))
         mort = self.mortality(z).squeeze(-1)
+        facts = self.facts(z)
         steps = torch.cat([torch.zeros(1), F.softplus(self.mrs_gaps)]).cumsum(0)
         mrs = self.mrs_score(z) + (self.mrs_first - steps)
-        return any_logit, sub, slice_logits, mort, mrs
+        return any_logit, sub, slice_logits, mort, mrs, facts
 
 
 class HemorrhageNet(nn.Module):
@@ -245,11 +247,11 @@ class MultiTaskLoss(nn.Module):
 
     def __init__(self, gate_sparsity=1e-3):
         super().__init__()
-        self.log_vars = nn.Parameter(torch.zeros(4))
+        self.log_vars = nn.Parameter(torch.zeros(5))
         self.gate_sparsity = gate_sparsity
 
     def forward(self, out, t):
-        any_logit, sub, slice_logits, mort, mrs, _heat, gates = out
+        any_logit, sub, slice_logits, mort, mrs, facts, _heat, gates = out
         b, s, _ = slice_logits.shape
         study = masked_bce(any_logit, t["any"], t["study_mask"], 1.0)
         study = study + masked_bce(sub, t["subtypes"], (t["study_mask"] * t["any"]).unsqueeze(1).expand(b, 5), 1.0)
@@ -261,8 +263,11 @@ class MultiTaskLoss(nn.Module):
         ks = torch.arange(1, 7, dtype=torch.float32)
         cum = (t["mrs"].float().unsqueeze(1) >= ks).float()
         mrs_l = masked_bce(mrs, cum, t["mrs_mask"].unsqueeze(1).expand(b, 6), 1.0)
-        per_task = torch.stack([study, slice_, mortality, mrs_l])
+        fm = t["facts_mask"]
+        vol = (((facts[:, :2] - t["facts"][:, :2]) ** 2).sum(1) * fm).sum() / fm.sum().clamp_min(1.0)
+        facts_l = vol + masked_bce(facts[:, 2], t["facts"][:, 2], fm, 1.0)
+        per_task = torch.stack([study, slice_, mortality, mrs_l, facts_l])
         active = torch.stack([t["study_mask"].sum(), t["slice_mask"].sum(), t["mortality_mask"].sum(),
-                              t["mrs_mask"].sum()]).clamp_max(1.0)
+                              t["mrs_mask"].sum(), fm.sum()]).clamp_max(1.0)
         total = ((torch.exp(-self.log_vars) * per_task + 0.5 * self.log_vars) * active).sum()
         return total + self.gate_sparsity * gates.mean(), per_task

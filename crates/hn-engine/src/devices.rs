@@ -224,6 +224,11 @@ mod tests {
             ),
             mortality: Some(bleed),
             mrs: Some(if bleed { 5 } else { 1 }),
+            facts: Some(hn_model::HematomaFacts {
+                hematoma_ml: if bleed { 25.0 } else { 0.0 },
+                intraventricular_ml: 0.0,
+                infratentorial: false,
+            }),
         }
     }
 

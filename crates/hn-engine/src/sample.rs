@@ -10,7 +10,7 @@ use hn_data::cache::{CachedStudy, PreprocessConfig};
 use hn_data::synth::SyntheticStudy;
 use hn_data::{ClinicalRecord, Outcomes, StudyLabels};
 use hn_model::burn::prelude::Device;
-use hn_model::{MODALITY_CT, ModelInput, TargetRow};
+use hn_model::{HematomaFacts, MODALITY_CT, ModelInput, TargetRow};
 use serde::{Deserialize, Serialize};
 
 /// The default CT windows `(center, width)` in HU: brain, subdural, bone. One channel each.
@@ -36,9 +36,12 @@ pub struct SyntheticTruth {
     pub p_poor_outcome_90d: f64,
     /// True hematoma volume in mL (all subtypes).
     pub total_ml: f64,
-    /// True intraparenchymal (ICH-score) volume in mL.
+    /// True hematoma volume outside the ventricles (the ICH score's volume) in mL.
     pub parenchymal_ml: f64,
     pub ivh: bool,
+    /// True intraventricular blood volume in mL.
+    #[serde(default)]
+    pub ivh_ml: f64,
     pub infratentorial: bool,
     /// The ICH score computed from the true facts and the *true* clinical GCS and age.
     pub ich_score: u8,
@@ -119,6 +122,7 @@ impl StudySample {
             total_ml: study.facts.total_ml,
             parenchymal_ml: study.facts.parenchymal_ml,
             ivh: study.facts.ivh,
+            ivh_ml: study.facts.volume_ml[4],
             infratentorial: study.facts.infratentorial,
             ich_score: if study.labels.any {
                 hn_data::synth::ich_score(
@@ -146,6 +150,11 @@ impl StudySample {
                 .map(|s| s.iter().map(label_row).collect()),
             mortality: self.outcomes.mortality_30d,
             mrs: self.outcomes.mrs_90d,
+            facts: self.truth.map(|t| HematomaFacts {
+                hematoma_ml: t.parenchymal_ml,
+                intraventricular_ml: t.ivh_ml,
+                infratentorial: t.infratentorial,
+            }),
         }
     }
 }

@@ -211,10 +211,10 @@ pub enum TrainError {
 pub struct EpochRecord {
     pub epoch: usize,
     pub train_loss: f64,
-    /// Mean unweighted loss per task (`hn_model::TASKS`: study, slice, mortality, mrs).
-    pub train_task_losses: [f64; 4],
+    /// Mean unweighted loss per task (`hn_model::TASKS`: study, slice, mortality, mrs, facts).
+    pub train_task_losses: [f64; hn_model::TASKS.len()],
     /// Learned task weights `exp(−s_t)` at the end of the epoch.
-    pub task_weights: [f64; 4],
+    pub task_weights: [f64; hn_model::TASKS.len()],
     pub lr_end: f64,
     pub val: ValMetrics,
     pub seconds: f64,
@@ -684,7 +684,7 @@ pub fn train_on(
         }
         let order = epoch_order(&train_idx, cfg.seed, epoch);
         let mut loss_sum = 0.0;
-        let mut task_sum = [0.0f64; 4];
+        let mut task_sum = [0.0f64; hn_model::TASKS.len()];
         let mut task_weights: Vec<f32> = Vec::new();
         let mut lr = cfg.lr;
         for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {

@@ -50,6 +50,11 @@ fn batch(cfg: &HemorrhageNetConfig, b: usize, device: &Device) -> (ModelInput, M
             ]),
             mortality: Some(i % 2 == 0),
             mrs: Some(3),
+            facts: Some(HematomaFacts {
+                hematoma_ml: if i % 2 == 0 { 20.0 } else { 0.0 },
+                intraventricular_ml: 0.0,
+                infratentorial: false,
+            }),
         })
         .collect();
     (input, ModelTargets::from_rows(&rows, s, device))

@@ -142,6 +142,7 @@ fn main() {
         + weighted_sum(o.slice_logits)
         + weighted_sum(o.mortality_logit)
         + weighted_sum(o.mrs_logits)
+        + weighted_sum(o.facts)
         + weighted_sum(o.heatmap) * 100.0
         + weighted_sum(o.feature_gates);
     let grads = GradientsParams::from_grads(objective.backward(), &net_ad);
@@ -187,12 +188,13 @@ fn main() {
     js.push_str("},");
     write!(
         js,
-        "\"any_logit\":{},\"subtype_cond_logits\":{},\"slice_logits\":{},\"mortality_logit\":{},\"mrs_logits\":{},\"heatmap\":{},\"feature_gates\":{}}}",
+        "\"any_logit\":{},\"subtype_cond_logits\":{},\"slice_logits\":{},\"mortality_logit\":{},\"mrs_logits\":{},\"facts\":{},\"heatmap\":{},\"feature_gates\":{}}}",
         v(host(out.any_logit.reshape([b, 1]))),
         v(host(out.subtype_cond_logits)),
         v(host(out.slice_logits.reshape([b, s * 6]))),
         v(host(out.mortality_logit.reshape([b, 1]))),
         v(host(out.mrs_logits)),
+        v(host(out.facts)),
         v(host(out.heatmap.reshape([b as i32, -1]))),
         v(host(out.feature_gates)),
     )

@@ -12,6 +12,10 @@ use crate::util::drop;
 pub const N_SUBTYPES: usize = 5;
 /// mRS thresholds: `P(mRS ≥ k)` for `k = 1..=6`.
 pub const N_MRS_THRESHOLDS: usize = 6;
+/// Hematoma facts predicted beside prognosis: `ln(1 + hematoma mL)` (outside the
+/// ventricles: the ICH score's volume), `ln(1 + intraventricular mL)`, and the logit of an
+/// infratentorial bleed.
+pub const N_FACTS: usize = 3;
 
 /// Configuration of the heads.
 #[derive(Config, Debug)]
@@ -30,6 +34,13 @@ pub struct HierarchicalHeadsConfig {
 /// large a hematoma is; extent is what outcome depends on (hematoma volume in the ICH score),
 /// and the densely supervised slice head measures it.
 ///
+/// The prognosis hidden layer `z` also predicts the hematoma facts the ICH score and outcome
+/// depend on ([`N_FACTS`]: hematoma and intraventricular volume, infratentorial
+/// location) through a linear read-out. Where those facts are known (masks, or the synthetic
+/// generator) their loss makes `z` — which mortality and mRS read linearly too — carry them:
+/// dense supervision of exactly the image information prognosis needs, instead of leaving a
+/// few hundred outcome labels to discover it.
+///
 /// The mRS head is a cumulative-link (CORAL-style) model: one shared score `g(x)` and six
 /// thresholds `θ_1 > … > θ_6`, `logit P(mRS ≥ k) = g(x) + θ_k`. The thresholds are built as
 /// `θ_1 − cumsum(softplus(δ))`, so they are strictly decreasing by construction and the six
@@ -41,6 +52,7 @@ pub struct HierarchicalHeads {
     slice: Linear,
     prognosis: Linear,
     mortality: Linear,
+    facts: Linear,
     mrs_score: Linear,
     mrs_first: Param<Tensor<1>>,
     mrs_gaps: Param<Tensor<1>>,
@@ -60,6 +72,8 @@ pub struct HeadOutputs {
     pub mortality_logit: Tensor<1>,
     /// `[B, 6]`.
     pub mrs_logits: Tensor<2>,
+    /// `[B, 3]`, see [`N_FACTS`].
+    pub facts: Tensor<2>,
 }
 
 impl HierarchicalHeadsConfig {
@@ -72,6 +86,7 @@ impl HierarchicalHeadsConfig {
             slice: LinearConfig::new(d, 1 + N_SUBTYPES).init(device),
             prognosis: LinearConfig::new(d + 2 * (1 + N_SUBTYPES), d).init(device),
             mortality: LinearConfig::new(d, 1).init(device),
+            facts: LinearConfig::new(d, N_FACTS).init(device),
             mrs_score: LinearConfig::new(d, 1).with_bias(false).init(device),
             // θ_1 = 1.5 and unit-ish gaps put the initial P(mRS ≥ k) across (0.8 … 0.1).
             mrs_first: Initializer::Constant { value: 1.5 }.init([1], device),
@@ -107,6 +122,7 @@ impl HierarchicalHeads {
         );
         let z = drop(&self.dropout, z, mc);
         let mortality_logit = self.mortality.forward(z.clone()).reshape([b]);
+        let facts = self.facts.forward(z.clone());
         let device = z.device();
         let steps = Tensor::cat(
             vec![
@@ -124,6 +140,7 @@ impl HierarchicalHeads {
             slice_logits,
             mortality_logit,
             mrs_logits,
+            facts,
         }
     }
 }

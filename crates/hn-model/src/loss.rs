@@ -5,11 +5,11 @@ use burn::nn::Initializer;
 use burn::prelude::*;
 use burn::tensor::activation::log_sigmoid;
 
-use crate::heads::{N_MRS_THRESHOLDS, N_SUBTYPES};
+use crate::heads::{N_FACTS, N_MRS_THRESHOLDS, N_SUBTYPES};
 use crate::model::{ModelOutput, mrs_cumulative};
 
 /// Task order of [`LossBreakdown::per_task`] and of [`MultiTaskLoss`]'s log-variances.
-pub const TASKS: [&str; 4] = ["study", "slice", "mortality", "mrs"];
+pub const TASKS: [&str; 5] = ["study", "slice", "mortality", "mrs", "facts"];
 
 /// Targets for a batch. Every label has a mask (1 = known, 0 = missing); a masked label adds
 /// nothing to the loss and a task with no known label in the batch adds nothing at all.
@@ -33,6 +33,45 @@ pub struct ModelTargets {
     pub mrs: Tensor<1, Int>,
     /// `[B]` mRS known.
     pub mrs_mask: Tensor<1>,
+    /// `[B, 3]` hematoma facts ([`HematomaFacts::encode`]); any value where masked.
+    pub facts: Tensor<2>,
+    /// `[B]` facts known.
+    pub facts_mask: Tensor<1>,
+}
+
+/// Hematoma facts of one study (from masks or the synthetic generator), the targets of the
+/// facts read-out ([`crate::heads::N_FACTS`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HematomaFacts {
+    /// Hematoma volume outside the ventricles (mL): the ICH score's volume.
+    pub hematoma_ml: f64,
+    /// Intraventricular blood volume (mL).
+    pub intraventricular_ml: f64,
+    /// Any non-intraventricular blood below the tentorium.
+    pub infratentorial: bool,
+}
+
+impl HematomaFacts {
+    /// Target row `[ln(1 + hematoma mL), ln(1 + IVH mL), infratentorial]`: log volumes, since the
+    /// outcome depends on volume multiplicatively (30 mL is the ICH score's cut) and they span
+    /// 0–150 mL.
+    pub fn encode(&self) -> [f32; N_FACTS] {
+        [
+            self.hematoma_ml.max(0.0).ln_1p() as f32,
+            self.intraventricular_ml.max(0.0).ln_1p() as f32,
+            f32::from(u8::from(self.infratentorial)),
+        ]
+    }
+
+    /// Inverse of [`encode`](Self::encode) on a predicted row (volumes in mL, infratentorial
+    /// as `logit > 0`).
+    pub fn decode(row: [f32; N_FACTS]) -> Self {
+        HematomaFacts {
+            hematoma_ml: f64::from(row[0]).exp_m1().max(0.0),
+            intraventricular_ml: f64::from(row[1]).exp_m1().max(0.0),
+            infratentorial: row[2] > 0.0,
+        }
+    }
 }
 
 /// Host-side labels of one study, for [`ModelTargets::from_rows`].
@@ -46,6 +85,8 @@ pub struct TargetRow {
     pub mortality: Option<bool>,
     /// 90-day mRS (0–6) when known.
     pub mrs: Option<u8>,
+    /// Hematoma facts when known.
+    pub facts: Option<HematomaFacts>,
 }
 
 impl ModelTargets {
@@ -59,6 +100,7 @@ impl ModelTargets {
         let mut sl = Vec::with_capacity(b * slices * 6);
         let mut slice_mask = Vec::with_capacity(b * slices);
         let (mut mort, mut mort_mask, mut mrs, mut mrs_mask) = (vec![], vec![], vec![], vec![]);
+        let (mut facts, mut facts_mask) = (Vec::with_capacity(b * N_FACTS), Vec::with_capacity(b));
         for row in rows {
             let (a, s) = row.study.unwrap_or_default();
             any.push(f(a));
@@ -81,6 +123,8 @@ impl ModelTargets {
             mort_mask.push(f(row.mortality.is_some()));
             mrs.push(row.mrs.unwrap_or(0).min(6) as i64);
             mrs_mask.push(f(row.mrs.is_some()));
+            facts.extend(row.facts.unwrap_or_default().encode());
+            facts_mask.push(f(row.facts.is_some()));
         }
         let t1 = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [b]), device);
         Self {
@@ -93,6 +137,8 @@ impl ModelTargets {
             mortality_mask: t1(mort_mask),
             mrs: Tensor::from_data(TensorData::new(mrs, [b]), device),
             mrs_mask: t1(mrs_mask),
+            facts: Tensor::from_data(TensorData::new(facts, [b, N_FACTS]), device),
+            facts_mask: t1(facts_mask),
         }
     }
 }
@@ -123,7 +169,7 @@ pub struct MultiTaskLossConfig {
 /// cannot drive its `s_t` to −∞).
 #[derive(Module, Debug)]
 pub struct MultiTaskLoss {
-    /// `[4]` log-variances in [`TASKS`] order.
+    /// `[5]` log-variances in [`TASKS`] order.
     pub log_vars: Param<Tensor<1>>,
     #[module(skip)]
     config: MultiTaskLossConfig,
@@ -134,9 +180,9 @@ pub struct MultiTaskLoss {
 pub struct LossBreakdown {
     /// `[1]` what to call `backward()` on.
     pub total: Tensor<1>,
-    /// `[4]` unweighted task losses in [`TASKS`] order (0 for a task without labels).
+    /// `[5]` unweighted task losses in [`TASKS`] order (0 for a task without labels).
     pub per_task: Tensor<1>,
-    /// `[4]` current task weights `exp(−s_t)`.
+    /// `[5]` current task weights `exp(−s_t)`.
     pub task_weights: Tensor<1>,
     /// `[1]` the gate sparsity term (before λ).
     pub gate_sparsity: Tensor<1>,
@@ -256,9 +302,32 @@ impl MultiTaskLoss {
         );
         let mrs_active = targets.mrs_mask.clone().sum().clamp_max(1.0);
 
-        let per_task = Tensor::cat(vec![study, slice, mortality, mrs], 0);
+        // Hematoma facts: squared error of the two log volumes plus the infratentorial BCE.
+        let fmask = targets.facts_mask.clone();
+        let n_facts = fmask.clone().sum().clamp_min(1.0);
+        let vol_err = (out.facts.clone().narrow(1, 0, 2) - targets.facts.clone().narrow(1, 0, 2))
+            .powf_scalar(2.0)
+            .sum_dim(1)
+            .reshape([b]);
+        let vol = (vol_err * fmask.clone()).sum() / n_facts;
+        let infra = masked_bce(
+            out.facts.clone().narrow(1, 2, 1).reshape([b]),
+            targets.facts.clone().narrow(1, 2, 1).reshape([b]),
+            fmask.clone(),
+            scalar(1.0),
+        );
+        let facts = vol + infra;
+        let facts_active = fmask.sum().clamp_max(1.0);
+
+        let per_task = Tensor::cat(vec![study, slice, mortality, mrs, facts], 0);
         let active = Tensor::cat(
-            vec![study_active, slice_active, mortality_active, mrs_active],
+            vec![
+                study_active,
+                slice_active,
+                mortality_active,
+                mrs_active,
+                facts_active,
+            ],
             0,
         );
         let s_t = self.log_vars.val();

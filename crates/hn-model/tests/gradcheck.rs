@@ -65,6 +65,11 @@ fn rows(b: usize, s: usize) -> Vec<TargetRow> {
                 slices: Some(slices),
                 mortality: Some(bleed),
                 mrs: Some(if bleed { 4 } else { 1 }),
+                facts: Some(HematomaFacts {
+                    hematoma_ml: if bleed { 20.0 } else { 0.0 },
+                    intraventricular_ml: 0.0,
+                    infratentorial: bleed,
+                }),
             }
         })
         .collect()

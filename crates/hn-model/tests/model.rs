@@ -82,6 +82,11 @@ fn rows(b: usize, s: usize) -> Vec<TargetRow> {
                 slices: Some(slices),
                 mortality: Some(bleed),
                 mrs: Some(if bleed { 4 } else { 1 }),
+                facts: Some(HematomaFacts {
+                    hematoma_ml: if bleed { 35.0 } else { 0.0 },
+                    intraventricular_ml: if bleed { 4.0 } else { 0.0 },
+                    infratentorial: false,
+                }),
             }
         })
         .collect()
@@ -456,6 +461,14 @@ fn masked_labels_contribute_nothing() {
     let mut flipped = ModelTargets::from_rows(&r, 3, &device);
     flipped.any = flipped.any.clone() + flipped.study_mask.clone().neg().add_scalar(1.0);
     flipped.mrs = Tensor::from_data(TensorData::new(vec![4i64, 6], [2]), &device);
+    flipped.facts = flipped.facts.clone()
+        + flipped
+            .facts_mask
+            .clone()
+            .neg()
+            .add_scalar(1.0)
+            .reshape([2, 1])
+            * 3.0;
     let l2 = loss.forward(&out, &flipped);
     assert_eq!(host(l1.total.clone()), host(l2.total));
     // No labels at all: every task term is exactly zero.
@@ -463,7 +476,7 @@ fn masked_labels_contribute_nothing() {
         &out,
         &ModelTargets::from_rows(&[TargetRow::default(), TargetRow::default()], 3, &device),
     );
-    assert_eq!(host(none.per_task), vec![0.0; 4]);
+    assert_eq!(host(none.per_task), vec![0.0; TASKS.len()]);
     assert!(host(l1.per_task).iter().all(|v| *v > 0.0));
 }
 
@@ -528,6 +541,15 @@ fn overfits_eight_synthetic_studies() {
                 3 + (i % 4) as u8
             } else {
                 (i % 2) as u8
+            }),
+            facts: Some(HematomaFacts {
+                hematoma_ml: if bleed {
+                    5.0 + 10.0 * (i % 3) as f64
+                } else {
+                    0.0
+                },
+                intraventricular_ml: if bleed && i % 5 == 4 { 8.0 } else { 0.0 },
+                infratentorial: bleed && i % 3 == 1,
             }),
         });
     }
