@@ -36,8 +36,8 @@ def main():
     slices[:, :, 1] = even.unsqueeze(1)
     t = dict(any=even, subtypes=sub, study_mask=torch.ones(b), slices=slices, slice_mask=torch.ones(b, s),
              mortality=even, mortality_mask=torch.ones(b), mrs=torch.full((b,), 3), mrs_mask=torch.ones(b),
-             # ln(1 + 20 mL) on even studies, as examples/bench.rs
-             facts=torch.stack([even * torch.log1p(torch.tensor(20.0)), torch.zeros(b), torch.zeros(b)], 1),
+             # ln(1 + 20 mL) / ln(101) on even studies, as examples/bench.rs
+             facts=torch.stack([even * torch.log1p(torch.tensor(20.0)) / torch.log(torch.tensor(101.0)), torch.zeros(b), torch.zeros(b)], 1),
              facts_mask=torch.ones(b))
 
     model = HemorrhageNet(channels=c)

@@ -185,7 +185,7 @@ class Heads(nn.Module):
         p_sub = torch.sigmoid(sub) * p_any
         sp = torch.sigmoid(slice_logits)
         burden = torch.cat([sp[..., :1], sp[..., 1:] * sp[..., :1]], 2).mean(1)
-        z = self.drop(F.gelu(self.prognosis(torch.cat([x, p_any, p_sub, burden], 1))))
+        z = self.drop(F.gelu(self.prognosis(torch.cat([x, p_any.detach(), p_sub.detach(), burden.detach()], 1))))
         mort = self.mortality(z).squeeze(-1)
         facts = self.facts(z)
         steps = torch.cat([torch.zeros(1), F.softplus(self.mrs_gaps)]).cumsum(0)
@@ -264,7 +264,7 @@ class MultiTaskLoss(nn.Module):
         cum = (t["mrs"].float().unsqueeze(1) >= ks).float()
         mrs_l = masked_bce(mrs, cum, t["mrs_mask"].unsqueeze(1).expand(b, 6), 1.0)
         fm = t["facts_mask"]
-        vol = (((facts[:, :2] - t["facts"][:, :2]) ** 2).sum(1) * fm).sum() / fm.sum().clamp_min(1.0)
+        vol = (((facts[:, :2] - t["facts"][:, :2]) ** 2).mean(1) * fm).sum() / fm.sum().clamp_min(1.0)
         facts_l = vol + masked_bce(facts[:, 2], t["facts"][:, 2], fm, 1.0)
         per_task = torch.stack([study, slice_, mortality, mrs_l, facts_l])
         active = torch.stack([t["study_mask"].sum(), t["slice_mask"].sum(), t["mortality_mask"].sum(),

@@ -29,8 +29,8 @@ pub use burn;
 pub use graph::{NEIGHBOURS, RegionGraph};
 pub use heads::{N_FACTS, N_MRS_THRESHOLDS, N_SUBTYPES};
 pub use loss::{
-    HematomaFacts, LossBreakdown, ModelTargets, MultiTaskLoss, MultiTaskLossConfig, TASKS,
-    TargetRow, rsna_weighted_log_loss,
+    FACTS_LOG_SCALE, HematomaFacts, LossBreakdown, ModelTargets, MultiTaskLoss,
+    MultiTaskLossConfig, TASKS, TargetRow, rsna_weighted_log_loss,
 };
 pub use model::{
     EncodedBatch, HemorrhageNet, HemorrhageNetConfig, MODALITY_CT, MODALITY_MR, ModelInput,

@@ -39,6 +39,9 @@ pub struct ModelTargets {
     pub facts_mask: Tensor<1>,
 }
 
+/// `ln(101)`: the encoded log volume of 100 mL is 1.
+pub const FACTS_LOG_SCALE: f64 = 4.61512051684126;
+
 /// Hematoma facts of one study (from masks or the synthetic generator), the targets of the
 /// facts read-out ([`crate::heads::N_FACTS`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -52,13 +55,14 @@ pub struct HematomaFacts {
 }
 
 impl HematomaFacts {
-    /// Target row `[ln(1 + hematoma mL), ln(1 + IVH mL), infratentorial]`: log volumes, since the
-    /// outcome depends on volume multiplicatively (30 mL is the ICH score's cut) and they span
-    /// 0–150 mL.
+    /// Target row `[ln(1 + hematoma mL), ln(1 + IVH mL)] / ln(101)`, infratentorial: log
+    /// volumes, since the outcome depends on volume multiplicatively (30 mL is the ICH score's
+    /// cut), divided by [`FACTS_LOG_SCALE`] so that 0–100 mL maps to [0, 1] and the squared
+    /// error starts at the size of a cross-entropy.
     pub fn encode(&self) -> [f32; N_FACTS] {
         [
-            self.hematoma_ml.max(0.0).ln_1p() as f32,
-            self.intraventricular_ml.max(0.0).ln_1p() as f32,
+            (self.hematoma_ml.max(0.0).ln_1p() / FACTS_LOG_SCALE) as f32,
+            (self.intraventricular_ml.max(0.0).ln_1p() / FACTS_LOG_SCALE) as f32,
             f32::from(u8::from(self.infratentorial)),
         ]
     }
@@ -67,8 +71,8 @@ impl HematomaFacts {
     /// as `logit > 0`).
     pub fn decode(row: [f32; N_FACTS]) -> Self {
         HematomaFacts {
-            hematoma_ml: f64::from(row[0]).exp_m1().max(0.0),
-            intraventricular_ml: f64::from(row[1]).exp_m1().max(0.0),
+            hematoma_ml: (f64::from(row[0]) * FACTS_LOG_SCALE).exp_m1().max(0.0),
+            intraventricular_ml: (f64::from(row[1]) * FACTS_LOG_SCALE).exp_m1().max(0.0),
             infratentorial: row[2] > 0.0,
         }
     }
@@ -302,12 +306,13 @@ impl MultiTaskLoss {
         );
         let mrs_active = targets.mrs_mask.clone().sum().clamp_max(1.0);
 
-        // Hematoma facts: squared error of the two log volumes plus the infratentorial BCE.
+        // Hematoma facts: squared error of the two scaled log volumes (mean of the two) plus
+        // the infratentorial BCE.
         let fmask = targets.facts_mask.clone();
         let n_facts = fmask.clone().sum().clamp_min(1.0);
         let vol_err = (out.facts.clone().narrow(1, 0, 2) - targets.facts.clone().narrow(1, 0, 2))
             .powf_scalar(2.0)
-            .sum_dim(1)
+            .mean_dim(1)
             .reshape([b]);
         let vol = (vol_err * fmask.clone()).sum() / n_facts;
         let infra = masked_bce(

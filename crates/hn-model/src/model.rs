@@ -130,8 +130,9 @@ pub struct ModelOutput {
     pub mortality_logit: Tensor<1>,
     /// `[B, 6]` level 3: logits of `P(mRS ≥ k)`, `k = 1..=6` (rank-consistent).
     pub mrs_logits: Tensor<2>,
-    /// `[B, 3]` estimated hematoma facts: `ln(1 + hematoma mL outside the ventricles)`,
-    /// `ln(1 + intraventricular mL)`, infratentorial logit ([`N_FACTS`](crate::heads::N_FACTS)).
+    /// `[B, 3]` estimated hematoma facts: `ln(1 + hematoma mL outside the ventricles)` and
+    /// `ln(1 + intraventricular mL)` over `ln(101)`, infratentorial logit
+    /// ([`HematomaFacts::decode`](crate::HematomaFacts::decode) reads a row).
     pub facts: Tensor<2>,
     /// `[B, S, h, w]` node importance from gated attention pooling; sums to 1 per study.
     /// Cell `(i, j)` of slice `s` covers pixels `[i·f, (i+1)·f) × [j·f, (j+1)·f)` of that
