@@ -25,6 +25,11 @@ pub struct HierarchicalHeadsConfig {
     /// Dropout before every head (the MC-dropout sites of the decision layer).
     #[config(default = 0.1)]
     pub dropout: f64,
+    /// Feed the level-1/2 probabilities and the burden to level 3 detached (no gradient from
+    /// prognosis into the detection heads). `false` only for gradient checks of the whole
+    /// function.
+    #[config(default = true)]
+    pub detach_decisions: bool,
 }
 
 /// Level 1 `P(any)`, level 2 `P(subtype | bleed)`, slice logits, and level 3 prognosis
@@ -57,6 +62,8 @@ pub struct HierarchicalHeads {
     mrs_first: Param<Tensor<1>>,
     mrs_gaps: Param<Tensor<1>>,
     dropout: Dropout,
+    #[module(skip)]
+    detach_decisions: bool,
 }
 
 /// Raw head outputs.
@@ -92,6 +99,7 @@ impl HierarchicalHeadsConfig {
             mrs_first: Initializer::Constant { value: 1.5 }.init([1], device),
             mrs_gaps: Initializer::Constant { value: 0.5 }.init([N_MRS_THRESHOLDS - 1], device),
             dropout: DropoutConfig::new(self.dropout).init(),
+            detach_decisions: self.detach_decisions,
         }
     }
 }
@@ -120,10 +128,15 @@ impl HierarchicalHeads {
         // trained by detection labels only, and prognosis (or the facts read-out, whose
         // regression loss is large early in training) cannot bend the bleed and slice heads to
         // suit itself — a first trial without the detach lost 0.2 of slice-level AUC that way.
-        let z = gelu(self.prognosis.forward(Tensor::cat(
-            vec![x, p_any.detach(), p_sub.detach(), burden.detach()],
-            1,
-        )));
+        let (p_any, p_sub, burden) = if self.detach_decisions {
+            (p_any.detach(), p_sub.detach(), burden.detach())
+        } else {
+            (p_any, p_sub, burden)
+        };
+        let z = gelu(
+            self.prognosis
+                .forward(Tensor::cat(vec![x, p_any, p_sub, burden], 1)),
+        );
         let z = drop(&self.dropout, z, mc);
         let mortality_logit = self.mortality.forward(z.clone()).reshape([b]);
         let facts = self.facts.forward(z.clone());

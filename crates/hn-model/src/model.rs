@@ -64,6 +64,9 @@ pub struct HemorrhageNetConfig {
     /// Hidden width of the gated attention pooling.
     #[config(default = 64)]
     pub d_attn: usize,
+    /// Level 3 reads the level-1/2 decisions detached ([`HierarchicalHeadsConfig`]).
+    #[config(default = true)]
+    pub detach_decisions: bool,
 }
 
 /// Model input for a batch of `B` studies.
@@ -314,6 +317,7 @@ impl HemorrhageNetConfig {
                 .init(device),
             heads: HierarchicalHeadsConfig::new(d)
                 .with_dropout(self.dropout)
+                .with_detach_decisions(self.detach_decisions)
                 .init(device),
             config: self.clone(),
             graphs: GraphCache::default(),
