@@ -137,6 +137,11 @@ pub struct Calibration {
     pub mc_passes: usize,
     /// Mortality threshold (Youden on validation) used only for the report's decision path.
     pub mortality_threshold: f64,
+    /// Agreement of the hematoma-facts read-out with the known facts on validation; present
+    /// only when the validation (hence training) data had facts, i.e. when the read-out was
+    /// trained. `predict` and the model-estimated ICH score use the read-out only then.
+    #[serde(default)]
+    pub facts: Option<metrics::FactsAgreement>,
 }
 
 /// Dataset identity of a training run.

@@ -95,6 +95,21 @@ pub fn model_ich_facts(
     }
 }
 
+/// Hematoma facts for the ICH score from the facts read-out of a model trained with facts
+/// targets: volume and infratentorial location from the read-out, IVH from the
+/// intraventricular probability, all zero when the bleed decision is negative.
+pub fn learned_ich_facts(sc: &StudyScores, cal: &Calibration) -> IchImageFacts {
+    let t = &cal.temperatures;
+    let p = sc.detection_row(t.any, t.subtypes);
+    let bleed = p[0] >= cal.thresholds[0];
+    let f = sc.estimated_facts();
+    IchImageFacts {
+        volume_ml: if bleed { f.hematoma_ml } else { 0.0 },
+        ivh: p[5] >= cal.thresholds[5],
+        infratentorial: bleed && f.infratentorial,
+    }
+}
+
 /// Upsample a `[h, w]` heatmap slice to `[height, width]` pixels via the model's cell bounds.
 pub fn heat_to_pixels(
     cfg: &HemorrhageNetConfig,
@@ -161,6 +176,7 @@ pub fn evaluate(
                 referral: metrics::ReferralPolicy::fit(&unc, 0.1)?,
                 mc_passes: mc,
                 mortality_threshold: 0.5,
+                facts: crate::scoring::facts_agreement(&data.samples, &val_idx, &val),
             }
         }
     };
@@ -345,6 +361,10 @@ pub fn evaluate(
         }
         ich("ich_score_model_estimate", &|k| {
             let sc = &test[k];
+            if calibration.facts.is_some() {
+                // A model trained with facts targets: its own read-out.
+                return Some(learned_ich_facts(sc, &calibration));
+            }
             let gate = crate::infer::volume_gate(
                 &sc.slice_any,
                 &sc.slice_heat_mass(n_slices),
@@ -448,6 +468,11 @@ pub fn evaluate(
         referral,
         baselines: bl,
         bayes_limit: bayes,
+        hematoma_facts: calibration.facts.and(crate::scoring::facts_agreement(
+            &data.samples,
+            &test_idx,
+            &test,
+        )),
         overlays,
     };
     let (report, plots) = report::evaluate(&inputs)?;

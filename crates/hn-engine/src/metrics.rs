@@ -568,6 +568,23 @@ pub fn apply_temperature(logits: &[f64], t: f64) -> Vec<f64> {
     logits.iter().map(|z| sigmoid(z / t)).collect()
 }
 
+/// How well the hematoma-facts read-out agrees with the known facts (synthetic truth) on a set
+/// of studies. Stored in the card (validation) when the model was trained with facts targets;
+/// `predict` and the model-estimated ICH score use the read-out only then.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FactsAgreement {
+    /// Studies with known facts.
+    pub n: usize,
+    /// Mean absolute error of the hematoma volume outside the ventricles (mL).
+    pub hematoma_ml_mae: f64,
+    /// Mean absolute error of the intraventricular volume (mL).
+    pub intraventricular_ml_mae: f64,
+    /// Fraction of studies on the right side of the ICH score's 30 mL cut.
+    pub volume_cut_accuracy: f64,
+    /// AUC of P(infratentorial) (null with a single class).
+    pub infratentorial_auc: Option<f64>,
+}
+
 /// How a head's logits are recalibrated on validation data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -54,6 +54,10 @@ pub struct MetricsReport {
     pub baselines: Vec<BaselineResult>,
     /// Best achievable AUC per task when the data generator is known (synthetic data).
     pub bayes_limit: Vec<BayesLimit>,
+    /// Agreement of the model's hematoma-facts read-out with the known facts on these cases
+    /// (when both exist).
+    #[serde(default)]
+    pub hematoma_facts: Option<metrics::FactsAgreement>,
 }
 
 /// What was evaluated.
@@ -673,6 +677,19 @@ validation rate {}, rate on these cases {}).</p><div class=\"plots\">{}</div>",
             referral_svg(rf)?
         );
     }
+    if let Some(f) = &r.hematoma_facts {
+        let _ = write!(
+            h,
+            "<h2>Hematoma facts read-out</h2><table><tr><th>n</th><th>hematoma volume MAE (mL)</th>\
+<th>IVH volume MAE (mL)</th><th>right side of the 30 mL cut</th><th>infratentorial AUC</th></tr>\
+<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+            f.n,
+            f3(f.hematoma_ml_mae),
+            f3(f.intraventricular_ml_mae),
+            f3(f.volume_cut_accuracy),
+            f.infratentorial_auc.map(f3).unwrap_or_else(|| "–".into())
+        );
+    }
     if !r.baselines.is_empty() || !r.bayes_limit.is_empty() {
         h += "<h2>Baselines and ablations</h2><table><tr><th>name</th><th>task</th><th>n</th>\
 <th>AUC (95 % CI)</th><th>Brier</th></tr>";
@@ -802,6 +819,7 @@ pub struct EvalInputs {
     pub referral: Option<ReferralInputs>,
     pub baselines: Vec<BaselineInputs>,
     pub bayes_limit: Vec<BayesLimit>,
+    pub hematoma_facts: Option<metrics::FactsAgreement>,
     /// Overlay PNGs for the attention section.
     pub overlays: Vec<(String, Vec<u8>)>,
 }
@@ -919,6 +937,7 @@ pub fn evaluate(inp: &EvalInputs) -> Result<(MetricsReport, ReportPlots), Report
             referral,
             baselines,
             bayes_limit: inp.bayes_limit.clone(),
+            hematoma_facts: inp.hematoma_facts,
         },
         plots,
     ))
@@ -990,6 +1009,13 @@ mod tests {
                 brier: None,
                 note: "generator probabilities".into(),
             }],
+            hematoma_facts: Some(metrics::FactsAgreement {
+                n: 10,
+                hematoma_ml_mae: 4.5,
+                intraventricular_ml_mae: 1.25,
+                volume_cut_accuracy: 0.9,
+                infratentorial_auc: Some(0.8),
+            }),
         };
         let (w, h) = (32, 24);
         let slice: Vec<f32> = (0..w * h)
@@ -1131,6 +1157,7 @@ mod tests {
                 probabilities: true,
             }],
             bayes_limit: vec![],
+            hematoma_facts: None,
             overlays: vec![],
         };
         let (r, plots) = evaluate(&inp).unwrap();

@@ -4,7 +4,7 @@
 use hn_model::HemorrhageNet;
 use hn_model::burn::prelude::*;
 
-use crate::metrics::sigmoid;
+use crate::metrics::{FactsAgreement, sigmoid};
 use crate::sample::{InputMask, StudySample, make_batch};
 
 /// Raw outputs for one study (logits before temperature scaling).
@@ -26,6 +26,8 @@ pub struct StudyScores {
     pub feature_gates: Vec<f64>,
     /// `[S, h, w]` heatmap (sums to 1).
     pub heatmap: Vec<f32>,
+    /// Raw hematoma-facts read-out (`hn_model::HematomaFacts::decode` reads it).
+    pub facts: [f32; hn_model::N_FACTS],
 }
 
 /// Host copy of a float tensor's values (row-major), widened to f64.
@@ -64,6 +66,7 @@ pub fn score(
         let sub = host(o.subtype_cond_logits.clone().reshape([b * 5]));
         let mort = host(o.mortality_logit.clone());
         let mrs = host(o.mrs_logits.clone().reshape([b * 6]));
+        let facts = host(o.facts.clone().reshape([b * hn_model::N_FACTS]));
         let slice_all = host(o.probabilities().slices.reshape([b * s * 6]));
         let slice_any: Vec<f64> = (0..b * s).map(|r| slice_all[r * 6]).collect();
         let f = o.feature_gates.dims()[1];
@@ -105,6 +108,7 @@ pub fn score(
                 mc_any_logits: std::mem::take(&mut mc[k]),
                 feature_gates: gates[k * f..(k + 1) * f].to_vec(),
                 heatmap: heat[k * n_heat..(k + 1) * n_heat].to_vec(),
+                facts: std::array::from_fn(|j| facts[k * hn_model::N_FACTS + j] as f32),
             });
         }
     }
@@ -112,6 +116,17 @@ pub fn score(
 }
 
 impl StudyScores {
+    /// The model's estimate of the hematoma facts (meaningful only for a model trained with
+    /// facts targets: see `Calibration::facts`).
+    pub fn estimated_facts(&self) -> hn_model::HematomaFacts {
+        hn_model::HematomaFacts::decode(self.facts)
+    }
+
+    /// The facts read-out's probability of an infratentorial bleed.
+    pub fn p_infratentorial(&self) -> f64 {
+        sigmoid(f64::from(self.facts[2]))
+    }
+
     /// Calibrated P(any) at temperature `t`.
     pub fn p_any(&self, t: f64) -> f64 {
         sigmoid(self.any_logit / t)
@@ -186,4 +201,32 @@ impl StudyScores {
         };
         crate::metrics::binary_entropy(p)
     }
+}
+
+/// [`FactsAgreement`] of `scores` (rows of `idx`) against the samples' synthetic truth;
+/// `None` when no study has it.
+pub fn facts_agreement(
+    samples: &[StudySample],
+    idx: &[usize],
+    scores: &[StudyScores],
+) -> Option<FactsAgreement> {
+    let (mut n, mut e_h, mut e_v, mut cut) = (0usize, 0.0, 0.0, 0usize);
+    let (mut p_inf, mut y_inf) = (Vec::new(), Vec::new());
+    for (k, &i) in idx.iter().enumerate() {
+        let Some(t) = samples[i].truth else { continue };
+        let f = scores[k].estimated_facts();
+        n += 1;
+        e_h += (f.hematoma_ml - t.parenchymal_ml).abs();
+        e_v += (f.intraventricular_ml - t.ivh_ml).abs();
+        cut += usize::from((f.hematoma_ml >= 30.0) == (t.parenchymal_ml >= 30.0));
+        p_inf.push(scores[k].p_infratentorial());
+        y_inf.push(t.infratentorial);
+    }
+    (n > 0).then(|| FactsAgreement {
+        n,
+        hematoma_ml_mae: e_h / n as f64,
+        intraventricular_ml_mae: e_v / n as f64,
+        volume_cut_accuracy: cut as f64 / n as f64,
+        infratentorial_auc: crate::metrics::roc_auc(&p_inf, &y_inf).ok(),
+    })
 }

@@ -891,6 +891,7 @@ pub fn calibrate(
         referral,
         mc_passes: cfg.mc_passes,
         mortality_threshold,
+        facts: crate::scoring::facts_agreement(&data.samples, &idx, &scores),
     })
 }
 

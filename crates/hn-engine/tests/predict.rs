@@ -56,6 +56,7 @@ fn calibration(any_threshold: f64, referral_threshold: f64) -> Calibration {
         },
         mc_passes: 3,
         mortality_threshold: 0.4,
+        facts: None,
     }
 }
 
@@ -181,6 +182,7 @@ fn predict_dicom_and_nifti_end_to_end() {
         "review",
         "feature_weights",
         "hematoma_volume_ml",
+        "estimated_facts",
         "key_slices",
         "intended_use",
     ] {

@@ -378,3 +378,32 @@ pub fn rsna_weighted_log_loss(probs: &[[f32; 6]], labels: &[[bool; 6]]) -> f64 {
         .sum();
     total / probs.len() as f64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hematoma_facts_round_trip_and_scale() {
+        let f = HematomaFacts {
+            hematoma_ml: 42.5,
+            intraventricular_ml: 3.0,
+            infratentorial: true,
+        };
+        let row = f.encode();
+        // 100 mL encodes to 1: the squared error starts at a cross-entropy's size.
+        let hundred = HematomaFacts {
+            hematoma_ml: 100.0,
+            ..Default::default()
+        };
+        assert!((hundred.encode()[0] - 1.0).abs() < 1e-6);
+        assert_eq!(row[2], 1.0);
+        let back = HematomaFacts::decode([row[0], row[1], 2.0]);
+        assert!((back.hematoma_ml - 42.5).abs() < 1e-3, "{back:?}");
+        assert!((back.intraventricular_ml - 3.0).abs() < 1e-4, "{back:?}");
+        assert!(back.infratentorial);
+        // A negative read-out is no volume, a negative logit no infratentorial bleed.
+        let none = HematomaFacts::decode([-0.3, -1.0, -0.5]);
+        assert_eq!(none, HematomaFacts::default());
+    }
+}

@@ -605,3 +605,39 @@ fn overfits_eight_synthetic_studies() {
     }
     eprintln!("overfit in {steps} steps: {last:?}");
 }
+
+/// The facts term of the loss (task 4) is 0 at the encoded target, the mean squared error of
+/// the scaled log volumes otherwise, and a study without facts adds nothing.
+#[test]
+fn facts_loss_is_zero_at_the_target_and_masked_when_unknown() {
+    let device = Device::flex();
+    let cfg = HemorrhageNetConfig::tiny();
+    let net = cfg.init(&device);
+    let loss = MultiTaskLossConfig::new().init(&device);
+    let mut out = net.forward(input(&cfg, 2, 3, 16, 16, 6, &device));
+    let f = HematomaFacts {
+        hematoma_ml: 30.0,
+        intraventricular_ml: 0.0,
+        infratentorial: false,
+    };
+    let rows = [
+        TargetRow {
+            facts: Some(f),
+            ..TargetRow::default()
+        },
+        TargetRow::default(),
+    ];
+    let targets = ModelTargets::from_rows(&rows, 3, &device);
+    let enc = f.encode();
+    let facts = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [2, N_FACTS]), &device);
+    let facts_term = |out: &ModelOutput| host(loss.forward(out, &targets).per_task)[4];
+    out.facts = facts(vec![enc[0], enc[1], -30.0, 9.0, 9.0, 9.0]);
+    assert!(facts_term(&out) < 1e-6, "{}", facts_term(&out));
+    // Off by 0.5 on the first volume: (0.5² + 0²) / 2; the unknown study's row is ignored.
+    out.facts = facts(vec![enc[0] + 0.5, enc[1], -30.0, -9.0, 0.0, 3.0]);
+    assert!(
+        (facts_term(&out) - 0.125).abs() < 1e-5,
+        "{}",
+        facts_term(&out)
+    );
+}

@@ -31,7 +31,7 @@ pub use output::{heatmap_on_input_grid, write_outputs, write_study_dir};
 pub use volume::{VolumeEstimateConfig, estimate_volume_ml, estimate_volume_ml_with, volume_gate};
 
 /// Version of the `prediction.json` schema.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// MC-dropout passes when the card does not say.
 pub const DEFAULT_MC_PASSES: usize = 20;
@@ -124,9 +124,15 @@ pub struct Prediction {
     pub uncertainty: UncertaintyReport,
     pub review: Review,
     pub feature_weights: Vec<FeatureWeight>,
-    /// Crude image-derived estimate ([`estimate_volume_ml`]); `null` when not estimable.
+    /// Hematoma volume (mL): the facts read-out's estimate when the card says it was trained
+    /// ([`EstimatedFacts`]), else the crude image-derived estimate ([`estimate_volume_ml`]);
+    /// `null` when not estimable.
     pub hematoma_volume_ml: Option<f64>,
     pub hematoma_volume_method: String,
+    /// The facts read-out (hematoma and IVH volume, infratentorial location) with its
+    /// validation agreement; `null` for a model trained without facts targets.
+    #[serde(default)]
+    pub estimated_facts: Option<EstimatedFacts>,
     pub key_slices: Vec<KeySlice>,
     /// Non-fatal observations about the input.
     pub warnings: Vec<String>,
@@ -134,6 +140,19 @@ pub struct Prediction {
     /// Heatmap density on the model grid (not serialised; written as NIfTI and overlays).
     #[serde(skip)]
     pub heatmap: Heatmap,
+}
+
+/// The network's own estimate of the hematoma facts the ICH score uses, and how well that
+/// estimate agreed with the truth on the model's validation split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EstimatedFacts {
+    /// Hematoma volume outside the ventricles (mL), 0 when the bleed decision is negative.
+    pub hematoma_ml: f64,
+    /// Intraventricular blood volume (mL), 0 when the bleed decision is negative.
+    pub intraventricular_ml: f64,
+    /// P(infratentorial bleed) from the read-out (not gated).
+    pub p_infratentorial: f64,
+    pub validation: crate::metrics::FactsAgreement,
 }
 
 /// Heatmap on the model grid `[S, H, W]`: each cell's pooling mass spread evenly over the
@@ -521,6 +540,7 @@ impl Predictor {
         // The CNN runs once; the deterministic pass and every MC-dropout pass decode from it.
         let encoded = self.net.encode(batch);
         let det = self.net.decode(encoded.clone());
+        let facts_row = to_vec(det.facts.clone());
         let det_cal = temps.apply(&det);
         let det_probs = det_cal.probabilities();
         let [_, s, h, w] = det.heatmap.dims();
@@ -673,11 +693,36 @@ impl Predictor {
             })
             .collect();
 
-        let vol = estimate_volume_ml(
-            sample,
-            &volume_gate(&slice_any, &slice_mass, level_1.decision),
-            &self.card.preprocess.windows,
-        );
+        let estimated_facts = cal.and_then(|c| c.facts).map(|validation| {
+            let f = hn_model::HematomaFacts::decode(std::array::from_fn(|j| facts_row[j] as f32));
+            let gate = |v: f64| if level_1.decision { v } else { 0.0 };
+            EstimatedFacts {
+                hematoma_ml: gate(f.hematoma_ml),
+                intraventricular_ml: gate(f.intraventricular_ml),
+                p_infratentorial: crate::metrics::sigmoid(facts_row[2]),
+                validation,
+            }
+        });
+        let (vol, vol_method) = match &estimated_facts {
+            Some(f) => (
+                f.hematoma_ml + f.intraventricular_ml,
+                format!(
+                    "the network's hematoma-facts read-out (hematoma + intraventricular; \
+                     validation mean absolute error {:.1} + {:.1} mL)",
+                    f.validation.hematoma_ml_mae, f.validation.intraventricular_ml_mae
+                ),
+            ),
+            None => (
+                estimate_volume_ml(
+                    sample,
+                    &volume_gate(&slice_any, &slice_mass, level_1.decision),
+                    &self.card.preprocess.windows,
+                ),
+                "crude image-derived estimate: voxels of 55-100 HU (3x3 mean, bone excluded) \
+                 on slices with slice P(any) >= 0.5, on the model grid; not a segmentation"
+                    .to_string(),
+            ),
+        };
         let mut warnings = Vec::new();
         if cal.is_none() {
             warnings.push(
@@ -741,10 +786,8 @@ impl Predictor {
             review,
             feature_weights,
             hematoma_volume_ml: finite(vol),
-            hematoma_volume_method: "crude image-derived estimate: voxels of 55-100 HU (3x3 \
-                mean, bone excluded) on slices with slice P(any) >= 0.5, on the model grid; \
-                not a segmentation"
-                .into(),
+            hematoma_volume_method: vol_method,
+            estimated_facts,
             key_slices,
             warnings,
             intended_use: self.card.intended_use.clone(),
