@@ -168,7 +168,7 @@ class Heads(nn.Module):
         self.any = nn.Linear(d, 1)
         self.subtype = nn.Linear(d, N_SUBTYPES)
         self.slice = nn.Linear(d, 1 + N_SUBTYPES)
-        self.prognosis = nn.Linear(2 * d + 2 * (1 + N_SUBTYPES), d)
+        self.prognosis = nn.Linear(d + 2 * (1 + N_SUBTYPES), d)
         self.mortality = nn.Linear(d, 1)
         self.facts = nn.Linear(d, 3)
         self.mrs_score = nn.Linear(d, 1, bias=False)
@@ -176,7 +176,7 @@ class Heads(nn.Module):
         self.mrs_gaps = nn.Parameter(torch.full((N_MRS - 1,), 0.5))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, fused, slices, extent):
+    def forward(self, fused, slices):
         x = self.drop(fused)
         any_logit = self.any(x).squeeze(-1)
         sub = self.subtype(x)
@@ -185,8 +185,7 @@ class Heads(nn.Module):
         p_sub = torch.sigmoid(sub) * p_any
         sp = torch.sigmoid(slice_logits)
         burden = torch.cat([sp[..., :1], sp[..., 1:] * sp[..., :1]], 2).mean(1)
-        z = self.drop(F.gelu(self.prognosis(torch.cat([x, p_any.detach(), p_sub.detach(), burden.detach(), extent],
-                                                      1))))
+        z = self.drop(F.gelu(self.prognosis(torch.cat([x, p_any.detach(), p_sub.detach(), burden.detach()], 1))))
         mort = self.mortality(z).squeeze(-1)
         facts = self.facts(z)
         steps = torch.cat([torch.zeros(1), F.softplus(self.mrs_gaps)]).cumsum(0)
@@ -235,7 +234,7 @@ class HemorrhageNet(nn.Module):
         slices = (slice_attn.unsqueeze(-1) * x.view(b, s, h * w, d)).sum(2)
         tokens, gates = self.clinical(clinical, present)
         fused, _ = self.fusion(tokens, x, image)
-        return self.heads(fused, slices, x.mean(1)) + (study_attn.view(b, s, h, w), gates)
+        return self.heads(fused, slices) + (study_attn.view(b, s, h, w), gates)
 
 
 def masked_bce(logits, targets, mask, pos_weight):

@@ -37,8 +37,7 @@ pub struct HierarchicalHeadsConfig {
 /// the mean over slices of the per-slice `[P(any), P(subtype)]`, i.e. the fraction of slices
 /// each bleed type covers. Attention pooling is a weighted *average* and so cannot say how
 /// large a hematoma is; extent is what outcome depends on (hematoma volume in the ICH score),
-/// and the densely supervised slice head measures it per slice. Within slices, the plain mean
-/// of the image nodes (`extent`) gives level 3 the area as well.
+/// and the densely supervised slice head measures it.
 ///
 /// The prognosis hidden layer `z` also predicts the hematoma facts the ICH score and outcome
 /// depend on ([`N_FACTS`]: hematoma and intraventricular volume, infratentorial
@@ -92,7 +91,7 @@ impl HierarchicalHeadsConfig {
             any: LinearConfig::new(d, 1).init(device),
             subtype: LinearConfig::new(d, N_SUBTYPES).init(device),
             slice: LinearConfig::new(d, 1 + N_SUBTYPES).init(device),
-            prognosis: LinearConfig::new(2 * d + 2 * (1 + N_SUBTYPES), d).init(device),
+            prognosis: LinearConfig::new(d + 2 * (1 + N_SUBTYPES), d).init(device),
             mortality: LinearConfig::new(d, 1).init(device),
             facts: LinearConfig::new(d, N_FACTS).init(device),
             mrs_score: LinearConfig::new(d, 1).with_bias(false).init(device),
@@ -106,15 +105,8 @@ impl HierarchicalHeadsConfig {
 }
 
 impl HierarchicalHeads {
-    /// `fused [B, D]`, `slices [B, S, D]`, `extent [B, D]` (mean of the image nodes, for
-    /// level 3 only) → head logits.
-    pub fn forward(
-        &self,
-        fused: Tensor<2>,
-        slices: Tensor<3>,
-        extent: Tensor<2>,
-        mc: bool,
-    ) -> HeadOutputs {
+    /// `fused [B, D]`, `slices [B, S, D]` → head logits.
+    pub fn forward(&self, fused: Tensor<2>, slices: Tensor<3>, mc: bool) -> HeadOutputs {
         let [b, _] = fused.dims();
         let x = drop(&self.dropout, fused, mc);
         let any_logit = self.any.forward(x.clone()).reshape([b]);
@@ -143,7 +135,7 @@ impl HierarchicalHeads {
         };
         let z = gelu(
             self.prognosis
-                .forward(Tensor::cat(vec![x, p_any, p_sub, burden, extent], 1)),
+                .forward(Tensor::cat(vec![x, p_any, p_sub, burden], 1)),
         );
         let z = drop(&self.dropout, z, mc);
         let mortality_logit = self.mortality.forward(z.clone()).reshape([b]);

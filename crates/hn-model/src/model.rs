@@ -347,7 +347,7 @@ impl HemorrhageNetConfig {
         let f = self.n_clinical;
         let clinical = mac(f, 2 * d) + mac(2 * f, 32) + mac(32, f);
         let fusion = mac(f, 2 * d * d) + mac(n, 2 * d * d) + mac(f * n, 2 * d) + mac(2 * d, d);
-        let heads = mac(d, 6 + 2 + 3) + mac(self.slices * d, 6) + mac(2 * d + 12, d);
+        let heads = mac(d, 6 + 2) + mac(self.slices * d, 6) + mac(d + 12, d);
         cnn + gat + pool + clinical + fusion + heads
     }
 }
@@ -522,13 +522,8 @@ impl HemorrhageNet {
             .reshape([b, s, d]);
 
         let (tokens, feature_gates) = self.clinical.forward(clinical, clinical_present);
-        let extent_nodes = x.clone();
         let (embedding, cross_attention) = self.fusion.forward(tokens, x, image, mc);
-        // Extent for level 3: the plain mean of the node features. Attention pooling is a
-        // weighted *average* and says what the most telling regions look like, not how many
-        // there are; hematoma volume — what outcome depends on — is a count of bleeding regions.
-        let extent = extent_nodes.mean_dim(1).reshape([b, d]);
-        let heads = self.heads.forward(embedding.clone(), slices, extent, mc);
+        let heads = self.heads.forward(embedding.clone(), slices, mc);
         ModelOutput {
             any_logit: heads.any_logit,
             subtype_cond_logits: heads.subtype_cond_logits,
