@@ -347,7 +347,7 @@ impl HemorrhageNetConfig {
         let f = self.n_clinical;
         let clinical = mac(f, 2 * d) + mac(2 * f, 32) + mac(32, f);
         let fusion = mac(f, 2 * d * d) + mac(n, 2 * d * d) + mac(f * n, 2 * d) + mac(2 * d, d);
-        let heads = mac(d, 6 + 2) + mac(self.slices * d, 6) + mac(d + 12, d);
+        let heads = mac(d, 6 + 2 + 3) + mac(self.slices * d, 6) + mac(d + 12, d);
         cnn + gat + pool + clinical + fusion + heads
     }
 }
