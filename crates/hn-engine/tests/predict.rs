@@ -406,3 +406,53 @@ fn unusable_studies_give_clear_errors() {
         .unwrap();
     assert!(e.to_string().contains("missing-model"), "{e}");
 }
+
+/// The facts read-out reaches the report only when the card says it was trained (it carries
+/// the validation agreement), gated by the bleed decision; the card's Platt bias moves the
+/// reported mortality.
+#[test]
+fn facts_read_out_and_platt_bias_follow_the_card() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, nii) = studies(tmp.path());
+    let net = net();
+    let run = |cal: Calibration| {
+        predictor(&net, Some(cal))
+            .predict_path("s", &nii, ClinicalRecord::default())
+            .unwrap()
+            .prediction
+    };
+    let agreement = hn_engine::metrics::FactsAgreement {
+        n: 300,
+        hematoma_ml_mae: 8.1,
+        intraventricular_ml_mae: 0.8,
+        volume_cut_accuracy: 0.95,
+        infratentorial_auc: Some(0.97),
+    };
+    // Without facts in the card: the crude estimate, no read-out.
+    let plain = run(calibration(0.0, 1e9));
+    assert!(plain.estimated_facts.is_none());
+    assert!(plain.hematoma_volume_method.contains("crude"));
+    // With them and a positive bleed decision (threshold 0): the read-out, ungated.
+    let mut cal = calibration(0.0, 1e9);
+    cal.facts = Some(agreement);
+    let yes = run(cal.clone());
+    let f = yes.estimated_facts.as_ref().unwrap();
+    assert_eq!(f.validation, agreement);
+    assert!(yes.hematoma_volume_method.contains("read-out"));
+    assert!((0.0..=1.0).contains(&f.p_infratentorial));
+    let total = f.hematoma_ml + f.intraventricular_ml;
+    assert!((yes.hematoma_volume_ml.unwrap() - total).abs() < 1e-9);
+    // A negative bleed decision (threshold 1) zeroes the volumes.
+    cal.thresholds[0] = 1.0;
+    let no = run(cal.clone());
+    let g = no.estimated_facts.as_ref().unwrap();
+    assert_eq!((g.hematoma_ml, g.intraventricular_ml), (0.0, 0.0));
+    assert_eq!(no.hematoma_volume_ml, Some(0.0));
+    // Platt bias: a bias of +2 on the mortality logit raises P(death) as sigmoid says.
+    let mut platt = calibration(0.0, 1e9);
+    platt.temperatures.mortality_bias = 2.0;
+    let p0 = plain.probabilities.mortality_30d;
+    let p2 = run(platt).probabilities.mortality_30d;
+    let logit = |p: f64| (p / (1.0 - p)).ln();
+    assert!((logit(p2) - logit(p0) - 2.0).abs() < 1e-4, "{p0} → {p2}");
+}
