@@ -72,41 +72,31 @@ pub struct Evaluation {
     pub calibration: Calibration,
 }
 
-/// Hematoma facts estimated by the model for the ICH score: volume from the image (callers
-/// pass an estimator), IVH from the intraventricular probability, infratentorial from where
-/// the heatmap mass lies (lowest 30 % of the slices: posterior fossa).
+/// Hematoma facts estimated by the model for the ICH score, all gated by the bleed decision:
+/// IVH from the intraventricular probability; volume and infratentorial location from the
+/// network's facts read-out when the card says it was trained (`cal.facts`), else volume from
+/// the image estimator the caller passes (`crude_volume_ml`, only called then) and
+/// infratentorial from where the heatmap mass lies (lowest 30 % of the slices: posterior fossa).
 pub fn model_ich_facts(
     sc: &StudyScores,
-    volume_ml: f64,
     cal: &Calibration,
     n_slices: usize,
+    crude_volume_ml: impl FnOnce() -> f64,
 ) -> IchImageFacts {
     let t = &cal.temperatures;
     let p = sc.detection_row(t.any, t.subtypes);
-    let peak = sc.peak_slice(n_slices);
-    IchImageFacts {
-        volume_ml: if p[0] >= cal.thresholds[0] {
-            volume_ml.max(0.0)
-        } else {
-            0.0
-        },
-        ivh: p[5] >= cal.thresholds[5],
-        infratentorial: p[0] >= cal.thresholds[0] && (peak as f64) < 0.3 * n_slices as f64,
-    }
-}
-
-/// Hematoma facts for the ICH score from the facts read-out of a model trained with facts
-/// targets: volume and infratentorial location from the read-out, IVH from the
-/// intraventricular probability, all zero when the bleed decision is negative.
-pub fn learned_ich_facts(sc: &StudyScores, cal: &Calibration) -> IchImageFacts {
-    let t = &cal.temperatures;
-    let p = sc.detection_row(t.any, t.subtypes);
     let bleed = p[0] >= cal.thresholds[0];
-    let f = sc.estimated_facts();
+    let (volume_ml, infratentorial) = if cal.facts.is_some() {
+        let f = sc.estimated_facts();
+        (f.hematoma_ml, f.infratentorial)
+    } else {
+        let peak = sc.peak_slice(n_slices);
+        (crude_volume_ml(), (peak as f64) < 0.3 * n_slices as f64)
+    };
     IchImageFacts {
-        volume_ml: if bleed { f.hematoma_ml } else { 0.0 },
+        volume_ml: if bleed { volume_ml.max(0.0) } else { 0.0 },
         ivh: p[5] >= cal.thresholds[5],
-        infratentorial: bleed && f.infratentorial,
+        infratentorial: bleed && infratentorial,
     }
 }
 
@@ -361,21 +351,14 @@ pub fn evaluate(
         }
         ich("ich_score_model_estimate", &|k| {
             let sc = &test[k];
-            if calibration.facts.is_some() {
-                // A model trained with facts targets: its own read-out.
-                return Some(learned_ich_facts(sc, &calibration));
-            }
-            let gate = crate::infer::volume_gate(
-                &sc.slice_any,
-                &sc.slice_heat_mass(n_slices),
-                sc.p_any(t.any) >= calibration.thresholds[0],
-            );
-            Some(model_ich_facts(
-                sc,
-                volume_ml(smp(k), &gate),
-                &calibration,
-                n_slices,
-            ))
+            Some(model_ich_facts(sc, &calibration, n_slices, || {
+                let gate = crate::infer::volume_gate(
+                    &sc.slice_any,
+                    &sc.slice_heat_mass(n_slices),
+                    sc.p_any(t.any) >= calibration.thresholds[0],
+                );
+                volume_ml(smp(k), &gate)
+            }))
         });
     }
 
