@@ -188,7 +188,7 @@ class Heads(nn.Module):
         z = self.drop(F.gelu(self.prognosis(torch.cat([x, p_any.detach(), p_sub.detach(), burden.detach()], 1))))
         mort = self.mortality(z).squeeze(-1)
         facts = self.facts(z)
-        steps = torch.cat([torch.zeros(1), F.softplus(self.mrs_gaps)]).cumsum(0)
+        steps = torch.cat([self.mrs_gaps.new_zeros(1), F.softplus(self.mrs_gaps)]).cumsum(0)
         mrs = self.mrs_score(z) + (self.mrs_first - steps)
         return any_logit, sub, slice_logits, mort, mrs, facts
 
@@ -221,7 +221,7 @@ class HemorrhageNet(nn.Module):
         nodes = nodes + self.modality_embedding(modality).unsqueeze(1)
         key = (s, h, w)
         if key not in self._graph:  # hn-model rebuilds it per call; host cost is negligible
-            self._graph[key] = region_graph(s, h, w)
+            self._graph[key] = tuple(g.to(images.device) for g in region_graph(s, h, w))
         index, invalid = self._graph[key]
         invalid = invalid.expand(b, n, NEIGHBOURS, self.gat[0].h)
         x = nodes
@@ -260,7 +260,7 @@ class MultiTaskLoss(nn.Module):
         slice_ = masked_bce(slice_logits[..., :1], sa, sm, 1.0)
         slice_ = slice_ + masked_bce(slice_logits[..., 1:], t["slices"][..., 1:], (sm * sa).expand(b, s, 5), 1.0)
         mortality = masked_bce(mort, t["mortality"], t["mortality_mask"], 1.0)
-        ks = torch.arange(1, 7, dtype=torch.float32)
+        ks = torch.arange(1, 7, dtype=torch.float32, device=mrs.device)
         cum = (t["mrs"].float().unsqueeze(1) >= ks).float()
         mrs_l = masked_bce(mrs, cum, t["mrs_mask"].unsqueeze(1).expand(b, 6), 1.0)
         fm = t["facts_mask"]

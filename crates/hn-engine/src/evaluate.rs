@@ -13,6 +13,7 @@
 
 use hn_data::splits::Split;
 use hn_model::HemorrhageNetConfig;
+use hn_model::burn::module::Module;
 use hn_model::burn::prelude::Device;
 
 use crate::baselines::{self, ClinicalLogistic, IchImageFacts};
@@ -132,7 +133,14 @@ pub fn evaluate(
     opts: &EvalOptions,
     volume_ml: &dyn Fn(&StudySample, &[f64]) -> f64,
 ) -> Result<Evaluation, EvalError> {
-    let device = Device::flex();
+    // Evaluate where the model was loaded (`load_model(dir, device)`): the CPU by default, a
+    // GPU when the face asked for one.
+    let device = model
+        .net
+        .devices()
+        .first()
+        .cloned()
+        .unwrap_or_else(Device::flex);
     device.seed(opts.seed);
     let net = &model.net;
     let val_idx = data.indices(Split::Validation);

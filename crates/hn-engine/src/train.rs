@@ -107,6 +107,11 @@ pub struct TrainConfig {
     pub pretrain_epochs: usize,
     /// Slices per pre-training batch.
     pub pretrain_batch: usize,
+    /// Learning rate of the pre-trained slice encoder in the end-to-end epochs, as a fraction
+    /// of `lr` (1 = no difference). Only applies when pre-training ran; protects what the
+    /// encoder learnt from single slices from the end-to-end warm-up back to the full rate
+    /// (docs/TRAINING.md).
+    pub encoder_lr_ratio: f64,
     /// MC-dropout passes for uncertainty at calibration and prediction.
     pub mc_passes: usize,
     /// Fraction of validation cases the referral policy should refer.
@@ -133,6 +138,7 @@ impl Default for TrainConfig {
             pos_weight_any: 1.0,
             pretrain_epochs: 3,
             pretrain_batch: 64,
+            encoder_lr_ratio: 1.0,
             mc_passes: 10,
             target_referral_rate: 0.1,
             net: NetSection::default(),
@@ -177,6 +183,12 @@ impl TrainConfig {
             return Err(format!(
                 "net: n_heads ({}) must divide the last width ({d})",
                 n.n_heads
+            ));
+        }
+        if !(self.encoder_lr_ratio >= 0.0 && self.encoder_lr_ratio <= 1.0) {
+            return Err(format!(
+                "encoder_lr_ratio must be in [0, 1], got {}",
+                self.encoder_lr_ratio
             ));
         }
         for (name, p) in [
@@ -387,6 +399,29 @@ pub fn val_metrics(samples: &[StudySample], idx: &[usize], scores: &[StudyScores
     m
 }
 
+/// A study whose every slice has labels (what pre-training can use).
+fn has_slice_labels(s: &StudySample) -> bool {
+    s.slice_labels
+        .as_ref()
+        .is_some_and(|l| l.len() == s.shape[0])
+}
+
+/// `lr` for every parameter and `group_lr` for those of `group`, in the form burn's
+/// optimizer takes per-parameter rates (`ModuleLearningRate`, built through its
+/// `ModuleLrScheduler` with constant sub-schedules: the schedule itself is ours, see
+/// [`learning_rate`]).
+fn grouped_lr(
+    lr: f64,
+    group: &hn_model::burn::module::ParamGroup,
+    group_lr: f64,
+) -> hn_model::burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate {
+    use hn_model::burn::optim::lr_scheduler::constant::ConstantLr;
+    use hn_model::burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
+    ModuleLrScheduler::new(ConstantLr::from(lr))
+        .with_group(group.clone(), ConstantLr::from(group_lr))
+        .step()
+}
+
 /// Encoder pre-training on slices mixed across studies (see `hn_model::pretrain` for why):
 /// `cfg.pretrain_epochs` passes over every labelled slice of the training split in shuffled
 /// batches of `cfg.pretrain_batch`, each slice with its `k` context slices, augmented like
@@ -403,12 +438,7 @@ fn pretrain_encoder(
 ) -> Result<(Trainable, Vec<PretrainRecord>), TrainError> {
     let pairs: Vec<(usize, usize)> = train_idx
         .iter()
-        .filter(|&&i| {
-            let s = &data.samples[i];
-            s.slice_labels
-                .as_ref()
-                .is_some_and(|l| l.len() == s.shape[0])
-        })
+        .filter(|&&i| has_slice_labels(&data.samples[i]))
         .flat_map(|&i| (0..data.samples[i].shape[0]).map(move |k| (i, k)))
         .collect();
     if pairs.is_empty() {
@@ -665,6 +695,14 @@ pub fn train_on(
         .map_err(io_err(&path))
         .map_err(TrainError::from)?;
     }
+    // The pre-trained encoder's own rate, a pure function of config and data so that a
+    // resumed run steps exactly as an uninterrupted one.
+    let encoder_group = (cfg.pretrain_epochs > 0
+        && cfg.encoder_lr_ratio != 1.0
+        && train_idx
+            .iter()
+            .any(|&i| has_slice_labels(&data.samples[i])))
+    .then(|| model.net.slice_encoder_params());
     progress(Progress::Start {
         epochs: cfg.epochs,
         steps_per_epoch,
@@ -748,7 +786,14 @@ pub fn train_on(
             }
             task_weights = step_loss.task_weights.iter().map(|&v| v as f32).collect();
             lr = learning_rate(cfg, state.step, steps_per_epoch);
-            model = optim.step(lr, model, grads);
+            model = match &encoder_group {
+                Some(group) => optim.step(
+                    grouped_lr(lr, group, lr * cfg.encoder_lr_ratio),
+                    model,
+                    grads,
+                ),
+                None => optim.step(lr, model, grads),
+            };
             state.step += 1;
             progress(Progress::Step {
                 epoch: epoch + 1,
@@ -986,5 +1031,90 @@ mod tests {
             ..TrainConfig::default()
         };
         assert!(c.validate().unwrap_err().contains("lr"));
+        let c = TrainConfig {
+            encoder_lr_ratio: 1.5,
+            ..TrainConfig::default()
+        };
+        assert!(c.validate().unwrap_err().contains("encoder_lr_ratio"));
+    }
+
+    /// With the encoder's rate at 0 an AdamW step leaves every parameter that
+    /// `encode_slices` reads untouched and still moves the rest of the network; at a rate of 1
+    /// the encoder moves too.
+    #[test]
+    fn encoder_group_rate_holds_the_encoder_and_moves_the_rest() {
+        use hn_model::{HematomaFacts, ModelInput, TargetRow};
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let cfg = HemorrhageNetConfig::tiny();
+        let (b, s, c, h, w) = (2, cfg.slices, cfg.channels, cfg.height, cfg.width);
+        let input = |d: &Device| {
+            let images: Vec<f32> = (0..b * s * c * h * w)
+                .map(|i| ((i * 7919) % 101) as f32 / 101.0)
+                .collect();
+            let f = cfg.n_clinical;
+            ModelInput::from_host(
+                images,
+                [b, s, c, h, w],
+                (0..b * f).map(|i| i as f32 / 10.0).collect(),
+                vec![1.0; b * f],
+                vec![0; b],
+                d,
+            )
+        };
+        let rows: Vec<TargetRow> = (0..b)
+            .map(|i| TargetRow {
+                study: Some((i == 0, [i == 0, false, false, false, false])),
+                slices: None,
+                mortality: Some(i == 0),
+                mrs: Some(2 + i as u8),
+                facts: Some(HematomaFacts {
+                    hematoma_ml: 10.0 * (1 - i) as f64,
+                    intraventricular_ml: 0.0,
+                    infratentorial: false,
+                }),
+            })
+            .collect();
+        let targets = ModelTargets::from_rows(&rows, s, &device);
+        let slices = |net: &HemorrhageNet| -> Vec<f32> {
+            let x = input(&Device::flex()).images.reshape([b * s, c, h, w]);
+            let m = Tensor::<1, Int>::from_data(
+                TensorData::new(vec![0i64; b * s], [b * s]),
+                &Device::flex(),
+            );
+            net.encode_slices(x, m)
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        let outputs = |net: &HemorrhageNet| -> Vec<f32> {
+            net.forward(input(&Device::flex()))
+                .mortality_logit
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        for (ratio, encoder_moves) in [(0.0, false), (1.0, true)] {
+            let model = Trainable::new(&cfg, &MultiTaskLossConfig::new(), &device);
+            let before = model.net.valid();
+            let group = model.net.slice_encoder_params();
+            let mut optim = AdamWConfig::new().init();
+            let (_, loss) = model.forward(input(&device), &targets);
+            let grads = GradientsParams::from_grads(loss.total.backward(), &model);
+            let model = optim.step(grouped_lr(1e-2, &group, 1e-2 * ratio), model, grads);
+            let after = model.net.valid();
+            assert_eq!(
+                slices(&before) != slices(&after),
+                encoder_moves,
+                "ratio {ratio}: encoder features"
+            );
+            assert_ne!(
+                outputs(&before),
+                outputs(&after),
+                "ratio {ratio}: the rest moves"
+            );
+        }
     }
 }

@@ -6,11 +6,13 @@
 //!
 //! `HN_WIDTHS=16,32,48,64` sets the CNN widths (the demo's; default: the library's CPU default).
 //!
-//! `HN_DEVICE=cuda` (with `--features cuda`) or `HN_DEVICE=libtorch` (with `--features tch`)
-//! runs the same measurement on those backends; the default is `flex`.
+//! `HN_DEVICE=cuda` (with `--features cuda`), `HN_DEVICE=libtorch` or `HN_DEVICE=libtorch-cuda`
+//! (with `--features tch`; GPU 0) runs the same measurement on those backends; the default is
+//! `flex`.
 //!
-//! Prints one JSON line per measurement (median and min over `iters` after 2 warm-up runs),
-//! the same format as `bench/torch/bench.py`.
+//! Prints one JSON line per measurement (median and min over `iters` after 2 warm-up runs, and
+//! `first_ms`: the first, cold iteration, which on a GPU carries context creation, kernel
+//! loading and autotuning), the same format as `bench/torch/bench.py`.
 
 use std::time::Instant;
 
@@ -68,17 +70,22 @@ fn base_device() -> (Device, &'static str) {
         #[cfg(feature = "tch")]
         #[allow(deprecated)]
         Ok("libtorch") => (Device::libtorch(), "burn-tch"),
+        #[cfg(feature = "tch")]
+        #[allow(deprecated)]
+        Ok("libtorch-cuda") => (Device::libtorch_cuda(0), "burn-tch-cuda"),
         Ok("flex") | Err(_) => (Device::flex(), "burn-flex"),
         Ok(other) => panic!("HN_DEVICE={other}: not enabled in this build (flex, cuda, libtorch)"),
     }
 }
 
+/// (median, min) of the timed iterations.
 fn stats(mut ms: Vec<f64>) -> (f64, f64) {
     ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     (ms[ms.len() / 2], ms[0])
 }
 
 fn main() {
+    let started = Instant::now();
     let b = arg(1, 2);
     let mut cfg = HemorrhageNetConfig::new()
         .with_slices(arg(2, 24))
@@ -109,6 +116,9 @@ fn main() {
     let mut optim = AdamWConfig::new().init();
     let (input, targets) = batch(&cfg, b, &device);
     let mut times = vec![];
+    let mut first = 0.0;
+    // Process start to the end of the first train step: what a user waits before training runs.
+    let mut cold = 0.0;
     for i in 0..iters + 2 {
         let t = Instant::now();
         let (_, loss) = model.forward(input.clone(), &targets);
@@ -116,13 +126,18 @@ fn main() {
         model = optim.step(1e-4, model, grads);
         // Block until the update is done (flex is synchronous, but keep it honest).
         let _ = model.loss.log_vars.val().into_data();
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        if i == 0 {
+            first = ms;
+            cold = started.elapsed().as_secs_f64() * 1e3;
+        }
         if i >= 2 {
-            times.push(t.elapsed().as_secs_f64() * 1e3);
+            times.push(ms);
         }
     }
     let (median, min) = stats(times);
     println!(
-        "{{\"impl\":\"{name}\",\"what\":\"train_step\",\"shape\":\"{shape}\",\"threads\":\"{threads}\",\"median_ms\":{median:.1},\"min_ms\":{min:.1},\"params\":{}}}",
+        "{{\"impl\":\"{name}\",\"what\":\"train_step\",\"shape\":\"{shape}\",\"threads\":\"{threads}\",\"median_ms\":{median:.1},\"min_ms\":{min:.1},\"first_ms\":{first:.1},\"process_to_first_step_ms\":{cold:.1},\"params\":{}}}",
         model.net.param_count()
     );
 
@@ -131,17 +146,22 @@ fn main() {
     let net = model.net.valid().to_device(&device);
     let (input, _) = batch(&cfg, b, &device);
     let mut times = vec![];
+    let mut first = 0.0;
     for i in 0..iters + 2 {
         let t = Instant::now();
         let out = net.forward(input.clone());
         let _ = out.probabilities().any.into_data();
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        if i == 0 {
+            first = ms;
+        }
         if i >= 2 {
-            times.push(t.elapsed().as_secs_f64() * 1e3);
+            times.push(ms);
         }
     }
     let (median, min) = stats(times);
     println!(
-        "{{\"impl\":\"{name}\",\"what\":\"inference\",\"shape\":\"{shape}\",\"threads\":\"{threads}\",\"median_ms\":{median:.1},\"min_ms\":{min:.1},\"gflop_per_study\":{:.3}}}",
+        "{{\"impl\":\"{name}\",\"what\":\"inference\",\"shape\":\"{shape}\",\"threads\":\"{threads}\",\"median_ms\":{median:.1},\"min_ms\":{min:.1},\"first_ms\":{first:.1},\"gflop_per_study\":{:.3}}}",
         cfg.flops_per_study() as f64 / 1e9
     );
 }

@@ -423,6 +423,17 @@ impl HemorrhageNet {
         &self.config
     }
 
+    /// The parameters [`encode_slices`](Self::encode_slices) reads — the per-modality channel
+    /// scale and shift and the CNN encoder: what slice pre-training
+    /// ([`SlicePretrainer`](crate::SlicePretrainer)) trains. Training uses the group to give
+    /// a pre-trained encoder its own (lower) learning rate in the end-to-end phase.
+    pub fn slice_encoder_params(&self) -> burn::module::ParamGroup {
+        use burn::module::ParamGroup;
+        ParamGroup::ids_from_module(self.encoder.clone())
+            .fuse(&ParamGroup::ids_from_module(self.channel_scale.clone()))
+            .fuse(&ParamGroup::ids_from_module(self.channel_shift.clone()))
+    }
+
     /// Forward pass (deterministic unless the module is training on an autodiff device).
     ///
     /// Shapes: `images [B, S, C, H, W]`, `clinical`/`clinical_present [B, F]`, `modality [B]`

@@ -10,6 +10,7 @@ use hn_data::splits::Split;
 use hn_engine::checkpoint::load_model;
 use hn_engine::dataset::SplitConfig;
 use hn_engine::train::TrainConfig;
+use hn_model::burn::module::Module;
 use hn_model::burn::prelude::Device;
 
 use super::data_args::{DataArgs, Layout, load};
@@ -35,6 +36,10 @@ pub struct DemoArgs {
     /// Bootstrap resamples in the report.
     #[arg(long, default_value_t = 1000)]
     pub bootstrap: usize,
+    /// Devices to train on, as `hemorrhagenet train --devices` (default: the CPU); evaluation
+    /// and the held-out prediction run on the first.
+    #[arg(long, default_value = "cpu")]
+    pub devices: String,
 }
 
 /// The demo's training config: sized to finish in ≤ 15 min on 2 CPU cores — 8 epochs of
@@ -66,6 +71,8 @@ struct Bar {
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
+    let devices = hn_engine::devices::parse_devices(&args.devices).map_err(anyhow::Error::msg)?;
+    let main_device = devices[0].clone();
     let mut cfg = match &args.config {
         Some(p) => TrainConfig::from_toml_file(p)?,
         None => demo_config(),
@@ -101,15 +108,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         t0.elapsed().as_secs_f64()
     );
     let run_dir = args.out.join("run");
-    super::train::run_training(
-        &cfg,
-        &data,
-        &run_dir,
-        false,
-        &[hn_model::burn::prelude::Device::flex()],
-    )?;
+    super::train::run_training(&cfg, &data, &run_dir, false, &devices)?;
     eprintln!("[2/4] trained ({:.0}s)", t0.elapsed().as_secs_f64());
-    let model = load_model(&run_dir.join("model"), &Device::flex())?;
+    let model = load_model(&run_dir.join("model"), &main_device)?;
     let report_dir = args.out.join("report");
     let ev = super::evaluate::run_evaluation(
         &model,
@@ -242,11 +243,13 @@ pub fn predict_heldout(
         serde_json::to_string_pretty(&data.samples[k].clinical)?,
     )
     .with_context(|| clinical_path.display().to_string())?;
-    let predictor = hn_engine::infer::Predictor::new(
-        model.net.clone(),
-        model.card.clone(),
-        hn_model::burn::prelude::Device::flex(),
-    );
+    let device = model
+        .net
+        .devices()
+        .first()
+        .cloned()
+        .unwrap_or_else(Device::flex);
+    let predictor = hn_engine::infer::Predictor::new(model.net.clone(), model.card.clone(), device);
     let res = predictor.predict_path(
         &study.id,
         &study_dir.join("dicom"),

@@ -10,7 +10,6 @@ use hn_engine::checkpoint::{LoadedModel, load_model};
 use hn_engine::dataset::Dataset;
 use hn_engine::evaluate::{EvalOptions, Evaluation, evaluate};
 use hn_engine::train::TrainConfig;
-use hn_model::burn::prelude::Device;
 
 use super::data_args::{DataArgs, load};
 
@@ -39,6 +38,10 @@ pub struct EvaluateArgs {
     /// Seed of the bootstrap and MC dropout.
     #[arg(long, default_value_t = 17)]
     pub seed: u64,
+    /// Where to run the model: `cpu` (default), or `cuda:N`, `libtorch`, `libtorch-cuda:N`
+    /// in builds with those features (as `train --devices`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Split config and grid the model was trained with.
@@ -54,7 +57,11 @@ pub fn training_setup(model: &LoadedModel) -> anyhow::Result<(TrainConfig, [usiz
 }
 
 pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
-    let model = load_model(&args.model, &Device::flex())?;
+    let device = hn_engine::devices::parse_devices(&args.device).map_err(anyhow::Error::msg)?;
+    if device.len() != 1 {
+        anyhow::bail!("--device {}: evaluation runs on one device", args.device);
+    }
+    let model = load_model(&args.model, &device[0])?;
     let (cfg, [s, _, w]) = training_setup(&model)?;
     let data = load(&args.data, s, w, &cfg.split)?;
     let split = match args.split {
