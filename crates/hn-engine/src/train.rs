@@ -108,9 +108,9 @@ pub struct TrainConfig {
     /// Slices per pre-training batch.
     pub pretrain_batch: usize,
     /// Learning rate of the pre-trained slice encoder in the end-to-end epochs, as a fraction
-    /// of `lr` (1 = no difference). Only applies when pre-training ran; protects what the
-    /// encoder learnt from single slices from the end-to-end warm-up back to the full rate
-    /// (docs/TRAINING.md).
+    /// of `lr` (1 = no difference, 0 = frozen: no gradient is computed through the CNN). Only
+    /// applies when pre-training ran; protects what the encoder learnt from single slices from
+    /// the end-to-end warm-up back to the full rate (docs/TRAINING.md).
     pub encoder_lr_ratio: f64,
     /// MC-dropout passes for uncertainty at calibration and prediction.
     pub mc_passes: usize,
@@ -138,7 +138,7 @@ impl Default for TrainConfig {
             pos_weight_any: 1.0,
             pretrain_epochs: 3,
             pretrain_batch: 64,
-            encoder_lr_ratio: 1.0,
+            encoder_lr_ratio: 0.2,
             mc_passes: 10,
             target_referral_rate: 0.1,
             net: NetSection::default(),
@@ -703,6 +703,16 @@ pub fn train_on(
             .iter()
             .any(|&i| has_slice_labels(&data.samples[i])))
     .then(|| model.net.slice_encoder_params());
+    // At 0 the encoder is frozen outright: its parameters stop requiring gradients, so the
+    // backward pass never enters the CNN (the end-to-end epochs get cheaper, not just slower
+    // to move it). Re-applied on every start, resume included: the flag is not checkpointed.
+    let encoder_group = match encoder_group {
+        Some(group) if cfg.encoder_lr_ratio == 0.0 => {
+            model = model.set_require_grad_group(group, false);
+            None
+        }
+        other => other,
+    };
     progress(Progress::Start {
         epochs: cfg.epochs,
         steps_per_epoch,
@@ -1115,6 +1125,40 @@ mod tests {
                 outputs(&after),
                 "ratio {ratio}: the rest moves"
             );
+        }
+        // Frozen (ratio 0 in training): the encoder's parameters get no gradient at all.
+        let model = Trainable::new(&cfg, &MultiTaskLossConfig::new(), &device);
+        let group = model.net.slice_encoder_params();
+        let model = model.set_require_grad_group(group.clone(), false);
+        let before = model.net.valid();
+        let (_, loss) = model.forward(input(&device), &targets);
+        let grads = GradientsParams::from_grads(loss.total.backward(), &model);
+        let mut ids = Vec::new();
+        model.net.visit(&mut ParamIds(&mut ids));
+        let (frozen, free): (Vec<_>, Vec<_>) =
+            ids.into_iter().partition(|id| group.matches(id, None));
+        assert!(!frozen.is_empty() && !free.is_empty());
+        assert!(frozen.iter().all(|id| grads.get::<1>(*id).is_none()
+            && grads.get::<2>(*id).is_none()
+            && grads.get::<4>(*id).is_none()));
+        assert!(free.iter().any(|id| grads.get::<2>(*id).is_some()));
+        let model = AdamWConfig::new().init().step(1e-2, model, grads);
+        assert_eq!(
+            slices(&before),
+            slices(&model.net.valid()),
+            "frozen encoder moved"
+        );
+        assert_ne!(outputs(&before), outputs(&model.net.valid()));
+    }
+
+    /// Collects parameter ids.
+    struct ParamIds<'a>(&'a mut Vec<hn_model::burn::module::ParamId>);
+    impl hn_model::burn::module::ModuleVisitor for ParamIds<'_> {
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &hn_model::burn::module::Param<Tensor<D>>,
+        ) {
+            self.0.push(param.id);
         }
     }
 }
