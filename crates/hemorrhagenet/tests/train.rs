@@ -195,6 +195,26 @@ fn bad_training_inputs_are_clear_errors() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--devices"));
+    // The demo and evaluate take the same device names, with the same errors, before any
+    // work is done (nothing is written).
+    for args in [
+        vec!["demo", "--devices", "tpu:0", "--out"],
+        vec![
+            "evaluate",
+            "--model",
+            "missing",
+            "--device",
+            "cuda:0,cpu",
+            "--out",
+        ],
+    ] {
+        let o = dir.path().join("dev-err");
+        let out = bin().args(&args).arg(&o).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--device"), "{args:?}: {err}");
+        assert!(!o.exists(), "{args:?} wrote its output folder");
+    }
 
     let out = bin()
         .args(["train", "--dataset", "rsna", "--out"])

@@ -188,6 +188,19 @@ pub struct LoadedModel {
     pub dir: PathBuf,
 }
 
+impl LoadedModel {
+    /// The device the network's parameters live on (`load_model(dir, device)`'s `device`):
+    /// where evaluation and prediction of this model run.
+    pub fn device(&self) -> Device {
+        use hn_model::burn::module::Module;
+        self.net
+            .devices()
+            .first()
+            .cloned()
+            .unwrap_or_else(Device::flex)
+    }
+}
+
 /// Write `dir` atomically: `fill(tmp)` writes the files into a fresh temporary sibling, which
 /// then replaces `dir`.
 pub fn write_dir_atomic(

@@ -13,8 +13,6 @@
 
 use hn_data::splits::Split;
 use hn_model::HemorrhageNetConfig;
-use hn_model::burn::module::Module;
-use hn_model::burn::prelude::Device;
 
 use crate::baselines::{self, ClinicalLogistic, IchImageFacts};
 use crate::checkpoint::{Calibration, LoadedModel};
@@ -135,12 +133,7 @@ pub fn evaluate(
 ) -> Result<Evaluation, EvalError> {
     // Evaluate where the model was loaded (`load_model(dir, device)`): the CPU by default, a
     // GPU when the face asked for one.
-    let device = model
-        .net
-        .devices()
-        .first()
-        .cloned()
-        .unwrap_or_else(Device::flex);
+    let device = model.device();
     device.seed(opts.seed);
     let net = &model.net;
     let val_idx = data.indices(Split::Validation);

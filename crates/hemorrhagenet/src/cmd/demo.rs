@@ -10,8 +10,6 @@ use hn_data::splits::Split;
 use hn_engine::checkpoint::load_model;
 use hn_engine::dataset::SplitConfig;
 use hn_engine::train::TrainConfig;
-use hn_model::burn::module::Module;
-use hn_model::burn::prelude::Device;
 
 use super::data_args::{DataArgs, Layout, load};
 
@@ -249,13 +247,8 @@ pub fn predict_heldout(
         serde_json::to_string_pretty(&data.samples[k].clinical)?,
     )
     .with_context(|| clinical_path.display().to_string())?;
-    let device = model
-        .net
-        .devices()
-        .first()
-        .cloned()
-        .unwrap_or_else(Device::flex);
-    let predictor = hn_engine::infer::Predictor::new(model.net.clone(), model.card.clone(), device);
+    let predictor =
+        hn_engine::infer::Predictor::new(model.net.clone(), model.card.clone(), model.device());
     let res = predictor.predict_path(
         &study.id,
         &study_dir.join("dicom"),
