@@ -61,9 +61,9 @@ test = 0.5
 seed = 7
 EOF
   start=$(date +%s)
-  timeout "${DEMO_LIMIT:-200}" bash -c "LD_LIBRARY_PATH=$TORCH_LIB LD_PRELOAD=$TORCH_LIB/libtorch_cuda.so \
-    $BIN/hemorrhagenet demo --out /tmp/demo$seed-$ratio --devices libtorch-cuda:0 \
-    --config $OUT/demo$seed-$ratio.toml --bootstrap 200" > "$OUT/demo$seed-$ratio.log" 2>&1
+  timeout "${DEMO_LIMIT:-200}" "${TCH_ENV[@]}" "$BIN/hemorrhagenet" demo --out "/tmp/demo$seed-$ratio" \
+    --devices libtorch-cuda:0 --config "$OUT/demo$seed-$ratio.toml" --bootstrap 200 \
+    > "$OUT/demo$seed-$ratio.log" 2>&1
   echo "demo seed $seed encoder_lr_ratio $ratio: exit $? in $(( $(date +%s) - start )) s"
   cp /tmp/demo$seed-$ratio/bars.md "$OUT/bars$seed-$ratio.md" 2>/dev/null
   cp /tmp/demo$seed-$ratio/run/history.json "$OUT/history$seed-$ratio.json" 2>/dev/null

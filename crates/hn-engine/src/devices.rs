@@ -23,10 +23,11 @@ use crate::scoring::host;
 /// Parse `--devices`: comma-separated `cpu` (burn's pure-Rust `flex` backend), and with the
 /// matching cargo feature `cuda:N` (burn's CUDA backend), `libtorch` (libtorch CPU) or
 /// `libtorch-cuda:N` (libtorch on GPU N). Returns plain (non-autodiff) devices, main first.
+/// Errors name the offending entry and why; the caller adds the flag it came from.
 pub fn parse_devices(spec: &str) -> Result<Vec<Device>, String> {
     let mut out = Vec::new();
     for raw in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        out.push(parse_one(raw).map_err(|why| format!("--devices {spec}: {raw}: {why}"))?);
+        out.push(parse_one(raw).map_err(|why| format!("{raw}: {why}"))?);
     }
     if out.is_empty() {
         out.push(Device::flex());

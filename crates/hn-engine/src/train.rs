@@ -697,22 +697,21 @@ pub fn train_on(
     }
     // The pre-trained encoder's own rate, a pure function of config and data so that a
     // resumed run steps exactly as an uninterrupted one.
-    let encoder_group = (cfg.pretrain_epochs > 0
+    // `Some` only for a rate strictly between 0 and 1: at 0 the encoder is frozen outright
+    // instead — its parameters stop requiring gradients, so the backward pass never enters the
+    // CNN (the end-to-end epochs get cheaper, not just slower to move it). Re-applied on every
+    // start, resume included: the flag is not checkpointed.
+    let mut encoder_group = (cfg.pretrain_epochs > 0
         && cfg.encoder_lr_ratio != 1.0
         && train_idx
             .iter()
             .any(|&i| has_slice_labels(&data.samples[i])))
     .then(|| model.net.slice_encoder_params());
-    // At 0 the encoder is frozen outright: its parameters stop requiring gradients, so the
-    // backward pass never enters the CNN (the end-to-end epochs get cheaper, not just slower
-    // to move it). Re-applied on every start, resume included: the flag is not checkpointed.
-    let encoder_group = match encoder_group {
-        Some(group) if cfg.encoder_lr_ratio == 0.0 => {
-            model = model.set_require_grad_group(group, false);
-            None
-        }
-        other => other,
-    };
+    if cfg.encoder_lr_ratio == 0.0
+        && let Some(group) = encoder_group.take()
+    {
+        model = model.set_require_grad_group(group, false);
+    }
     progress(Progress::Start {
         epochs: cfg.epochs,
         steps_per_epoch,

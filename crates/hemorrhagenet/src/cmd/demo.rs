@@ -75,7 +75,8 @@ struct Bar {
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
-    let devices = hn_engine::devices::parse_devices(&args.devices).map_err(anyhow::Error::msg)?;
+    let devices = hn_engine::devices::parse_devices(&args.devices)
+        .map_err(|e| anyhow::anyhow!("--devices {}: {e}", args.devices))?;
     let main_device = devices[0].clone();
     let mut cfg = match &args.config {
         Some(p) => TrainConfig::from_toml_file(p)?,

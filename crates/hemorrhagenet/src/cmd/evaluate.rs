@@ -58,7 +58,7 @@ pub fn training_setup(model: &LoadedModel) -> anyhow::Result<(TrainConfig, [usiz
 
 pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     let device = hn_engine::devices::parse_devices(&args.device)
-        .map_err(|e| anyhow::anyhow!(e.replacen("--devices", "--device", 1)))?;
+        .map_err(|e| anyhow::anyhow!("--device {}: {e}", args.device))?;
     if device.len() != 1 {
         anyhow::bail!("--device {}: evaluation runs on one device", args.device);
     }

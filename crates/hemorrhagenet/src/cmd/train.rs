@@ -35,7 +35,8 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
-    let devices = hn_engine::devices::parse_devices(&args.devices).map_err(anyhow::Error::msg)?;
+    let devices = hn_engine::devices::parse_devices(&args.devices)
+        .map_err(|e| anyhow::anyhow!("--devices {}: {e}", args.devices))?;
     let mut cfg = match &args.config {
         Some(p) => TrainConfig::from_toml_file(p)?,
         None => TrainConfig::default(),
