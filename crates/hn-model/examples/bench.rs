@@ -6,6 +6,9 @@
 //!
 //! `HN_WIDTHS=16,32,48,64` sets the CNN widths (the demo's; default: the library's CPU default).
 //!
+//! `HN_INFERENCE_ONLY=1` skips the timed train steps (one untimed step, then inference): for
+//! profiling inference alone, e.g. under `perf record`.
+//!
 //! `HN_DEVICE=cuda` (with `--features cuda`), `HN_DEVICE=libtorch` or `HN_DEVICE=libtorch-cuda`
 //! (with `--features tch`; GPU 0) runs the same measurement on those backends; the default is
 //! `flex`.
@@ -117,9 +120,15 @@ fn main() {
     let (input, targets) = batch(&cfg, b, &device);
     let mut times = vec![];
     let mut first = 0.0;
+    // `HN_INFERENCE_ONLY=1` (for profiling inference): one untimed train step only.
+    let train_iters = if std::env::var_os("HN_INFERENCE_ONLY").is_some() {
+        1
+    } else {
+        iters + 2
+    };
     // Process start to the end of the first train step: what a user waits before training runs.
     let mut cold = 0.0;
-    for i in 0..iters + 2 {
+    for i in 0..train_iters {
         let t = Instant::now();
         let (_, loss) = model.forward(input.clone(), &targets);
         let grads = GradientsParams::from_grads(loss.total.backward(), &model);
@@ -135,7 +144,11 @@ fn main() {
             times.push(ms);
         }
     }
-    let (median, min) = stats(times);
+    let (median, min) = if times.is_empty() {
+        (first, first)
+    } else {
+        stats(times)
+    };
     println!(
         "{{\"impl\":\"{name}\",\"what\":\"train_step\",\"shape\":\"{shape}\",\"threads\":\"{threads}\",\"median_ms\":{median:.1},\"min_ms\":{min:.1},\"first_ms\":{first:.1},\"process_to_first_step_ms\":{cold:.1},\"params\":{}}}",
         model.net.param_count()
