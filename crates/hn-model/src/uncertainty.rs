@@ -39,58 +39,35 @@ fn binary_entropy<const D: usize>(p: Tensor<D>) -> Tensor<D> {
     (plogp(p.clone()) + plogp(p.neg().add_scalar(1.0))).neg()
 }
 
-fn binary<const D: usize>(passes: Vec<Tensor<D>>) -> (Tensor<D>, Uncertainty<D>) {
-    let t = passes.len() as f64;
-    let mean = passes
-        .iter()
-        .cloned()
-        .reduce(|a, b| a + b)
-        .expect("passes >= 1")
-        / t;
-    let expected = passes
-        .into_iter()
-        .map(binary_entropy)
-        .reduce(|a, b| a + b)
-        .expect("passes >= 1")
-        / t;
-    let entropy = binary_entropy(mean.clone());
-    let mutual_info = (entropy.clone() - expected).clamp_min(0.0);
+/// Mean of the passes and its uncertainty decomposition under `entropy`: predictive entropy
+/// of the mean, and mutual information = that minus the mean entropy of the passes (BALD).
+fn decompose<const D: usize, const E: usize>(
+    passes: Vec<Tensor<D>>,
+    entropy: impl Fn(Tensor<D>) -> Tensor<E>,
+) -> (Tensor<D>, Uncertainty<E>) {
+    let t = passes.len();
+    let mean = mean_of(passes.iter().cloned(), t);
+    let expected = mean_of(passes.into_iter().map(&entropy), t);
+    let total = entropy(mean.clone());
+    let mutual_info = (total.clone() - expected).clamp_min(0.0);
     (
         mean,
         Uncertainty {
-            entropy,
+            entropy: total,
             mutual_info,
         },
     )
 }
 
+fn binary<const D: usize>(passes: Vec<Tensor<D>>) -> (Tensor<D>, Uncertainty<D>) {
+    decompose(passes, binary_entropy)
+}
+
 fn categorical(passes: Vec<Tensor<2>>) -> (Tensor<2>, Uncertainty<1>) {
-    let t = passes.len() as f64;
-    let ent = |p: Tensor<2>| {
+    decompose(passes, |p: Tensor<2>| {
         let [b, _] = p.dims();
         plogp(p).sum_dim(1).neg().reshape([b])
-    };
-    let mean = passes
-        .iter()
-        .cloned()
-        .reduce(|a, b| a + b)
-        .expect("passes >= 1")
-        / t;
-    let expected = passes
-        .into_iter()
-        .map(ent)
-        .reduce(|a, b| a + b)
-        .expect("passes >= 1")
-        / t;
-    let entropy = ent(mean.clone());
-    let mutual_info = (entropy.clone() - expected).clamp_min(0.0);
-    (
-        mean,
-        Uncertainty {
-            entropy,
-            mutual_info,
-        },
-    )
+    })
 }
 
 fn mean_of<const D: usize>(xs: impl Iterator<Item = Tensor<D>>, t: usize) -> Tensor<D> {
