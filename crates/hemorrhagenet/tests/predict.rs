@@ -51,6 +51,7 @@ fn save_tiny_model(dir: &Path) {
             },
             mc_passes: 2,
             mortality_threshold: 0.3,
+            tta: hn_engine::scoring::TestTimeAugmentation::Flip,
             facts: None,
         }),
         intended_use: INTENDED_USE.into(),

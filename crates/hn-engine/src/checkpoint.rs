@@ -25,6 +25,7 @@ use hn_model::{HemorrhageNet, Temperatures};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{self, ReferralPolicy};
+use crate::scoring::TestTimeAugmentation;
 
 /// Version of the card format.
 pub const CARD_VERSION: u32 = 1;
@@ -135,6 +136,10 @@ pub struct Calibration {
     pub referral: ReferralPolicy,
     /// MC-dropout passes used for uncertainty.
     pub mc_passes: usize,
+    /// Test-time augmentation the temperatures and thresholds were fitted under (and that
+    /// evaluation and prediction therefore use); `none` for cards written before it existed.
+    #[serde(default)]
+    pub tta: TestTimeAugmentation,
     /// Mortality threshold (Youden on validation) used only for the report's decision path.
     pub mortality_threshold: f64,
     /// Agreement of the hematoma-facts read-out with the known facts on validation; present

@@ -24,7 +24,7 @@ use crate::report::{
     PrognosisInputs, ReferralInputs, ReportPlots,
 };
 use crate::sample::{InputMask, StudySample};
-use crate::scoring::{StudyScores, score};
+use crate::scoring::{StudyScores, TestTimeAugmentation, score};
 
 /// Evaluation options.
 #[derive(Debug, Clone)]
@@ -37,6 +37,8 @@ pub struct EvalOptions {
     /// Heatmap overlay examples in the report.
     pub n_overlays: usize,
     pub batch: usize,
+    /// Test-time augmentation; `None` = the one the card's calibration was fitted under.
+    pub tta: Option<TestTimeAugmentation>,
 }
 
 impl Default for EvalOptions {
@@ -48,6 +50,7 @@ impl Default for EvalOptions {
             mc_passes: None,
             n_overlays: 3,
             batch: 16,
+            tta: None,
         }
     }
 }
@@ -148,9 +151,31 @@ pub fn evaluate(
         .mc_passes
         .or(model.card.calibration.as_ref().map(|c| c.mc_passes))
         .unwrap_or(10);
+    let tta = opts
+        .tta
+        .or(model.card.calibration.as_ref().map(|c| c.tta))
+        .unwrap_or_default();
     let full = InputMask::default();
-    let val = score(net, &data.samples, &val_idx, opts.batch, full, mc, &device);
-    let test = score(net, &data.samples, &test_idx, opts.batch, full, mc, &device);
+    let val = score(
+        net,
+        &data.samples,
+        &val_idx,
+        opts.batch,
+        full,
+        mc,
+        tta,
+        &device,
+    );
+    let test = score(
+        net,
+        &data.samples,
+        &test_idx,
+        opts.batch,
+        full,
+        mc,
+        tta,
+        &device,
+    );
     let calibration = match &model.card.calibration {
         Some(c) => c.clone(),
         None => {
@@ -166,6 +191,7 @@ pub fn evaluate(
                 uncertainty: "any_predictive_entropy".into(),
                 referral: metrics::ReferralPolicy::fit(&unc, 0.1)?,
                 mc_passes: mc,
+                tta,
                 mortality_threshold: 0.5,
                 facts: crate::scoring::facts_agreement(&data.samples, &val_idx, &val),
             }
@@ -260,6 +286,7 @@ pub fn evaluate(
             hide_images: false,
         },
         0,
+        tta,
         &device,
     );
     let clin_only = score(
@@ -272,6 +299,7 @@ pub fn evaluate(
             hide_images: true,
         },
         0,
+        tta,
         &device,
     );
     let train_idx = data.indices(Split::Train);
@@ -457,6 +485,7 @@ pub fn evaluate(
             &test_idx,
             &test,
         )),
+        test_time_augmentation: tta,
         overlays,
     };
     let (report, plots) = report::evaluate(&inputs)?;

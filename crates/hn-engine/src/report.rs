@@ -16,6 +16,7 @@ use crate::metrics::{
     self, ECE_BINS, Interval, MetricsError, OperatingPoint, ReferralPoint, ReferralPolicy,
     ReliabilityBin, RocPoint,
 };
+use crate::scoring::TestTimeAugmentation;
 
 /// Version of the `metrics.json` schema; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -58,6 +59,9 @@ pub struct MetricsReport {
     /// (when both exist).
     #[serde(default)]
     pub hematoma_facts: Option<metrics::FactsAgreement>,
+    /// How the model's outputs were computed (`none`: one pass; `flip`: mean with the mirror).
+    #[serde(default)]
+    pub test_time_augmentation: TestTimeAugmentation,
 }
 
 /// What was evaluated.
@@ -820,6 +824,7 @@ pub struct EvalInputs {
     pub baselines: Vec<BaselineInputs>,
     pub bayes_limit: Vec<BayesLimit>,
     pub hematoma_facts: Option<metrics::FactsAgreement>,
+    pub test_time_augmentation: TestTimeAugmentation,
     /// Overlay PNGs for the attention section.
     pub overlays: Vec<(String, Vec<u8>)>,
 }
@@ -938,6 +943,7 @@ pub fn evaluate(inp: &EvalInputs) -> Result<(MetricsReport, ReportPlots), Report
             baselines,
             bayes_limit: inp.bayes_limit.clone(),
             hematoma_facts: inp.hematoma_facts,
+            test_time_augmentation: inp.test_time_augmentation,
         },
         plots,
     ))
@@ -1016,6 +1022,7 @@ mod tests {
                 volume_cut_accuracy: 0.9,
                 infratentorial_auc: Some(0.8),
             }),
+            test_time_augmentation: TestTimeAugmentation::Flip,
         };
         let (w, h) = (32, 24);
         let slice: Vec<f32> = (0..w * h)
@@ -1158,6 +1165,7 @@ mod tests {
             }],
             bayes_limit: vec![],
             hematoma_facts: None,
+            test_time_augmentation: TestTimeAugmentation::Flip,
             overlays: vec![],
         };
         let (r, plots) = evaluate(&inp).unwrap();

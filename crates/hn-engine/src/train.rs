@@ -26,7 +26,7 @@ use crate::checkpoint::{
 use crate::dataset::{Dataset, SplitConfig};
 use crate::metrics;
 use crate::sample::{InputMask, StudySample, make_batch};
-use crate::scoring::{StudyScores, score};
+use crate::scoring::{StudyScores, TestTimeAugmentation, score};
 
 /// Network section of the training config (the rest of `HemorrhageNetConfig` follows the data).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +114,10 @@ pub struct TrainConfig {
     pub encoder_lr_ratio: f64,
     /// MC-dropout passes for uncertainty at calibration and prediction.
     pub mc_passes: usize,
+    /// Test-time augmentation of calibration, evaluation and prediction (`"flip"` or
+    /// `"none"`; recorded in the card so all three score the same way). The per-epoch
+    /// validation that picks the best epoch uses one plain pass.
+    pub tta: TestTimeAugmentation,
     /// Fraction of validation cases the referral policy should refer.
     pub target_referral_rate: f64,
     pub net: NetSection,
@@ -140,6 +144,7 @@ impl Default for TrainConfig {
             pretrain_batch: 64,
             encoder_lr_ratio: 0.2,
             mc_passes: 10,
+            tta: TestTimeAugmentation::Flip,
             target_referral_rate: 0.1,
             net: NetSection::default(),
             augment: AugmentConfig::default(),
@@ -818,6 +823,7 @@ pub fn train_on(
             16,
             InputMask::default(),
             0,
+            TestTimeAugmentation::None,
             &infer_device,
         );
         let val = val_metrics(&data.samples, &val_idx, &scores);
@@ -895,6 +901,7 @@ pub fn calibrate(
         16,
         InputMask::default(),
         cfg.mc_passes,
+        cfg.tta,
         device,
     );
     let temps = fit_temperatures(&data.samples, &idx, &scores);
@@ -944,6 +951,7 @@ pub fn calibrate(
         uncertainty: "any_predictive_entropy".into(),
         referral,
         mc_passes: cfg.mc_passes,
+        tta: cfg.tta,
         mortality_threshold,
         facts: crate::scoring::facts_agreement(&data.samples, &idx, &scores),
     })
@@ -1045,6 +1053,15 @@ mod tests {
             ..TrainConfig::default()
         };
         assert!(c.validate().unwrap_err().contains("encoder_lr_ratio"));
+    }
+
+    #[test]
+    fn test_time_augmentation_is_read_from_toml_and_defaults_to_flip() {
+        assert_eq!(TrainConfig::default().tta, TestTimeAugmentation::Flip);
+        let c: TrainConfig = toml::from_str("tta = \"none\"").unwrap();
+        assert_eq!(c.tta, TestTimeAugmentation::None);
+        let e = toml::from_str::<TrainConfig>("tta = \"rotate\"").unwrap_err();
+        assert!(e.to_string().contains("rotate"), "{e}");
     }
 
     /// With the encoder's rate at 0 an AdamW step leaves every parameter that

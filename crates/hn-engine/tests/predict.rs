@@ -56,6 +56,7 @@ fn calibration(any_threshold: f64, referral_threshold: f64) -> Calibration {
         },
         mc_passes: 3,
         mortality_threshold: 0.4,
+        tta: Default::default(),
         facts: None,
     }
 }
@@ -455,4 +456,19 @@ fn facts_read_out_and_platt_bias_follow_the_card() {
     let p2 = run(platt).probabilities.mortality_30d;
     let logit = |p: f64| (p / (1.0 - p)).ln();
     assert!((logit(p2) - logit(p0) - 2.0).abs() < 1e-4, "{p0} → {p2}");
+}
+
+/// A card written before test-time augmentation existed has no `tta`: it means one plain
+/// forward, the way its temperatures and thresholds were fitted.
+#[test]
+fn calibration_without_tta_means_none() {
+    let mut v = serde_json::to_value(calibration(0.5, 0.2)).unwrap();
+    v.as_object_mut().unwrap().remove("tta");
+    let back: Calibration = serde_json::from_value(v).unwrap();
+    assert_eq!(back.tta, hn_engine::scoring::TestTimeAugmentation::None);
+    let mut flip = calibration(0.5, 0.2);
+    flip.tta = hn_engine::scoring::TestTimeAugmentation::Flip;
+    let v = serde_json::to_value(&flip).unwrap();
+    assert_eq!(v["tta"], "flip");
+    assert_eq!(serde_json::from_value::<Calibration>(v).unwrap(), flip);
 }

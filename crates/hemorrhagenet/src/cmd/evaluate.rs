@@ -115,6 +115,10 @@ pub fn print_summary(ev: &Evaluation) {
             .map(|i| format!("{:.3} [{:.3}, {:.3}]", i.estimate, i.lo, i.hi))
             .unwrap_or_else(|| "–".into())
     };
+    println!(
+        "test-time augmentation: {}",
+        r.test_time_augmentation.name()
+    );
     for d in &r.detection {
         println!(
             "AUC {:<18} {}  (n = {}, positive {})",

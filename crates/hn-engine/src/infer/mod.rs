@@ -536,10 +536,16 @@ impl Predictor {
     pub fn predict(&self, sample: &StudySample, input: InputInfo) -> Prediction {
         let batch: ModelInput = make_batch(&[sample], None, InputMask::default(), &self.device);
         let temps = self.temperatures();
-        // Deterministic pass: heatmap, feature gates, slice probabilities.
-        // The CNN runs once; the deterministic pass and every MC-dropout pass decode from it.
-        let encoded = self.net.encode(batch);
-        let det = self.net.decode(encoded.clone());
+        // Deterministic pass (under the card's test-time augmentation, as calibrated):
+        // heatmap, feature gates, slice probabilities. Every MC-dropout pass decodes from the
+        // unaugmented encoding, so the CNN runs once more only for the mirror.
+        let tta = self
+            .card
+            .calibration
+            .as_ref()
+            .map(|c| c.tta)
+            .unwrap_or_default();
+        let (encoded, det) = crate::scoring::forward_tta(&self.net, batch, tta);
         let facts_row = to_vec(det.facts.clone());
         let det_cal = temps.apply(&det);
         let det_probs = det_cal.probabilities();
