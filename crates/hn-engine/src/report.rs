@@ -589,12 +589,16 @@ not patients. Research software, not a medical device.</div>";
     let _ = write!(
         h,
         "<h1>HemorrhageNet evaluation</h1><p>Dataset <b>{}</b>, split <b>{}</b>, {} studies; \
-95 % CIs from {} bootstrap resamples (seed {}).</p>",
+95 % CIs from {} bootstrap resamples (seed {}); test-time augmentation: <b>{}</b>.</p>",
         esc(&r.dataset.name),
         esc(&r.dataset.split),
         r.dataset.n_studies,
         r.dataset.bootstrap_resamples,
-        r.dataset.bootstrap_seed
+        r.dataset.bootstrap_seed,
+        match r.test_time_augmentation {
+            TestTimeAugmentation::None => "none (one forward pass)",
+            TestTimeAugmentation::Flip => "flip (mean with the left–right mirror image)",
+        }
     );
     h += "<h2>Detection</h2><table><tr><th>label</th><th>n</th><th>pos</th><th>AUC (95 % CI)</th>\
 <th>PR AUC</th><th>thr</th><th>sens</th><th>spec</th><th>F1</th><th>Youden thr</th><th>sens</th><th>spec</th></tr>";
@@ -1079,6 +1083,7 @@ mod tests {
         let html = std::fs::read_to_string(&hp).unwrap();
         assert!(html.contains("SYNTHETIC DATA"));
         assert!(html.contains("synthetic &lt;demo&gt;"));
+        assert!(html.contains("test-time augmentation: <b>flip"));
         assert_eq!(
             html.matches("<svg").count(),
             4,
