@@ -17,8 +17,8 @@ pub enum TestTimeAugmentation {
     None,
     /// Average the logits of the study and of its left–right mirror image. The head is
     /// nearly symmetric and training already flips it, so the mirror is a second look at the
-    /// same anatomy: on the demo's test split it raised every detection AUC (any +0.001,
-    /// subarachnoid +0.006, intraventricular +0.007; docs/RESULTS.md) for one more CNN pass.
+    /// same anatomy: on the demo's test split it raised the detection AUCs on average
+    /// (subarachnoid +0.004 to +0.006 over two seeds; docs/RESULTS.md) for one more CNN pass.
     Flip,
 }
 
@@ -28,17 +28,6 @@ impl TestTimeAugmentation {
         match self {
             TestTimeAugmentation::None => "none",
             TestTimeAugmentation::Flip => "flip",
-        }
-    }
-
-    /// Parse a config / CLI value.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "none" => Ok(TestTimeAugmentation::None),
-            "flip" => Ok(TestTimeAugmentation::Flip),
-            other => Err(format!(
-                "unknown test-time augmentation {other:?} (none, flip)"
-            )),
         }
     }
 }
@@ -391,19 +380,17 @@ mod tests {
         }
     }
 
+    /// Unknown values are rejected with their name by the config parser
+    /// (`train::tests::test_time_augmentation_is_read_from_toml_and_defaults_to_flip`).
     #[test]
-    fn names_round_trip_and_unknown_values_are_named() {
+    fn names_are_the_serialised_values() {
         for t in [TestTimeAugmentation::None, TestTimeAugmentation::Flip] {
-            assert_eq!(TestTimeAugmentation::parse(t.name()), Ok(t));
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(json, format!("\"{}\"", t.name()));
             assert_eq!(
-                serde_json::to_string(&t).unwrap(),
-                format!("\"{}\"", t.name())
+                serde_json::from_str::<TestTimeAugmentation>(&json).unwrap(),
+                t
             );
         }
-        assert!(
-            TestTimeAugmentation::parse("rotate")
-                .unwrap_err()
-                .contains("rotate")
-        );
     }
 }
