@@ -67,6 +67,13 @@ pub struct PreprocessConfig {
     pub dtype: CacheDtype,
     /// Free-form version of the preprocessing code; bump to invalidate every entry.
     pub pipeline_version: String,
+    /// Shrink with area averaging ([`hn_imaging::transforms::Interp::Area`]) instead of
+    /// trilinear sampling, so every input voxel counts (a 512² slice resampled to 128² by
+    /// trilinear sampling reads only half its rows and columns). Configs written before this
+    /// field existed were trilinear: they read as `false`, and `false` is not written, so
+    /// their cache keys and model cards stay valid.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub antialias: bool,
 }
 
 impl PreprocessConfig {
@@ -377,7 +384,8 @@ impl Cache {
 }
 
 /// Preprocess a decoded volume with `cfg` through `hn-imaging` transforms: resample to
-/// `cfg.shape` (`[S, H, W]`, trilinear) when set, else to `cfg.spacing_mm` when set, then stack
+/// `cfg.shape` (`[S, H, W]`; area-averaged where an axis shrinks when `cfg.antialias`, else
+/// trilinear) when set, else to `cfg.spacing_mm` when set, then stack
 /// the HU windows as channels in [0, 1]. Slice labels are kept only when the slice count is
 /// unchanged (resampling along k would misalign them).
 pub fn preprocess(
@@ -390,11 +398,16 @@ pub fn preprocess(
         Interp, Resample, SliceTarget, Transform, Window, window_channels,
     };
     let nz_in = volume.dims[2];
+    let interp = if cfg.antialias {
+        Interp::Area
+    } else {
+        Interp::Linear
+    };
     let resample = match (cfg.shape, cfg.spacing_mm) {
         (Some([s, h, w]), _) => Some(Resample {
             in_plane: Some((w, h)),
             slices: SliceTarget::Count(s),
-            interp: Interp::Linear,
+            interp,
         }),
         (None, Some(sp)) => {
             let n = |i: usize| {
@@ -403,7 +416,7 @@ pub fn preprocess(
             Some(Resample {
                 in_plane: Some((n(0), n(1))),
                 slices: SliceTarget::Spacing(sp[2]),
-                interp: Interp::Linear,
+                interp,
             })
         }
         (None, None) => None,
@@ -440,6 +453,7 @@ mod tests {
             spacing_mm: None,
             dtype,
             pipeline_version: "test-1".into(),
+            antialias: false,
         }
     }
 
@@ -559,6 +573,41 @@ mod tests {
         let s = preprocess(vol, None, Some(vec![StudyLabels::default(); 4]), &keep).unwrap();
         assert_eq!(s.shape, [2, 4, 6, 8]);
         assert_eq!(s.slice_labels.as_ref().map(Vec::len), Some(4));
+    }
+
+    #[test]
+    fn antialias_is_keyed_and_old_configs_keep_their_keys() {
+        let old = config(CacheDtype::F16);
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(!json.contains("antialias"), "false is not written: {json}");
+        let back: PreprocessConfig = serde_json::from_str(&json).unwrap();
+        assert!(!back.antialias);
+        assert_eq!(back.hash(), old.hash());
+        let mut aa = old.clone();
+        aa.antialias = true;
+        assert_ne!(aa.hash(), old.hash());
+        // 16 columns -> 4 with a one-column rim of 80 HU at x = 4: trilinear samples columns
+        // 1-2, 5-6, ... and misses it; area averaging gives that output column 80 / 4 = 20 HU.
+        let mut data = vec![0.0; 16 * 4 * 2];
+        for row in data.chunks_mut(16) {
+            row[4] = 80.0;
+        }
+        let vol =
+            hn_imaging::Volume::new(data, [16, 4, 2], [0.5, 0.5, 5.0], hn_imaging::Modality::Ct)
+                .unwrap();
+        let shrink = |cfg: &PreprocessConfig| {
+            let mut cfg = cfg.clone();
+            cfg.shape = Some([2, 4, 4]);
+            cfg.windows = vec![(40.0, 80.0)];
+            preprocess(vol.clone(), None, None, &cfg).unwrap().data
+        };
+        // Brain window 40/80: 0 HU -> 0.0, 20 HU -> 0.25.
+        assert!(shrink(&old).iter().all(|&v| v == 0.0));
+        let a = shrink(&aa);
+        assert!(
+            a.chunks(4)
+                .all(|r| (r[1] - 0.25).abs() < 1e-5 && r[0] == 0.0 && r[2] == 0.0)
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub fn default_preprocess(slices: usize, size: usize) -> PreprocessConfig {
         spacing_mm: None,
         dtype: hn_data::cache::CacheDtype::F16,
         pipeline_version: "hn-engine-1".into(),
+        antialias: true,
     }
 }
 
