@@ -24,7 +24,7 @@ use crate::report::{
     PrognosisInputs, ReferralInputs, ReportPlots,
 };
 use crate::sample::{InputMask, StudySample};
-use crate::scoring::{StudyScores, TestTimeAugmentation, score};
+use crate::scoring::{ScoreVariant, StudyScores, TestTimeAugmentation, score, score_variants};
 
 /// Evaluation options.
 #[derive(Debug, Clone)]
@@ -166,16 +166,32 @@ pub fn evaluate(
         tta,
         &device,
     );
-    let test = score(
+    // The test split with everything shown, and the image-only ablation (clinical values
+    // hidden) from the same CNN encodings; the clinical-only ablation below encodes blank
+    // images.
+    let mut test_and_image_only = score_variants(
         net,
         &data.samples,
         &test_idx,
         opts.batch,
-        full,
-        mc,
+        &[
+            ScoreVariant {
+                mask: full,
+                mc_passes: mc,
+            },
+            ScoreVariant {
+                mask: InputMask {
+                    hide_clinical: true,
+                    hide_images: false,
+                },
+                mc_passes: 0,
+            },
+        ],
         tta,
         &device,
     );
+    let img_only = test_and_image_only.pop().expect("image-only variant");
+    let test = test_and_image_only.pop().expect("full variant");
     let calibration = match &model.card.calibration {
         Some(c) => c.clone(),
         None => {
@@ -276,19 +292,6 @@ pub fn evaluate(
 
     // Baselines and ablations on the prognosis tasks.
     let mut bl = Vec::new();
-    let img_only = score(
-        net,
-        &data.samples,
-        &test_idx,
-        opts.batch,
-        InputMask {
-            hide_clinical: true,
-            hide_images: false,
-        },
-        0,
-        tta,
-        &device,
-    );
     let clin_only = score(
         net,
         &data.samples,

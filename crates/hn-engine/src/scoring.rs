@@ -46,9 +46,20 @@ pub fn forward_tta(
         ..input.clone()
     });
     let encoded = net.encode(input);
-    let mut o = net.decode(encoded.clone());
-    if let Some(m) = mirrored {
-        let g = net.decode(net.encode(m));
+    let o = decode_tta(net, encoded.clone(), mirrored.map(|m| net.encode(m)));
+    (encoded, o)
+}
+
+/// Decode an encoding and, when given, average with the decoded mirror encoding as
+/// [`forward_tta`] describes.
+fn decode_tta(
+    net: &HemorrhageNet,
+    encoded: EncodedBatch,
+    mirror: Option<EncodedBatch>,
+) -> ModelOutput {
+    let mut o = net.decode(encoded);
+    if let Some(m) = mirror {
+        let g = net.decode(m);
         o.any_logit = (o.any_logit + g.any_logit) / 2.0;
         o.mortality_logit = (o.mortality_logit + g.mortality_logit) / 2.0;
         o.subtype_cond_logits = (o.subtype_cond_logits + g.subtype_cond_logits) / 2.0;
@@ -58,7 +69,17 @@ pub fn forward_tta(
         // Cell j of the mirror's map covers the original's cell w − 1 − j.
         o.heatmap = (o.heatmap + g.heatmap.flip([3])) / 2.0;
     }
-    (encoded, o)
+    o
+}
+
+/// The same encoding with the clinical values hidden, exactly as [`make_batch`] hides them
+/// (values and present-mask zero): the CNN's work is reused for the image-only ablation.
+fn hide_clinical(e: &EncodedBatch) -> EncodedBatch {
+    EncodedBatch {
+        clinical: e.clinical.zeros_like(),
+        clinical_present: e.clinical_present.zeros_like(),
+        ..e.clone()
+    }
 }
 
 /// Raw outputs for one study (logits before temperature scaling).
@@ -98,6 +119,7 @@ pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
 /// Score `idx` of `samples` in batches of `batch` on `device` (an inference device, e.g.
 /// `Device::flex()`), hiding inputs per `mask`, the deterministic pass under `tta`;
 /// `mc_passes > 0` adds that many MC-dropout passes of the any logit.
+#[allow(clippy::too_many_arguments)]
 pub fn score(
     net: &HemorrhageNet,
     samples: &[StudySample],
@@ -108,64 +130,135 @@ pub fn score(
     tta: TestTimeAugmentation,
     device: &Device,
 ) -> Vec<StudyScores> {
-    let mut out = Vec::with_capacity(idx.len());
+    let variant = ScoreVariant { mask, mc_passes };
+    score_variants(net, samples, idx, batch, &[variant], tta, device)
+        .pop()
+        .expect("one variant")
+}
+
+/// What to hide and how many MC-dropout passes, for one pass of [`score_variants`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoreVariant {
+    pub mask: InputMask,
+    pub mc_passes: usize,
+}
+
+/// [`score`] for several input masks at once, one result per variant, each identical to
+/// what [`score`] gives for it alone. The CNN — nearly all of the cost — runs once per batch
+/// (twice with the mirror) for every variant that shows the images: hiding the clinical
+/// values only changes what is decoded. A variant that hides the images encodes a blank
+/// study, whose mirror image is itself, so its mirror pass is skipped (same logits).
+pub fn score_variants(
+    net: &HemorrhageNet,
+    samples: &[StudySample],
+    idx: &[usize],
+    batch: usize,
+    variants: &[ScoreVariant],
+    tta: TestTimeAugmentation,
+    device: &Device,
+) -> Vec<Vec<StudyScores>> {
+    let mut out: Vec<Vec<StudyScores>> = variants
+        .iter()
+        .map(|_| Vec::with_capacity(idx.len()))
+        .collect();
+    let flip = tta == TestTimeAugmentation::Flip;
     for chunk in idx.chunks(batch.max(1)) {
         let refs: Vec<&StudySample> = chunk.iter().map(|&i| &samples[i]).collect();
-        let b = refs.len();
-        let input = make_batch(&refs, None, mask, device);
-        // The CNN runs once per batch (twice with the mirror); the deterministic and the
-        // MC-dropout passes share the unaugmented encoding.
-        let (encoded, o) = forward_tta(net, input, tta);
-        let s = refs[0].shape[0];
-        let any = host(o.any_logit.clone());
-        let sub = host(o.subtype_cond_logits.clone().reshape([b * 5]));
-        let mort = host(o.mortality_logit.clone());
-        let mrs = host(o.mrs_logits.clone().reshape([b * 6]));
-        let facts = host(o.facts.clone().reshape([b * hn_model::N_FACTS]));
-        let slice_all = host(o.probabilities().slices.reshape([b * s * 6]));
-        let slice_any: Vec<f64> = (0..b * s).map(|r| slice_all[r * 6]).collect();
-        let f = o.feature_gates.dims()[1];
-        let gates = host(o.feature_gates.clone().reshape([b * f]));
-        let [_, hs, hh, hw] = o.heatmap.dims();
-        let heat: Vec<f32> = o
-            .heatmap
-            .clone()
-            .reshape([b * hs * hh * hw])
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32 heatmap");
-        let mut mc: Vec<Vec<f64>> = vec![Vec::with_capacity(mc_passes); b];
-        for _ in 0..mc_passes {
-            let p = host(net.decode_stochastic(encoded.clone()).any_logit);
-            for (k, v) in p.into_iter().enumerate() {
-                mc[k].push(v);
-            }
+        // Encodings of the images (and their mirror), made once for the variants that show
+        // them; the MC-dropout passes decode the unaugmented encoding.
+        let mut shown: Option<(EncodedBatch, Option<EncodedBatch>)> = None;
+        for (v, variant) in variants.iter().enumerate() {
+            let (encoded, o) = if variant.mask.hide_images {
+                let encoded = net.encode(make_batch(&refs, None, variant.mask, device));
+                let mut o = net.decode(encoded.clone());
+                if flip {
+                    o.heatmap = (o.heatmap.clone() + o.heatmap.flip([3])) / 2.0;
+                }
+                (encoded, o)
+            } else {
+                let (plain, mirror) = shown.get_or_insert_with(|| {
+                    let input = make_batch(&refs, None, InputMask::default(), device);
+                    let mirror = flip.then(|| {
+                        net.encode(ModelInput {
+                            images: input.images.clone().flip([4]),
+                            ..input.clone()
+                        })
+                    });
+                    (net.encode(input), mirror)
+                });
+                let (plain, mirror) = if variant.mask.hide_clinical {
+                    (hide_clinical(plain), mirror.as_ref().map(hide_clinical))
+                } else {
+                    (plain.clone(), mirror.clone())
+                };
+                let o = decode_tta(net, plain.clone(), mirror);
+                (plain, o)
+            };
+            out[v].extend(study_scores(net, &refs, encoded, o, variant.mc_passes));
         }
-        let n_heat = hs * hh * hw;
-        for k in 0..b {
-            let mut sc = [0.0; 5];
-            sc.copy_from_slice(&sub[k * 5..k * 5 + 5]);
-            let mut ml = [0.0; 6];
-            ml.copy_from_slice(&mrs[k * 6..k * 6 + 6]);
-            out.push(StudyScores {
-                any_logit: any[k],
-                subtype_cond_logits: sc,
-                mortality_logit: mort[k],
-                mrs_logits: ml,
-                slice_any: slice_any[k * s..(k + 1) * s].to_vec(),
-                slice_probs: (0..s)
-                    .map(|q| {
-                        let mut r = [0.0; 6];
-                        r.copy_from_slice(&slice_all[(k * s + q) * 6..(k * s + q) * 6 + 6]);
-                        r
-                    })
-                    .collect(),
-                mc_any_logits: std::mem::take(&mut mc[k]),
-                feature_gates: gates[k * f..(k + 1) * f].to_vec(),
-                heatmap: heat[k * n_heat..(k + 1) * n_heat].to_vec(),
-                facts: std::array::from_fn(|j| facts[k * hn_model::N_FACTS + j] as f32),
-            });
+    }
+    out
+}
+
+/// Per-study scores of one decoded batch, with `mc_passes` MC-dropout passes of `encoded`.
+fn study_scores(
+    net: &HemorrhageNet,
+    refs: &[&StudySample],
+    encoded: EncodedBatch,
+    o: ModelOutput,
+    mc_passes: usize,
+) -> Vec<StudyScores> {
+    let b = refs.len();
+    let mut out = Vec::with_capacity(b);
+    let s = refs[0].shape[0];
+    let any = host(o.any_logit.clone());
+    let sub = host(o.subtype_cond_logits.clone().reshape([b * 5]));
+    let mort = host(o.mortality_logit.clone());
+    let mrs = host(o.mrs_logits.clone().reshape([b * 6]));
+    let facts = host(o.facts.clone().reshape([b * hn_model::N_FACTS]));
+    let slice_all = host(o.probabilities().slices.reshape([b * s * 6]));
+    let slice_any: Vec<f64> = (0..b * s).map(|r| slice_all[r * 6]).collect();
+    let f = o.feature_gates.dims()[1];
+    let gates = host(o.feature_gates.clone().reshape([b * f]));
+    let [_, hs, hh, hw] = o.heatmap.dims();
+    let heat: Vec<f32> = o
+        .heatmap
+        .clone()
+        .reshape([b * hs * hh * hw])
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32 heatmap");
+    let mut mc: Vec<Vec<f64>> = vec![Vec::with_capacity(mc_passes); b];
+    for _ in 0..mc_passes {
+        let p = host(net.decode_stochastic(encoded.clone()).any_logit);
+        for (k, v) in p.into_iter().enumerate() {
+            mc[k].push(v);
         }
+    }
+    let n_heat = hs * hh * hw;
+    for k in 0..b {
+        let mut sc = [0.0; 5];
+        sc.copy_from_slice(&sub[k * 5..k * 5 + 5]);
+        let mut ml = [0.0; 6];
+        ml.copy_from_slice(&mrs[k * 6..k * 6 + 6]);
+        out.push(StudyScores {
+            any_logit: any[k],
+            subtype_cond_logits: sc,
+            mortality_logit: mort[k],
+            mrs_logits: ml,
+            slice_any: slice_any[k * s..(k + 1) * s].to_vec(),
+            slice_probs: (0..s)
+                .map(|q| {
+                    let mut r = [0.0; 6];
+                    r.copy_from_slice(&slice_all[(k * s + q) * 6..(k * s + q) * 6 + 6]);
+                    r
+                })
+                .collect(),
+            mc_any_logits: std::mem::take(&mut mc[k]),
+            feature_gates: gates[k * f..(k + 1) * f].to_vec(),
+            heatmap: heat[k * n_heat..(k + 1) * n_heat].to_vec(),
+            facts: std::array::from_fn(|j| facts[k * hn_model::N_FACTS + j] as f32),
+        });
     }
     out
 }
@@ -299,6 +392,83 @@ mod tests {
         assert_eq!(a.len(), b.len(), "{what}");
         for (x, y) in a.iter().zip(b) {
             assert!((x - y).abs() < 1e-5, "{what}: {a:?} vs {b:?}");
+        }
+    }
+
+    /// Scoring several masks at once (one CNN pass shared by the variants that show the
+    /// images, no mirror pass for blank images) gives, bit for bit, what a fresh forward of
+    /// each masked batch gives.
+    #[test]
+    fn variants_share_the_encoding_and_match_fresh_forwards() {
+        let device = Device::flex();
+        let pre = crate::sample::default_preprocess(4, 32);
+        let sc = hn_data::synth::SynthConfig {
+            size: 32,
+            n_slices: Some(4),
+            ..Default::default()
+        };
+        let samples: Vec<StudySample> = (0..5)
+            .map(|i| {
+                StudySample::from_synthetic(&hn_data::synth::generate_study(&sc, 3, i), &pre)
+                    .unwrap()
+            })
+            .collect();
+        let cfg = HemorrhageNetConfig::tiny()
+            .with_slices(4)
+            .with_channels(3)
+            .with_height(32)
+            .with_width(32)
+            .with_n_clinical(hn_data::clinical::N_CLINICAL)
+            .with_dropout(0.2);
+        device.seed(1);
+        let net = cfg.init(&device);
+        let idx = [0, 1, 2, 3, 4];
+        let masks = [
+            InputMask::default(),
+            InputMask {
+                hide_clinical: true,
+                hide_images: false,
+            },
+            InputMask {
+                hide_clinical: false,
+                hide_images: true,
+            },
+        ];
+        for tta in [TestTimeAugmentation::None, TestTimeAugmentation::Flip] {
+            let variants: Vec<ScoreVariant> = masks
+                .iter()
+                .enumerate()
+                .map(|(v, &mask)| ScoreVariant {
+                    mask,
+                    mc_passes: if v == 0 { 2 } else { 0 },
+                })
+                .collect();
+            let together = score_variants(&net, &samples, &idx, 2, &variants, tta, &device);
+            for (v, mask) in masks.iter().enumerate() {
+                assert_eq!(together[v].len(), idx.len());
+                assert_eq!(together[v][0].mc_any_logits.len(), variants[v].mc_passes);
+                for (c, chunk) in idx.chunks(2).enumerate() {
+                    let refs: Vec<&StudySample> = chunk.iter().map(|&i| &samples[i]).collect();
+                    let (_, o) = forward_tta(&net, make_batch(&refs, None, *mask, &device), tta);
+                    let got = &together[v][c * 2..c * 2 + chunk.len()];
+                    let any: Vec<f64> = got.iter().map(|g| g.any_logit).collect();
+                    let mort: Vec<f64> = got.iter().map(|g| g.mortality_logit).collect();
+                    let sub: Vec<f64> = got.iter().flat_map(|g| g.subtype_cond_logits).collect();
+                    let heat: Vec<f64> = got
+                        .iter()
+                        .flat_map(|g| g.heatmap.iter().map(|&x| f64::from(x)))
+                        .collect();
+                    assert_eq!(any, vals(o.any_logit), "{tta:?} variant {v}: any");
+                    assert_eq!(mort, vals(o.mortality_logit), "{tta:?} variant {v}");
+                    assert_eq!(sub, vals(o.subtype_cond_logits), "{tta:?} variant {v}");
+                    assert_eq!(heat, vals(o.heatmap), "{tta:?} variant {v}: heatmap");
+                }
+            }
+            // The ablations are different inputs: a broken mask would pass the checks above
+            // only if it changed nothing.
+            let m = |v: usize| together[v][0].mortality_logit;
+            assert_ne!(m(0), m(1));
+            assert_ne!(m(0), m(2));
         }
     }
 
