@@ -41,13 +41,24 @@ pub fn forward_tta(
     input: ModelInput,
     tta: TestTimeAugmentation,
 ) -> (EncodedBatch, ModelOutput) {
-    let mirrored = (tta == TestTimeAugmentation::Flip).then(|| ModelInput {
-        images: input.images.clone().flip([4]),
-        ..input.clone()
-    });
-    let encoded = net.encode(input);
-    let o = decode_tta(net, encoded.clone(), mirrored.map(|m| net.encode(m)));
+    let (encoded, mirror) = encode_views(net, input, tta == TestTimeAugmentation::Flip);
+    let o = decode_tta(net, encoded.clone(), mirror);
     (encoded, o)
+}
+
+/// The encoding of `input` and, with `mirror`, of its left–right mirror image.
+fn encode_views(
+    net: &HemorrhageNet,
+    input: ModelInput,
+    mirror: bool,
+) -> (EncodedBatch, Option<EncodedBatch>) {
+    let mirrored = mirror.then(|| {
+        net.encode(ModelInput {
+            images: input.images.clone().flip([4]),
+            ..input.clone()
+        })
+    });
+    (net.encode(input), mirrored)
 }
 
 /// Decode an encoding and, when given, average with the decoded mirror encoding as
@@ -119,7 +130,6 @@ pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
 /// Score `idx` of `samples` in batches of `batch` on `device` (an inference device, e.g.
 /// `Device::flex()`), hiding inputs per `mask`, the deterministic pass under `tta`;
 /// `mc_passes > 0` adds that many MC-dropout passes of the any logit.
-#[allow(clippy::too_many_arguments)]
 pub fn score(
     net: &HemorrhageNet,
     samples: &[StudySample],
@@ -169,22 +179,14 @@ pub fn score_variants(
         let mut shown: Option<(EncodedBatch, Option<EncodedBatch>)> = None;
         for (v, variant) in variants.iter().enumerate() {
             let (encoded, o) = if variant.mask.hide_images {
+                // Blank images are their own mirror: the mirror view is this encoding again.
                 let encoded = net.encode(make_batch(&refs, None, variant.mask, device));
-                let mut o = net.decode(encoded.clone());
-                if flip {
-                    o.heatmap = (o.heatmap.clone() + o.heatmap.flip([3])) / 2.0;
-                }
+                let o = decode_tta(net, encoded.clone(), flip.then(|| encoded.clone()));
                 (encoded, o)
             } else {
                 let (plain, mirror) = shown.get_or_insert_with(|| {
                     let input = make_batch(&refs, None, InputMask::default(), device);
-                    let mirror = flip.then(|| {
-                        net.encode(ModelInput {
-                            images: input.images.clone().flip([4]),
-                            ..input.clone()
-                        })
-                    });
-                    (net.encode(input), mirror)
+                    encode_views(net, input, flip)
                 });
                 let (plain, mirror) = if variant.mask.hide_clinical {
                     (hide_clinical(plain), mirror.as_ref().map(hide_clinical))

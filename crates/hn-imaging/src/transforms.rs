@@ -231,6 +231,7 @@ impl Transform for Resample {
                             Interp::Nearest => {
                                 get(x.round() as usize, y.round() as usize, z.round() as usize)
                             }
+                            // (Area returned above; the arm keeps the match exhaustive.)
                             Interp::Linear | Interp::Area => {
                                 let (x0, y0, z0) =
                                     (x.floor() as usize, y.floor() as usize, z.floor() as usize);
