@@ -43,7 +43,7 @@ fn save_tiny_model(dir: &Path) {
         calibration: Some(Calibration {
             temperatures: TemperatureSet::default(),
             thresholds: [0.5; 6],
-            uncertainty: "any_predictive_entropy".into(),
+            uncertainty: Default::default(),
             referral: ReferralPolicy {
                 threshold: 0.5,
                 target_rate: 0.2,

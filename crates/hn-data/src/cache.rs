@@ -53,6 +53,36 @@ impl CacheDtype {
             CacheDtype::U8 { .. } => 1,
         }
     }
+
+    /// `v` as a stored entry gives it back. A study preprocessed without a cache (a `predict`
+    /// request, a layout read with `--cache` off) is brought to the same precision, so the
+    /// model sees the same values whichever way a study reached it.
+    pub fn quantize(self, v: f32) -> f32 {
+        match self {
+            CacheDtype::F32 => v,
+            CacheDtype::F16 => half::f16::from_f32(v).to_f32(),
+            CacheDtype::U8 { lo, hi } => u8_value(u8_code(v, lo, hi), lo, hi),
+        }
+    }
+}
+
+fn u8_code(v: f32, lo: f32, hi: f32) -> u8 {
+    let span = (hi - lo).max(f32::MIN_POSITIVE);
+    ((v.clamp(lo, hi) - lo) / span * 255.0).round() as u8
+}
+
+fn u8_value(q: u8, lo: f32, hi: f32) -> f32 {
+    lo + f32::from(q) / 255.0 * (hi - lo)
+}
+
+impl CachedStudy {
+    /// These values at the precision `dtype` stores ([`CacheDtype::quantize`]).
+    pub fn quantized(mut self, dtype: CacheDtype) -> Self {
+        if dtype != CacheDtype::F32 {
+            self.data.iter_mut().for_each(|v| *v = dtype.quantize(*v));
+        }
+        self
+    }
 }
 
 /// The preprocessing that produced an entry. Every field is part of the cache key.
@@ -238,12 +268,7 @@ impl Cache {
                 .data
                 .iter()
                 .for_each(|v| out.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes())),
-            CacheDtype::U8 { lo, hi } => {
-                let span = (hi - lo).max(f32::MIN_POSITIVE);
-                s.data
-                    .iter()
-                    .for_each(|v| out.push(((v.clamp(lo, hi) - lo) / span * 255.0).round() as u8))
-            }
+            CacheDtype::U8 { lo, hi } => s.data.iter().for_each(|v| out.push(u8_code(*v, lo, hi))),
         }
         let sum = Sha256::digest(&out);
         out.extend_from_slice(&sum);
@@ -334,10 +359,7 @@ impl Cache {
                 .chunks_exact(2)
                 .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
-            CacheDtype::U8 { lo, hi } => payload
-                .iter()
-                .map(|q| lo + f32::from(*q) / 255.0 * (hi - lo))
-                .collect(),
+            CacheDtype::U8 { lo, hi } => payload.iter().map(|q| u8_value(*q, lo, hi)).collect(),
         };
         Ok(Some(CachedStudy {
             shape: header.shape,

@@ -130,8 +130,8 @@ pub struct Calibration {
     /// Operating thresholds on calibrated probabilities, `[any, 5 subtypes]` (Youden on
     /// validation).
     pub thresholds: [f64; 6],
-    /// Which uncertainty drives referral (`any_predictive_entropy`).
-    pub uncertainty: String,
+    /// Which uncertainty drives referral.
+    pub uncertainty: crate::uncertainty::UncertaintyMeasure,
     /// Refer when that uncertainty exceeds the policy threshold.
     pub referral: ReferralPolicy,
     /// MC-dropout passes used for uncertainty.
@@ -180,6 +180,104 @@ pub struct ModelCard {
     pub calibration: Option<Calibration>,
     /// Intended use and limits, shown in every report.
     pub intended_use: String,
+}
+
+/// Most MC-dropout passes a card may ask for (each is a decode of the whole study).
+pub const MAX_MC_PASSES: usize = 1000;
+
+impl ModelCard {
+    /// Check every value a request would later rely on, against the network `net` the card
+    /// describes: windows vs input channels, the fixed grid, temperatures, thresholds, the
+    /// referral policy and MC passes. The error says which field and why.
+    pub fn validate(&self, net: &hn_model::HemorrhageNetConfig) -> Result<(), String> {
+        let p = &self.preprocess;
+        if p.windows.len() != net.channels {
+            return Err(format!(
+                "preprocess.windows has {} windows but the network reads {} channels",
+                p.windows.len(),
+                net.channels
+            ));
+        }
+        if let Some(i) = p
+            .windows
+            .iter()
+            .position(|(c, w)| !c.is_finite() || !w.is_finite() || *w <= 0.0)
+        {
+            return Err(format!(
+                "preprocess.windows[{i}] = {:?}: a window needs a finite centre and a positive width",
+                p.windows[i]
+            ));
+        }
+        match p.shape {
+            None => return Err("preprocess.shape is missing: the model needs a fixed grid".into()),
+            Some([s, h, w]) if [s, h, w] != [net.slices, net.height, net.width] => {
+                return Err(format!(
+                    "preprocess.shape {s}×{h}×{w} differs from the network's grid {}×{}×{}",
+                    net.slices, net.height, net.width
+                ));
+            }
+            Some(_) => {}
+        }
+        let Some(c) = &self.calibration else {
+            return Ok(());
+        };
+        let t = &c.temperatures;
+        for (name, v) in [
+            ("any", t.any),
+            ("subtypes", t.subtypes),
+            ("mortality", t.mortality),
+            ("mrs", t.mrs),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!(
+                    "calibration.temperatures.{name} = {v}: temperatures must be positive and finite"
+                ));
+            }
+        }
+        for (name, v) in [
+            ("mortality_bias", t.mortality_bias),
+            ("mrs_bias", t.mrs_bias),
+        ] {
+            if !v.is_finite() {
+                return Err(format!(
+                    "calibration.temperatures.{name} = {v} is not finite"
+                ));
+            }
+        }
+        let probability = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
+        if let Some(j) = c.thresholds.iter().position(|v| !probability(*v)) {
+            return Err(format!(
+                "calibration.thresholds[{j}] = {}: thresholds are probabilities in [0, 1]",
+                c.thresholds[j]
+            ));
+        }
+        if !probability(c.mortality_threshold) {
+            return Err(format!(
+                "calibration.mortality_threshold = {} is not a probability",
+                c.mortality_threshold
+            ));
+        }
+        let r = &c.referral;
+        if r.threshold.is_nan() || r.threshold == f64::INFINITY {
+            return Err(format!(
+                "calibration.referral.threshold = {}: it must be a number or -inf",
+                r.threshold
+            ));
+        }
+        if !probability(r.target_rate) || !probability(r.validation_rate) {
+            return Err(format!(
+                "calibration.referral rates ({}, {}) must be in [0, 1]",
+                r.target_rate, r.validation_rate
+            ));
+        }
+        if c.mc_passes > MAX_MC_PASSES {
+            return Err(format!(
+                "calibration.mc_passes = {} is more than {MAX_MC_PASSES}",
+                c.mc_passes
+            ));
+        }
+        Ok(())
+    }
 }
 
 pub const INTENDED_USE: &str = "Research and triage support only; not a medical device. \

@@ -203,6 +203,7 @@ pub fn from_index(
                 .as_ref()
                 .map(|v| v.iter().map(|s| s.labels).collect::<Vec<_>>());
             hn_data::cache::preprocess(decoded.volume, rec.labels, slice_labels, pre)
+                .map(|c| c.quantized(pre.dtype))
                 .map_err(|e| e.to_string())
         };
         let got = match &cache {

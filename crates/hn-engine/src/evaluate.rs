@@ -11,25 +11,68 @@
 //! the ablation costs no extra training run; a separately trained single-path model can only
 //! do as well or better, which the report states.
 
+use crate::uncertainty::UncertaintyMeasure;
 use hn_data::splits::Split;
-use hn_model::HemorrhageNetConfig;
 
 use crate::baselines::{self, ClinicalLogistic, IchImageFacts};
 use crate::checkpoint::{Calibration, LoadedModel};
 use crate::dataset::Dataset;
 use crate::metrics::sigmoid;
 use crate::metrics::{self, RSNA_LABELS};
+use crate::predictions::PredictionRow;
 use crate::report::{
     self, BaselineInputs, BayesLimit, DatasetInfo, DetectionInputs, EvalInputs, MetricsReport,
     PrognosisInputs, ReferralInputs, ReportPlots,
 };
 use crate::sample::{InputMask, StudySample};
-use crate::scoring::{ScoreVariant, StudyScores, TestTimeAugmentation, score, score_variants};
+use crate::scoring::{
+    DEFAULT_MC_PASSES, ScoreVariant, StudyScores, TestTimeAugmentation, pick, score, score_variants,
+};
+
+/// Which studies of a dataset to report on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvalSplit {
+    /// The held-out test split (patient-level split of the data).
+    Test,
+    Validation,
+    /// Every study: an external cohort the model never saw. Nothing of it is fitted: the
+    /// card's calibration, thresholds and referral policy are applied as they are.
+    All,
+}
+
+impl EvalSplit {
+    /// Name in reports and `metrics.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EvalSplit::Test => "test",
+            EvalSplit::Validation => "validation",
+            EvalSplit::All => "all",
+        }
+    }
+
+    /// The studies of `data` it covers.
+    pub fn indices(self, data: &Dataset) -> Vec<usize> {
+        match self {
+            EvalSplit::Test => data.indices(Split::Test),
+            EvalSplit::Validation => data.indices(Split::Validation),
+            EvalSplit::All => (0..data.samples.len()).collect(),
+        }
+    }
+}
+
+/// Name of a dataset split as `predictions.csv` writes it.
+pub fn split_name(split: Split) -> &'static str {
+    match split {
+        Split::Train => "train",
+        Split::Validation => "validation",
+        Split::Test => "test",
+    }
+}
 
 /// Evaluation options.
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
-    pub split: Split,
+    pub split: EvalSplit,
     pub bootstrap_resamples: usize,
     pub seed: u64,
     /// MC-dropout passes for the referral uncertainty (card's value when `None`).
@@ -44,7 +87,7 @@ pub struct EvalOptions {
 impl Default for EvalOptions {
     fn default() -> Self {
         EvalOptions {
-            split: Split::Test,
+            split: EvalSplit::Test,
             bootstrap_resamples: 1000,
             seed: 17,
             mc_passes: None,
@@ -72,6 +115,8 @@ pub struct Evaluation {
     pub plots: ReportPlots,
     /// Calibration used (from the card, or fitted here on validation when the card has none).
     pub calibration: Calibration,
+    /// One row per evaluated study, as `predict` reports it (`predictions.csv`).
+    pub predictions: Vec<PredictionRow>,
 }
 
 /// Hematoma facts estimated by the model for the ICH score, all gated by the bleed decision:
@@ -102,29 +147,6 @@ pub fn model_ich_facts(
     }
 }
 
-/// Upsample a `[h, w]` heatmap slice to `[height, width]` pixels via the model's cell bounds.
-pub fn heat_to_pixels(
-    cfg: &HemorrhageNetConfig,
-    heat_slice: &[f32],
-    hw: (usize, usize),
-    height: usize,
-    width: usize,
-) -> Vec<f32> {
-    let mut out = vec![0.0f32; height * width];
-    for i in 0..hw.0 {
-        for j in 0..hw.1 {
-            let (rows, cols) = cfg.cell_bounds(i, j, height, width);
-            let v = heat_slice[i * hw.1 + j];
-            for y in rows {
-                for x in cols.clone() {
-                    out[y * width + x] = v;
-                }
-            }
-        }
-    }
-    out
-}
-
 /// Evaluate `model` on `opts.split` of `data`. `volume_ml(sample, slice_gate)` estimates the
 /// hematoma volume from the image for the model-estimated ICH score, on the slices
 /// [`crate::infer::volume_gate`] opens.
@@ -137,20 +159,33 @@ pub fn evaluate(
     // Evaluate where the model was loaded (`load_model(dir, device)`): the CPU by default, a
     // GPU when the face asked for one.
     let device = model.device();
-    device.seed(opts.seed);
     let net = &model.net;
-    let val_idx = data.indices(Split::Validation);
-    let test_idx = data.indices(opts.split);
+    let external = opts.split == EvalSplit::All;
+    // On external data nothing is fitted, so no validation studies are scored.
+    let val_idx = if external {
+        Vec::new()
+    } else {
+        data.indices(Split::Validation)
+    };
+    let test_idx = opts.split.indices(data);
     if test_idx.is_empty() {
         return Err(EvalError::Invalid(format!(
-            "the {:?} split is empty",
-            opts.split
+            "the {} split is empty",
+            opts.split.name()
         )));
+    }
+    if external && model.card.calibration.is_none() {
+        return Err(EvalError::Invalid(
+            "the model card has no calibration, and --split all fits nothing on the data it \
+             reports: evaluate on --split test, or recalibrate on this data's validation split \
+             first (--recalibrate-on validation)"
+                .into(),
+        ));
     }
     let mc = opts
         .mc_passes
         .or(model.card.calibration.as_ref().map(|c| c.mc_passes))
-        .unwrap_or(10);
+        .unwrap_or(DEFAULT_MC_PASSES);
     let tta = opts
         .tta
         .or(model.card.calibration.as_ref().map(|c| c.tta))
@@ -158,8 +193,7 @@ pub fn evaluate(
     let full = InputMask::default();
     let val = score(
         net,
-        &data.samples,
-        &val_idx,
+        &pick(&data.samples, &val_idx),
         opts.batch,
         full,
         mc,
@@ -169,10 +203,10 @@ pub fn evaluate(
     // The test split with everything shown, and the image-only ablation (clinical values
     // hidden) from the same CNN encodings; the clinical-only ablation below encodes blank
     // images.
+    let test_studies = pick(&data.samples, &test_idx);
     let mut test_and_image_only = score_variants(
         net,
-        &data.samples,
-        &test_idx,
+        &test_studies,
         opts.batch,
         &[
             ScoreVariant {
@@ -192,19 +226,28 @@ pub fn evaluate(
     );
     let img_only = test_and_image_only.pop().expect("image-only variant");
     let test = test_and_image_only.pop().expect("full variant");
+    let predictions = test_idx
+        .iter()
+        .zip(&test)
+        .map(|(&i, sc)| {
+            let sample = &data.samples[i];
+            PredictionRow::new(&sample.key, split_name(data.splits[i]), &model.card, sc)
+        })
+        .collect();
     let calibration = match &model.card.calibration {
         Some(c) => c.clone(),
         None => {
             // Uncalibrated model: fit on validation here, exactly as training would.
             let temps = crate::train::fit_temperatures(&data.samples, &val_idx, &val);
+            let uncertainty = UncertaintyMeasure::default();
             let unc: Vec<f64> = val
                 .iter()
-                .map(|s| s.any_predictive_entropy(temps.any))
+                .map(|s| s.referral_uncertainty(uncertainty, &temps))
                 .collect();
             Calibration {
                 temperatures: temps,
                 thresholds: [0.5; 6],
-                uncertainty: "any_predictive_entropy".into(),
+                uncertainty,
                 referral: metrics::ReferralPolicy::fit(&unc, 0.1)?,
                 mc_passes: mc,
                 tta,
@@ -262,9 +305,16 @@ pub fn evaluate(
                 ty.push(y);
             }
         }
-        if !ty.is_empty() && !vy.is_empty() {
+        if !ty.is_empty() && (external || !vy.is_empty()) {
             prognosis.push(PrognosisInputs {
                 outcome: name.into(),
+                fixed: external.then(|| {
+                    if name == "mortality_30d" {
+                        t.mortality_calibration()
+                    } else {
+                        t.mrs_calibration()
+                    }
+                }),
                 val_logits: vl,
                 val_labels: vy,
                 test_logits: tl,
@@ -274,19 +324,21 @@ pub fn evaluate(
     }
 
     // Referral on the bleed decision.
+    let measure = calibration.uncertainty;
     let referral = (!known.is_empty()).then(|| ReferralInputs {
         task: "any".into(),
-        uncertainty: calibration.uncertainty.clone(),
+        uncertainty: measure.name().into(),
+        fixed: external.then_some(calibration.referral),
         val_uncertainty: val
             .iter()
-            .map(|s| s.any_predictive_entropy(t.any))
+            .map(|s| s.referral_uncertainty(measure, &t))
             .collect(),
         target_rate: calibration.referral.target_rate,
         test_probs: known.iter().map(|&k| test[k].p_any(t.any)).collect(),
         test_labels: known.iter().map(|&k| smp(k).labels.unwrap().any).collect(),
         test_uncertainty: known
             .iter()
-            .map(|&k| test[k].any_predictive_entropy(t.any))
+            .map(|&k| test[k].referral_uncertainty(measure, &t))
             .collect(),
     });
 
@@ -294,8 +346,7 @@ pub fn evaluate(
     let mut bl = Vec::new();
     let clin_only = score(
         net,
-        &data.samples,
-        &test_idx,
+        &test_studies,
         opts.batch,
         InputMask {
             hide_clinical: false,
@@ -305,7 +356,11 @@ pub fn evaluate(
         tta,
         &device,
     );
-    let train_idx = data.indices(Split::Train);
+    let train_idx = if external {
+        Vec::new()
+    } else {
+        data.indices(Split::Train)
+    };
     let n_slices = data.samples[0].shape[0];
     for (name, get, logit) in outcomes {
         let ks: Vec<usize> = (0..test_idx.len())
@@ -332,7 +387,8 @@ pub fn evaluate(
                 probabilities: true,
             });
         }
-        // Clinical logistic regression fitted on the training split.
+        // Clinical logistic regression fitted on the training split (not on external data,
+        // where every study is reported: it would be scored on the cases it was fitted on).
         let (tr_rec, tr_y): (Vec<_>, Vec<_>) = train_idx
             .iter()
             .filter_map(|&i| get(&data.samples[i]).map(|y| (data.samples[i].clinical, y)))
@@ -440,12 +496,13 @@ pub fn evaluate(
         let per = fh * fw;
         let peak = test[k].peak_slice(ns);
         let pixels = &s.images[(peak * c) * h * w..][..h * w];
-        let heat = heat_to_pixels(
+        let heat = crate::infer::assemble::cells_to_pixels(
             cfg,
             &test[k].heatmap[peak * per..(peak + 1) * per],
             (fh, fw),
             h,
             w,
+            false,
         );
         let f = report::display_factor(w, h, 256);
         let png = report::render_overlay_png(
@@ -473,7 +530,8 @@ pub fn evaluate(
         dataset: DatasetInfo {
             name: data.name.clone(),
             synthetic: data.synthetic,
-            split: format!("{:?}", opts.split).to_lowercase(),
+            split: opts.split.name().into(),
+            training_distribution: data.digest().sha256 == model.card.dataset.sha256,
             n_studies: test_idx.len(),
             bootstrap_seed: opts.seed,
             bootstrap_resamples: opts.bootstrap_resamples,
@@ -496,5 +554,82 @@ pub fn evaluate(
         report,
         plots,
         calibration,
+        predictions,
     })
+}
+
+/// The card of `model` with its calibration refitted on `data`'s validation split, as training
+/// fits it (temperatures and Platt biases, thresholds, mortality threshold, referral policy),
+/// keeping the card's MC passes, test-time augmentation and referral target.
+pub fn recalibrate(
+    model: &LoadedModel,
+    data: &Dataset,
+) -> Result<crate::checkpoint::ModelCard, EvalError> {
+    let n = data.indices(Split::Validation).len();
+    if n == 0 {
+        return Err(EvalError::Invalid(
+            "the validation split of this data is empty: nothing to recalibrate on".into(),
+        ));
+    }
+    let defaults = crate::train::TrainConfig::default();
+    let old = model.card.calibration.as_ref();
+    let cfg = crate::train::TrainConfig {
+        mc_passes: old.map_or(defaults.mc_passes, |c| c.mc_passes),
+        tta: old.map_or(defaults.tta, |c| c.tta),
+        target_referral_rate: old.map_or(defaults.target_referral_rate, |c| c.referral.target_rate),
+        ..defaults
+    };
+    let calibration = crate::train::calibrate(&model.net, data, &cfg, &model.device())
+        .map_err(|e| EvalError::Invalid(format!("recalibration: {e}")))?;
+    let mut card = model.card.clone();
+    card.calibration = Some(calibration);
+    Ok(card)
+}
+
+/// [`CalibrationCheck`](report::CalibrationCheck)s of the same studies' rows under the card
+/// `before` and the card `after`.
+pub fn compare_calibrations(
+    data: &Dataset,
+    before_rows: &[PredictionRow],
+    after_rows: &[PredictionRow],
+    before: &crate::checkpoint::ModelCard,
+    after: &crate::checkpoint::ModelCard,
+) -> report::RecalibrationReport {
+    let by_key: std::collections::HashMap<&str, &StudySample> =
+        data.samples.iter().map(|s| (s.key.as_str(), s)).collect();
+    let check = |rows: &[PredictionRow], card: &crate::checkpoint::ModelCard| {
+        type Get = fn(&StudySample) -> Option<bool>;
+        type Prob = fn(&PredictionRow) -> f64;
+        let tasks: [(Get, Prob); 3] = [
+            (|s| s.labels.map(|l| l.any), |r| r.any),
+            (|s| s.outcomes.mortality_30d, |r| r.mortality_30d),
+            (|s| s.outcomes.poor_outcome_90d(), |r| r.poor_outcome_90d),
+        ];
+        let mut ece = [None; 3];
+        let mut brier = [None; 3];
+        for (j, (get, prob)) in tasks.iter().enumerate() {
+            let (p, y): (Vec<f64>, Vec<bool>) = rows
+                .iter()
+                .filter_map(|r| Some((prob(r), get(by_key.get(r.study_key.as_str())?)?)))
+                .unzip();
+            ece[j] = metrics::ece(&p, &y, metrics::ECE_BINS).ok();
+            brier[j] = metrics::brier(&p, &y).ok();
+        }
+        let cal = card.calibration.as_ref();
+        report::CalibrationCheck {
+            ece,
+            brier,
+            thresholds: cal.map_or([0.5; 6], |c| c.thresholds),
+            referral_rate: rows.iter().filter(|r| r.review_flag == 1).count() as f64
+                / rows.len().max(1) as f64,
+            target_referral_rate: cal.map_or(1.0, |c| c.referral.target_rate),
+        }
+    };
+    report::RecalibrationReport {
+        fitted_on: "validation".into(),
+        n_fitted: data.indices(Split::Validation).len(),
+        n_reported: after_rows.len(),
+        before: check(before_rows, before),
+        after: check(after_rows, after),
+    }
 }

@@ -62,6 +62,35 @@ pub struct MetricsReport {
     /// How the model's outputs were computed (`none`: one pass; `flip`: mean with the mirror).
     #[serde(default)]
     pub test_time_augmentation: TestTimeAugmentation,
+    /// With `evaluate --recalibrate-on validation`: the reported split under the card's
+    /// calibration and under the one refitted on this data (the rest of this report).
+    #[serde(default)]
+    pub recalibration: Option<RecalibrationReport>,
+}
+
+/// The same studies under two calibrations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecalibrationReport {
+    /// Where the new calibration was fitted (`validation` of this data).
+    pub fitted_on: String,
+    pub n_fitted: usize,
+    /// Studies both are reported on.
+    pub n_reported: usize,
+    pub before: CalibrationCheck,
+    pub after: CalibrationCheck,
+}
+
+/// How well one calibration fits the reported studies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationCheck {
+    /// `[any, mortality_30d, poor_outcome_90d]` expected calibration error (`null`: no labels).
+    pub ece: [Option<f64>; 3],
+    pub brier: [Option<f64>; 3],
+    /// Operating thresholds `[any, 5 subtypes]`.
+    pub thresholds: [f64; 6],
+    /// Fraction of the reported studies flagged for review, and the rate the policy targets.
+    pub referral_rate: f64,
+    pub target_referral_rate: f64,
 }
 
 /// What was evaluated.
@@ -69,8 +98,12 @@ pub struct MetricsReport {
 pub struct DatasetInfo {
     pub name: String,
     pub synthetic: bool,
-    /// `test`, `validation`, `fold-3`, ...
+    /// `test`, `validation`, `all`, ...
     pub split: String,
+    /// True when this is the data the model was trained on (same dataset digest), so the
+    /// split is held out from training; false for an external cohort.
+    #[serde(default)]
+    pub training_distribution: bool,
     pub n_studies: usize,
     /// Seed of the bootstrap CIs.
     pub bootstrap_seed: u64,
@@ -209,6 +242,7 @@ pub fn label_metrics(
 /// logits, applied to test logits.
 pub fn prognosis_metrics(
     outcome: &str,
+    fixed: Option<metrics::LogitCalibration>,
     val_logits: &[f64],
     val_labels: &[bool],
     test_logits: &[f64],
@@ -216,8 +250,13 @@ pub fn prognosis_metrics(
     n_boot: usize,
     seed: u64,
 ) -> Result<PrognosisMetrics, ReportError> {
-    let t = metrics::fit_temperature(val_logits, val_labels)?;
-    let calibration = metrics::fit_logit_calibration(val_logits, val_labels)?;
+    let (t, calibration) = match fixed {
+        Some(c) => (c.temperature, c),
+        None => (
+            metrics::fit_temperature(val_logits, val_labels)?,
+            metrics::fit_logit_calibration(val_logits, val_labels)?,
+        ),
+    };
     let before = metrics::apply_temperature(test_logits, 1.0);
     let scaled = metrics::apply_temperature(test_logits, t);
     let after = calibration.probabilities(test_logits);
@@ -788,6 +827,9 @@ pub struct DetectionInputs {
 #[derive(Debug, Clone, Default)]
 pub struct PrognosisInputs {
     pub outcome: String,
+    /// The calibration to apply instead of one fitted on `val_logits` (external data scored
+    /// with the card's calibration: nothing of it is used to fit).
+    pub fixed: Option<metrics::LogitCalibration>,
     pub val_logits: Vec<f64>,
     pub val_labels: Vec<bool>,
     pub test_logits: Vec<f64>,
@@ -799,6 +841,8 @@ pub struct PrognosisInputs {
 pub struct ReferralInputs {
     pub task: String,
     pub uncertainty: String,
+    /// The policy to apply instead of one fitted on `val_uncertainty`.
+    pub fixed: Option<ReferralPolicy>,
     pub val_uncertainty: Vec<f64>,
     pub target_rate: f64,
     pub test_probs: Vec<f64>,
@@ -882,6 +926,7 @@ pub fn evaluate(inp: &EvalInputs) -> Result<(MetricsReport, ReportPlots), Report
     for p in &inp.prognosis {
         let m = prognosis_metrics(
             &p.outcome,
+            p.fixed,
             &p.val_logits,
             &p.val_labels,
             &p.test_logits,
@@ -900,7 +945,10 @@ pub fn evaluate(inp: &EvalInputs) -> Result<(MetricsReport, ReportPlots), Report
     }
     let referral = match &inp.referral {
         Some(r) => {
-            let policy = ReferralPolicy::fit(&r.val_uncertainty, r.target_rate)?;
+            let policy = match r.fixed {
+                Some(p) => p,
+                None => ReferralPolicy::fit(&r.val_uncertainty, r.target_rate)?,
+            };
             let referred = r
                 .test_uncertainty
                 .iter()
@@ -948,6 +996,7 @@ pub fn evaluate(inp: &EvalInputs) -> Result<(MetricsReport, ReportPlots), Report
             bayes_limit: inp.bayes_limit.clone(),
             hematoma_facts: inp.hematoma_facts,
             test_time_augmentation: inp.test_time_augmentation,
+            recalibration: None,
         },
         plots,
     ))
@@ -984,7 +1033,7 @@ mod tests {
             .map(|(i, p)| (p + ((i * 13 % 7) as f64) / 7.0) / 2.0)
             .collect();
         let det = label_metrics("any", &s, &y, 0.5, 200, 1).unwrap();
-        let prog = prognosis_metrics("mortality_30d", &z, &y, &z, &y, 200, 1).unwrap();
+        let prog = prognosis_metrics("mortality_30d", None, &z, &y, &z, &y, 200, 1).unwrap();
         let unc: Vec<f64> = s.iter().map(|p| metrics::binary_entropy(*p)).collect();
         let policy = ReferralPolicy::fit(&unc, 0.2).unwrap();
         let fr: Vec<f64> = (0..=10).map(|k| k as f64 * 0.05).collect();
@@ -994,6 +1043,7 @@ mod tests {
                 name: "synthetic <demo>".into(),
                 synthetic: true,
                 split: "test".into(),
+                training_distribution: true,
                 n_studies: n,
                 bootstrap_seed: 1,
                 bootstrap_resamples: 200,
@@ -1027,6 +1077,7 @@ mod tests {
                 infratentorial_auc: Some(0.8),
             }),
             test_time_augmentation: TestTimeAugmentation::Flip,
+            recalibration: None,
         };
         let (w, h) = (32, 24);
         let slice: Vec<f32> = (0..w * h)
@@ -1136,6 +1187,7 @@ mod tests {
                 name: "fake".into(),
                 synthetic: false,
                 split: "test".into(),
+                training_distribution: true,
                 n_studies: n,
                 bootstrap_seed: 3,
                 bootstrap_resamples: 100,
@@ -1147,6 +1199,7 @@ mod tests {
             }),
             prognosis: vec![PrognosisInputs {
                 outcome: "mortality_30d".into(),
+                fixed: None,
                 val_logits: z.clone(),
                 val_labels: y.clone(),
                 test_logits: z.clone(),
@@ -1155,6 +1208,7 @@ mod tests {
             referral: Some(ReferralInputs {
                 task: "any".into(),
                 uncertainty: "entropy".into(),
+                fixed: None,
                 val_uncertainty: unc.clone(),
                 target_rate: 0.1,
                 test_probs: any_p,

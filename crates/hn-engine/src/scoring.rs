@@ -1,12 +1,18 @@
-//! Run a network over samples and keep the raw per-study outputs the evaluation, calibration
-//! and referral need (logits, slice probabilities, MC-dropout passes).
+//! The one scoring path: run a network over studies and keep each study's raw outputs
+//! (logits, slice probabilities, MC-dropout passes, gates, heatmap), and read calibrated
+//! probabilities and uncertainty off them. Calibration, evaluation and `predict` all score
+//! through [`score_variants`], so a study gets the same numbers from each.
 
 use hn_model::burn::prelude::*;
-use hn_model::{EncodedBatch, HemorrhageNet, ModelInput, ModelOutput};
+use hn_model::{EncodedBatch, HemorrhageNet, McDropout, ModelInput, ModelOutput};
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::TemperatureSet;
 use crate::metrics::{FactsAgreement, sigmoid};
 use crate::sample::{InputMask, StudySample, make_batch};
+use crate::uncertainty::{
+    HeadUncertainty, UncertaintyMeasure, binary_uncertainty, categorical_uncertainty,
+};
 
 /// Test-time augmentation of the deterministic forward.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +99,28 @@ fn hide_clinical(e: &EncodedBatch) -> EncodedBatch {
     }
 }
 
+/// MC-dropout passes when neither the caller nor the card says (training writes its own
+/// value into the card; evaluation and prediction read it from there).
+pub const DEFAULT_MC_PASSES: usize = 10;
+
+/// Mixed into every study's MC-dropout seed.
+const MC_SEED: u64 = 0x4845_4d4f_5252_4841;
+
+/// The MC-dropout seed of the study named `key`: its samples depend on nothing else, so
+/// calibration, evaluation, `predict` and a server scoring many studies at once agree.
+pub fn mc_seed(key: &str) -> u64 {
+    u64::from(hn_data::splits::shard_of(key, u32::MAX)) ^ MC_SEED
+}
+
+/// The logits of one MC-dropout pass that the uncertainty report reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct McPass {
+    pub any_logit: f64,
+    pub mortality_logit: f64,
+    /// Logits of P(mRS ≥ k), k = 1..6.
+    pub mrs_logits: [f64; 6],
+}
+
 /// Raw outputs for one study (logits before temperature scaling).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StudyScores {
@@ -106,14 +134,63 @@ pub struct StudyScores {
     pub slice_any: Vec<f64>,
     /// Per-slice `[P(any), P(subtype) ×5]` (joint, as the hierarchy reports them).
     pub slice_probs: Vec<[f64; 6]>,
-    /// MC-dropout passes of the any logit (empty when not requested).
-    pub mc_any_logits: Vec<f64>,
+    /// MC-dropout passes (empty when not requested), from the unaugmented encoding.
+    pub mc: Vec<McPass>,
     /// Clinical feature gates (per-patient feature weights).
     pub feature_gates: Vec<f64>,
     /// `[S, h, w]` heatmap (sums to 1).
     pub heatmap: Vec<f32>,
+    /// `[S, h, w]` of [`heatmap`](Self::heatmap).
+    pub heatmap_shape: [usize; 3],
     /// Raw hematoma-facts read-out (`hn_model::HematomaFacts::decode` reads it).
     pub facts: [f32; hn_model::N_FACTS],
+}
+
+/// One study's calibrated probabilities: what `prediction.json` reports and `predictions.csv`
+/// lists.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CalibratedProbabilities {
+    pub any: f64,
+    /// P(subtype) = P(any)·P(subtype | bleed).
+    pub subtypes: [f64; 5],
+    pub given_bleed: [f64; 5],
+    pub mortality_30d: f64,
+    /// P(mRS ≥ k), k = 1..=6.
+    pub mrs_at_least: [f64; 6],
+    /// P(mRS = 0..6).
+    pub mrs: [f64; 7],
+}
+
+impl CalibratedProbabilities {
+    /// P(mRS ≥ 4): poor 90-day outcome.
+    pub fn poor_outcome_90d(&self) -> f64 {
+        self.mrs_at_least[3]
+    }
+}
+
+/// P(mRS = 0..6) from the cumulative P(mRS ≥ k), k = 1..6 (as the network's own
+/// `ModelOutput::probabilities` computes it).
+fn mrs_distribution(at_least: &[f64; 6]) -> [f64; 7] {
+    std::array::from_fn(|k| {
+        let upper = if k == 0 { 1.0 } else { at_least[k - 1] };
+        let lower = if k == 6 { 0.0 } else { at_least[k] };
+        upper - lower
+    })
+}
+
+fn mrs_at_least(logits: &[f64; 6], t: &TemperatureSet) -> [f64; 6] {
+    let c = t.mrs_calibration();
+    std::array::from_fn(|k| sigmoid(c.logit(logits[k])))
+}
+
+/// The uncertainty of every head of one study (from its MC passes; from the deterministic
+/// forward alone when none were run).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StudyUncertainty {
+    pub passes: usize,
+    pub any: HeadUncertainty,
+    pub mortality_30d: HeadUncertainty,
+    pub mrs_90d: HeadUncertainty,
 }
 
 /// Host copy of a float tensor's values (row-major), widened to f64.
@@ -127,13 +204,13 @@ pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
         .collect()
 }
 
-/// Score `idx` of `samples` in batches of `batch` on `device` (an inference device, e.g.
+/// Score `studies` in batches of `batch` on `device` (an inference device, e.g.
 /// `Device::flex()`), hiding inputs per `mask`, the deterministic pass under `tta`;
-/// `mc_passes > 0` adds that many MC-dropout passes of the any logit.
+/// `mc_passes > 0` adds that many MC-dropout passes, each study's masks drawn from its own
+/// generator ([`mc_seed`] of its key), so a study's numbers do not depend on its batch.
 pub fn score(
     net: &HemorrhageNet,
-    samples: &[StudySample],
-    idx: &[usize],
+    studies: &[&StudySample],
     batch: usize,
     mask: InputMask,
     mc_passes: usize,
@@ -141,9 +218,14 @@ pub fn score(
     device: &Device,
 ) -> Vec<StudyScores> {
     let variant = ScoreVariant { mask, mc_passes };
-    score_variants(net, samples, idx, batch, &[variant], tta, device)
+    score_variants(net, studies, batch, &[variant], tta, device)
         .pop()
         .expect("one variant")
+}
+
+/// `idx` of `samples`, as the slice of references [`score`] takes.
+pub fn pick<'a>(samples: &'a [StudySample], idx: &[usize]) -> Vec<&'a StudySample> {
+    idx.iter().map(|&i| &samples[i]).collect()
 }
 
 /// What to hide and how many MC-dropout passes, for one pass of [`score_variants`].
@@ -160,8 +242,7 @@ pub struct ScoreVariant {
 /// study, whose mirror image is itself, so its mirror pass is skipped (same logits).
 pub fn score_variants(
     net: &HemorrhageNet,
-    samples: &[StudySample],
-    idx: &[usize],
+    studies: &[&StudySample],
     batch: usize,
     variants: &[ScoreVariant],
     tta: TestTimeAugmentation,
@@ -169,23 +250,22 @@ pub fn score_variants(
 ) -> Vec<Vec<StudyScores>> {
     let mut out: Vec<Vec<StudyScores>> = variants
         .iter()
-        .map(|_| Vec::with_capacity(idx.len()))
+        .map(|_| Vec::with_capacity(studies.len()))
         .collect();
     let flip = tta == TestTimeAugmentation::Flip;
-    for chunk in idx.chunks(batch.max(1)) {
-        let refs: Vec<&StudySample> = chunk.iter().map(|&i| &samples[i]).collect();
+    for refs in studies.chunks(batch.max(1)) {
         // Encodings of the images (and their mirror), made once for the variants that show
         // them; the MC-dropout passes decode the unaugmented encoding.
         let mut shown: Option<(EncodedBatch, Option<EncodedBatch>)> = None;
         for (v, variant) in variants.iter().enumerate() {
             let (encoded, o) = if variant.mask.hide_images {
                 // Blank images are their own mirror: the mirror view is this encoding again.
-                let encoded = net.encode(make_batch(&refs, None, variant.mask, device));
+                let encoded = net.encode(make_batch(refs, None, variant.mask, device));
                 let o = decode_tta(net, encoded.clone(), flip.then(|| encoded.clone()));
                 (encoded, o)
             } else {
                 let (plain, mirror) = shown.get_or_insert_with(|| {
-                    let input = make_batch(&refs, None, InputMask::default(), device);
+                    let input = make_batch(refs, None, InputMask::default(), device);
                     encode_views(net, input, flip)
                 });
                 let (plain, mirror) = if variant.mask.hide_clinical {
@@ -196,7 +276,7 @@ pub fn score_variants(
                 let o = decode_tta(net, plain.clone(), mirror);
                 (plain, o)
             };
-            out[v].extend(study_scores(net, &refs, encoded, o, variant.mc_passes));
+            out[v].extend(study_scores(net, refs, encoded, o, variant.mc_passes));
         }
     }
     out
@@ -230,11 +310,22 @@ fn study_scores(
         .into_data()
         .try_to_vec::<f32>()
         .expect("f32 heatmap");
-    let mut mc: Vec<Vec<f64>> = vec![Vec::with_capacity(mc_passes); b];
-    for _ in 0..mc_passes {
-        let p = host(net.decode_stochastic(encoded.clone()).any_logit);
-        for (k, v) in p.into_iter().enumerate() {
-            mc[k].push(v);
+    let mut mc: Vec<Vec<McPass>> = vec![Vec::with_capacity(mc_passes); b];
+    if mc_passes > 0 {
+        let seeds: Vec<u64> = refs.iter().map(|r| mc_seed(&r.key)).collect();
+        let sampler = McDropout::per_row(&seeds);
+        for _ in 0..mc_passes {
+            let p = net.decode_stochastic(encoded.clone(), &sampler);
+            let pa = host(p.any_logit);
+            let pm = host(p.mortality_logit);
+            let pr = host(p.mrs_logits.reshape([b * 6]));
+            for (k, passes) in mc.iter_mut().enumerate() {
+                passes.push(McPass {
+                    any_logit: pa[k],
+                    mortality_logit: pm[k],
+                    mrs_logits: std::array::from_fn(|j| pr[k * 6 + j]),
+                });
+            }
         }
     }
     let n_heat = hs * hh * hw;
@@ -256,9 +347,10 @@ fn study_scores(
                     r
                 })
                 .collect(),
-            mc_any_logits: std::mem::take(&mut mc[k]),
+            mc: std::mem::take(&mut mc[k]),
             feature_gates: gates[k * f..(k + 1) * f].to_vec(),
             heatmap: heat[k * n_heat..(k + 1) * n_heat].to_vec(),
+            heatmap_shape: [hs, hh, hw],
             facts: std::array::from_fn(|j| facts[k * hn_model::N_FACTS + j] as f32),
         });
     }
@@ -300,6 +392,72 @@ impl StudyScores {
         r
     }
 
+    /// Every probability of the deterministic forward under the calibration `t` (temperatures,
+    /// and the prognosis heads' Platt biases).
+    pub fn calibrated(&self, t: &TemperatureSet) -> CalibratedProbabilities {
+        let any = self.p_any(t.any);
+        let given: [f64; 5] =
+            std::array::from_fn(|j| sigmoid(self.subtype_cond_logits[j] / t.subtypes));
+        let at_least = mrs_at_least(&self.mrs_logits, t);
+        CalibratedProbabilities {
+            any,
+            subtypes: std::array::from_fn(|j| any * given[j]),
+            given_bleed: given,
+            mortality_30d: sigmoid(t.mortality_calibration().logit(self.mortality_logit)),
+            mrs_at_least: at_least,
+            mrs: mrs_distribution(&at_least),
+        }
+    }
+
+    /// Uncertainty of P(any), mortality and mRS from the MC passes under calibration `t`
+    /// (temperatures applied to each pass before averaging); with no passes, the entropy of
+    /// the deterministic probabilities (mutual information 0).
+    pub fn uncertainty(&self, t: &TemperatureSet) -> StudyUncertainty {
+        let det = self.calibrated(t);
+        let (any, mort, mrs): (Vec<f64>, Vec<f64>, Vec<[f64; 7]>) = if self.mc.is_empty() {
+            (vec![det.any], vec![det.mortality_30d], vec![det.mrs])
+        } else {
+            let m = t.mortality_calibration();
+            self.mc
+                .iter()
+                .map(|p| {
+                    (
+                        sigmoid(p.any_logit / t.any),
+                        sigmoid(m.logit(p.mortality_logit)),
+                        mrs_distribution(&mrs_at_least(&p.mrs_logits, t)),
+                    )
+                })
+                .fold(
+                    (vec![], vec![], vec![]),
+                    |(mut a, mut b, mut c), (x, y, z)| {
+                        a.push(x);
+                        b.push(y);
+                        c.push(z);
+                        (a, b, c)
+                    },
+                )
+        };
+        StudyUncertainty {
+            passes: self.mc.len(),
+            any: binary_uncertainty(&any),
+            mortality_30d: binary_uncertainty(&mort),
+            mrs_90d: categorical_uncertainty(&mrs),
+        }
+    }
+
+    /// The value the referral policy compares with its threshold.
+    pub fn referral_uncertainty(&self, measure: UncertaintyMeasure, t: &TemperatureSet) -> f64 {
+        let any: Vec<f64> = if self.mc.is_empty() {
+            vec![self.p_any(t.any)]
+        } else {
+            self.mc
+                .iter()
+                .map(|p| sigmoid(p.any_logit / t.any))
+                .collect()
+        };
+        measure.of(&binary_uncertainty(&any))
+    }
+
     /// Heatmap mass of each of the `n_slices` slices (sums to 1 over the study).
     pub fn slice_heat_mass(&self, n_slices: usize) -> Vec<f64> {
         let per = self.heatmap.len() / n_slices.max(1);
@@ -330,26 +488,6 @@ impl StudyScores {
             }
         }
         m
-    }
-
-    /// P(mRS ≥ 4) (poor 90-day outcome) at temperature `t`.
-    pub fn p_poor_outcome(&self, t: f64) -> f64 {
-        sigmoid(self.mrs_logits[3] / t)
-    }
-
-    /// Predictive entropy (nats) of the MC-averaged calibrated P(any); falls back to the
-    /// deterministic probability's entropy when no passes were run.
-    pub fn any_predictive_entropy(&self, t: f64) -> f64 {
-        let p = if self.mc_any_logits.is_empty() {
-            self.p_any(t)
-        } else {
-            self.mc_any_logits
-                .iter()
-                .map(|z| sigmoid(z / t))
-                .sum::<f64>()
-                / self.mc_any_logits.len() as f64
-        };
-        crate::metrics::binary_entropy(p)
     }
 }
 
@@ -445,10 +583,10 @@ mod tests {
                     mc_passes: if v == 0 { 2 } else { 0 },
                 })
                 .collect();
-            let together = score_variants(&net, &samples, &idx, 2, &variants, tta, &device);
+            let together = score_variants(&net, &pick(&samples, &idx), 2, &variants, tta, &device);
             for (v, mask) in masks.iter().enumerate() {
                 assert_eq!(together[v].len(), idx.len());
-                assert_eq!(together[v][0].mc_any_logits.len(), variants[v].mc_passes);
+                assert_eq!(together[v][0].mc.len(), variants[v].mc_passes);
                 for (c, chunk) in idx.chunks(2).enumerate() {
                     let refs: Vec<&StudySample> = chunk.iter().map(|&i| &samples[i]).collect();
                     let (_, o) = forward_tta(&net, make_batch(&refs, None, *mask, &device), tta);

@@ -27,6 +27,7 @@ use crate::dataset::{Dataset, SplitConfig};
 use crate::metrics;
 use crate::sample::{InputMask, StudySample, make_batch};
 use crate::scoring::{StudyScores, TestTimeAugmentation, score};
+use crate::uncertainty::UncertaintyMeasure;
 
 /// Network section of the training config (the rest of `HemorrhageNetConfig` follows the data).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,7 +144,7 @@ impl Default for TrainConfig {
             pretrain_epochs: 3,
             pretrain_batch: 64,
             encoder_lr_ratio: 0.2,
-            mc_passes: 10,
+            mc_passes: crate::scoring::DEFAULT_MC_PASSES,
             tta: TestTimeAugmentation::Flip,
             target_referral_rate: 0.1,
             net: NetSection::default(),
@@ -818,8 +819,7 @@ pub fn train_on(
         let net = model.net.valid();
         let scores = score(
             &net,
-            &data.samples,
-            &val_idx,
+            &crate::scoring::pick(&data.samples, &val_idx),
             16,
             InputMask::default(),
             0,
@@ -893,11 +893,9 @@ pub fn calibrate(
     device: &Device,
 ) -> Result<Calibration, TrainError> {
     let idx = data.indices(Split::Validation);
-    device.seed(cfg.seed ^ 0xCA11_B8A7);
     let scores = score(
         net,
-        &data.samples,
-        &idx,
+        &crate::scoring::pick(&data.samples, &idx),
         16,
         InputMask::default(),
         cfg.mc_passes,
@@ -940,15 +938,16 @@ pub fn calibrate(
     )
     .map(|op| op.threshold)
     .unwrap_or(0.5);
+    let uncertainty = UncertaintyMeasure::default();
     let unc: Vec<f64> = scores
         .iter()
-        .map(|s| s.any_predictive_entropy(temps.any))
+        .map(|s| s.referral_uncertainty(uncertainty, &temps))
         .collect();
     let referral = metrics::ReferralPolicy::fit(&unc, cfg.target_referral_rate)?;
     Ok(Calibration {
         temperatures: temps,
         thresholds,
-        uncertainty: "any_predictive_entropy".into(),
+        uncertainty,
         referral,
         mc_passes: cfg.mc_passes,
         tta: cfg.tta,

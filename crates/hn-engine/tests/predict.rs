@@ -48,7 +48,7 @@ fn calibration(any_threshold: f64, referral_threshold: f64) -> Calibration {
             ..Default::default()
         },
         thresholds: [any_threshold, 0.3, 0.3, 0.3, 0.3, 0.3],
-        uncertainty: "any_predictive_entropy".into(),
+        uncertainty: Default::default(),
         referral: ReferralPolicy {
             threshold: referral_threshold,
             target_rate: 0.1,
@@ -72,10 +72,12 @@ fn net() -> hn_model::HemorrhageNet {
 }
 
 fn predictor(net: &hn_model::HemorrhageNet, cal: Option<Calibration>) -> Predictor {
-    Predictor::new(net.clone(), card(cal), Device::flex()).with_options(PredictOptions {
-        top_features: 4,
-        mc_passes: None,
-    })
+    Predictor::new(net.clone(), card(cal), Device::flex())
+        .unwrap()
+        .with_options(PredictOptions {
+            top_features: 4,
+            ..Default::default()
+        })
 }
 
 /// A synthetic bleeding study (48² × 10, so the model grid differs from the input grid)
@@ -161,7 +163,7 @@ fn predict_dicom_and_nifti_end_to_end() {
         .unwrap()
         .with_options(PredictOptions {
             top_features: 4,
-            mc_passes: None,
+            ..Default::default()
         });
     assert_eq!(p.card.calibration.as_ref().unwrap().mc_passes, 3);
 
@@ -356,7 +358,7 @@ fn decision_path_and_review_follow_the_card() {
     assert_eq!(un.decision_path.level_1.threshold, 0.5);
     assert!(un.review.flag && un.review.threshold.is_none());
     assert!(un.review.reason.contains("uncalibrated"));
-    assert_eq!(un.uncertainty.passes, hn_engine::infer::DEFAULT_MC_PASSES);
+    assert_eq!(un.uncertainty.passes, hn_engine::scoring::DEFAULT_MC_PASSES);
 }
 
 #[test]
@@ -471,4 +473,209 @@ fn calibration_without_tta_means_none() {
     let v = serde_json::to_value(&flip).unwrap();
     assert_eq!(v["tta"], "flip");
     assert_eq!(serde_json::from_value::<Calibration>(v).unwrap(), flip);
+}
+
+/// Several synthetic studies as NIfTI files, each a different patient.
+fn nifti_cohort(root: &Path, n: usize) -> Vec<PathBuf> {
+    let cfg = SynthConfig {
+        size: 40,
+        n_slices: Some(9),
+        p_missing_slice: 0.0,
+        ..Default::default()
+    };
+    (0..n)
+        .map(|i| {
+            let st = generate_study(&cfg, 21, i);
+            let p = root.join(format!("s{i}.nii.gz"));
+            hn_imaging::nifti::write_volume(&p, &st.volume).unwrap();
+            p
+        })
+        .collect()
+}
+
+fn as_json(p: &hn_engine::infer::Prediction) -> serde_json::Value {
+    serde_json::to_value(p).unwrap()
+}
+
+/// Everything numeric in two reports agrees to `tol` (strings and flags exactly).
+fn assert_close_json(a: &serde_json::Value, b: &serde_json::Value, tol: f64, at: &str) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!((x - y).abs() <= tol, "{at}: {x} vs {y}");
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{at}");
+            for (i, (u, v)) in x.iter().zip(y).enumerate() {
+                assert_close_json(u, v, tol, &format!("{at}[{i}]"));
+            }
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            assert_eq!(
+                x.keys().collect::<Vec<_>>(),
+                y.keys().collect::<Vec<_>>(),
+                "{at}"
+            );
+            for (k, u) in x {
+                // Free text quotes numbers to 3-4 digits: compared exactly only when the
+                // numbers are.
+                if k == "reason" || k == "skipped" {
+                    continue;
+                }
+                assert_close_json(u, &y[k], tol, &format!("{at}.{k}"));
+            }
+        }
+        _ => assert_eq!(a, b, "{at}"),
+    }
+}
+
+/// `Predictor` can be shared between threads, and what a study gets does not depend on what
+/// else is scored at the same time, nor on the batch it is scored in: MC dropout draws from the
+/// study's own generator, not from the backend's process-global RNG.
+#[test]
+fn concurrent_and_batched_scoring_equal_serial_scoring() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Predictor>();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let files = nifti_cohort(tmp.path(), 6);
+    // Dropout on, so that MC passes differ and the RNG matters.
+    let net = HemorrhageNetConfig::new()
+        .with_slices(8)
+        .with_height(32)
+        .with_width(32)
+        .with_widths(vec![8, 16])
+        .with_d_attn(16)
+        .with_dropout(0.3)
+        .init(&Device::flex());
+    let p = std::sync::Arc::new(predictor(&net, Some(calibration(0.0, 0.3))));
+    let key = |i: usize| format!("s{i}");
+    let serial: Vec<serde_json::Value> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            as_json(
+                &p.predict_path(&key(i), f, ClinicalRecord::default())
+                    .unwrap()
+                    .prediction,
+            )
+        })
+        .collect();
+    assert!(
+        serial[0]["uncertainty"]["any"]["mutual_information"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "MC passes agree: dropout is not on"
+    );
+    // A rerun in the same process gives the same numbers (seeded per study, not per process).
+    let again = as_json(
+        &p.predict_path(&key(0), &files[0], ClinicalRecord::default())
+            .unwrap()
+            .prediction,
+    );
+    assert_eq!(again, serial[0]);
+
+    // Three threads, each scoring every study in a different order, all at once.
+    let handles: Vec<_> = (0..3)
+        .map(|t| {
+            let p = p.clone();
+            let files = files.clone();
+            std::thread::spawn(move || {
+                let mut order: Vec<usize> = (0..files.len()).collect();
+                order.rotate_left(t * 2);
+                order
+                    .into_iter()
+                    .map(|i| {
+                        let r = p
+                            .predict_path(&format!("s{i}"), &files[i], ClinicalRecord::default())
+                            .unwrap();
+                        (i, as_json(&r.prediction))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for h in handles {
+        for (i, got) in h.join().unwrap() {
+            assert_eq!(got, serial[i], "study {i} scored concurrently");
+        }
+    }
+
+    // Batched: the same studies four to a forward.
+    let results: Vec<_> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            p.predict_path(&key(i), f, ClinicalRecord::default())
+                .unwrap()
+        })
+        .collect();
+    let items: Vec<_> = results
+        .iter()
+        .map(|r| (&r.sample, r.prediction.input.clone()))
+        .collect();
+    let batched = p.predict_many(&items);
+    assert_eq!(batched.len(), files.len());
+    for (i, b) in batched.iter().enumerate() {
+        assert_close_json(&as_json(b), &serial[i], 1e-5, &format!("study {i} batched"));
+    }
+}
+
+/// A card whose values would make a later request fail is refused when the model is loaded,
+/// naming card.json and the field.
+#[test]
+fn model_card_is_validated_at_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = net();
+    let load = |name: &str, edit: &dyn Fn(&mut ModelCard)| {
+        let mut c = card(Some(calibration(0.5, 0.2)));
+        edit(&mut c);
+        let dir = tmp.path().join(name);
+        save_model(&dir, &net, &c).unwrap();
+        Predictor::load(&dir).err().map(|e| e.to_string())
+    };
+    assert_eq!(load("good", &|_| {}), None);
+    let cases: [(&str, &dyn Fn(&mut ModelCard), &str); 6] = [
+        (
+            "temperature",
+            &|c| c.calibration.as_mut().unwrap().temperatures.any = 0.0,
+            "temperatures.any",
+        ),
+        (
+            "threshold",
+            &|c| c.calibration.as_mut().unwrap().thresholds[2] = 1.5,
+            "thresholds[2]",
+        ),
+        (
+            "windows",
+            &|c| c.preprocess.windows.truncate(2),
+            "2 windows",
+        ),
+        ("width", &|c| c.preprocess.windows[1].1 = 0.0, "windows[1]"),
+        ("grid", &|c| c.preprocess.shape = Some([8, 64, 64]), "grid"),
+        (
+            "rate",
+            &|c| c.calibration.as_mut().unwrap().referral.target_rate = 2.0,
+            "referral",
+        ),
+    ];
+    for (name, edit, want) in cases {
+        let msg = load(name, edit).unwrap_or_else(|| panic!("{name}: card accepted"));
+        assert!(
+            msg.contains("card.json") && msg.contains(want),
+            "{name}: {msg}"
+        );
+    }
+    // An unknown referral measure is refused by the card's parser, not at the first request.
+    let dir = tmp.path().join("measure");
+    save_model(&dir, &net, &card(Some(calibration(0.5, 0.2)))).unwrap();
+    let path = dir.join("card.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("any_predictive_entropy", "entropy_of_everything");
+    std::fs::write(&path, text).unwrap();
+    let msg = Predictor::load(&dir).err().unwrap().to_string();
+    assert!(msg.contains("entropy_of_everything"), "{msg}");
 }

@@ -4,7 +4,7 @@ use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, Linea
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, softmax};
 
-use crate::util::drop;
+use crate::util::{McDropout, drop};
 
 /// Configuration of the fusion block.
 #[derive(Config, Debug)]
@@ -66,7 +66,7 @@ impl CrossModalFusion {
         tokens: Tensor<3>,
         nodes: Tensor<3>,
         image: Tensor<2>,
-        mc: bool,
+        mc: Option<&McDropout>,
     ) -> (Tensor<2>, Tensor<4>) {
         let [b, f, d] = tokens.dims();
         let n = nodes.dims()[1];

@@ -11,7 +11,7 @@ use burn::tensor::activation::{elu, gelu, leaky_relu, sigmoid, softmax, tanh};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::util::drop;
+use crate::util::{McDropout, drop};
 
 /// Neighbour slots per node: self, the 8 in-slice neighbours, the same cell one slice up and
 /// one slice down.
@@ -197,7 +197,12 @@ impl GatLayerConfig {
 
 impl GatLayer {
     /// `x: [B, N, D]` → (`[B, N, D]`, attention `[B, N, K, H]` summing to 1 over `K`).
-    pub fn forward(&self, x: Tensor<3>, graph: &GraphTensors, mc: bool) -> (Tensor<3>, Tensor<4>) {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        graph: &GraphTensors,
+        mc: Option<&McDropout>,
+    ) -> (Tensor<3>, Tensor<4>) {
         let [b, n, d] = x.dims();
         let (h, k) = (self.n_heads, NEIGHBOURS);
         let dh = d / h;

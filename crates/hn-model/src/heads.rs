@@ -5,7 +5,7 @@ use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, sigmoid, softplus};
 
-use crate::util::drop;
+use crate::util::{McDropout, drop};
 
 /// Subtypes, in `hn-data`'s `SUBTYPES` order (epidural, subdural, subarachnoid,
 /// intraparenchymal, intraventricular).
@@ -106,7 +106,12 @@ impl HierarchicalHeadsConfig {
 
 impl HierarchicalHeads {
     /// `fused [B, D]`, `slices [B, S, D]` → head logits.
-    pub fn forward(&self, fused: Tensor<2>, slices: Tensor<3>, mc: bool) -> HeadOutputs {
+    pub fn forward(
+        &self,
+        fused: Tensor<2>,
+        slices: Tensor<3>,
+        mc: Option<&McDropout>,
+    ) -> HeadOutputs {
         let [b, _] = fused.dims();
         let x = drop(&self.dropout, fused, mc);
         let any_logit = self.any.forward(x.clone()).reshape([b]);

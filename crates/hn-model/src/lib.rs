@@ -38,6 +38,7 @@ pub use model::{
 };
 pub use pretrain::SlicePretrainer;
 pub use uncertainty::{McOutput, Temperatures, Uncertainty};
+pub use util::McDropout;
 
 use burn::prelude::*;
 

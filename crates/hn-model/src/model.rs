@@ -14,7 +14,7 @@ use crate::graph::{
     GatLayer, GatLayerConfig, GatedAttentionPool, GatedAttentionPoolConfig, GraphCache, NEIGHBOURS,
 };
 use crate::heads::{HierarchicalHeads, HierarchicalHeadsConfig, N_MRS_THRESHOLDS, N_SUBTYPES};
-use crate::util::halve;
+use crate::util::{McDropout, halve};
 
 /// Modality index of CT studies in [`ModelInput::modality`].
 pub const MODALITY_CT: i64 = 0;
@@ -439,11 +439,11 @@ impl HemorrhageNet {
     /// Shapes: `images [B, S, C, H, W]`, `clinical`/`clinical_present [B, F]`, `modality [B]`
     /// → see [`ModelOutput`], with `h × w` = [`HemorrhageNetConfig::feature_hw_for`]`(H, W)`.
     pub fn forward(&self, batch: ModelInput) -> ModelOutput {
-        self.forward_impl(batch, false)
+        self.forward_impl(batch, None)
     }
 
-    /// Forward with `mc = true` forcing every dropout site on (Monte-Carlo dropout).
-    pub(crate) fn forward_impl(&self, batch: ModelInput, mc: bool) -> ModelOutput {
+    /// Forward with `mc = Some(sampler)` forcing every dropout site on (Monte-Carlo dropout).
+    pub(crate) fn forward_impl(&self, batch: ModelInput, mc: Option<&McDropout>) -> ModelOutput {
         self.decode_impl(self.encode(batch), mc)
     }
 
@@ -491,16 +491,16 @@ impl HemorrhageNet {
 
     /// The rest of a deterministic forward after [`encode`](Self::encode).
     pub fn decode(&self, encoded: EncodedBatch) -> ModelOutput {
-        self.decode_impl(encoded, false)
+        self.decode_impl(encoded, None)
     }
 
     /// The rest of a forward after [`encode`](Self::encode) with every dropout site on: one
-    /// Monte-Carlo dropout sample.
-    pub fn decode_stochastic(&self, encoded: EncodedBatch) -> ModelOutput {
-        self.decode_impl(encoded, true)
+    /// Monte-Carlo dropout sample, its masks drawn from `sampler` (one generator per study).
+    pub fn decode_stochastic(&self, encoded: EncodedBatch, sampler: &McDropout) -> ModelOutput {
+        self.decode_impl(encoded, Some(sampler))
     }
 
-    fn decode_impl(&self, encoded: EncodedBatch, mc: bool) -> ModelOutput {
+    fn decode_impl(&self, encoded: EncodedBatch, mc: Option<&McDropout>) -> ModelOutput {
         let EncodedBatch {
             nodes,
             grid: [s, h, w],

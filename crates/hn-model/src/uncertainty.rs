@@ -3,6 +3,7 @@
 use burn::prelude::*;
 
 use crate::model::{HemorrhageNet, ModelInput, ModelOutput, ModelProbabilities};
+use crate::util::McDropout;
 
 /// Predictive entropy and mutual information (BALD) of one output, in nats.
 #[derive(Debug, Clone)]
@@ -75,20 +76,24 @@ fn mean_of<const D: usize>(xs: impl Iterator<Item = Tensor<D>>, t: usize) -> Ten
 }
 
 impl HemorrhageNet {
-    /// One stochastic forward with every dropout site on (a single MC-dropout sample).
-    pub fn forward_stochastic(&self, batch: ModelInput) -> ModelOutput {
-        self.forward_impl(batch, true)
+    /// One stochastic forward with every dropout site on (a single MC-dropout sample), its
+    /// masks drawn from `sampler`.
+    pub fn forward_stochastic(&self, batch: ModelInput, sampler: &McDropout) -> ModelOutput {
+        self.forward_impl(batch, Some(sampler))
     }
 
     /// Monte-Carlo dropout: `passes` stochastic forwards with every dropout site on (even on
     /// an inference device), summarised as mean probabilities, predictive entropy and mutual
-    /// information per output.
-    pub fn forward_mc(&self, batch: ModelInput, passes: usize) -> McOutput {
+    /// information per output; the masks come from `sampler`.
+    pub fn forward_mc(&self, batch: ModelInput, passes: usize, sampler: &McDropout) -> McOutput {
         assert!(passes >= 1, "at least one pass");
         // The CNN has no dropout site: encode once, sample only the stochastic rest.
         let encoded = self.encode(batch);
         let probs: Vec<ModelProbabilities> = (0..passes)
-            .map(|_| self.decode_stochastic(encoded.clone()).probabilities())
+            .map(|_| {
+                self.decode_stochastic(encoded.clone(), sampler)
+                    .probabilities()
+            })
             .collect();
         let (any_mean, any) = binary(probs.iter().map(|p| p.any.clone()).collect());
         let (sub_mean, subtypes) = binary(probs.iter().map(|p| p.subtypes.clone()).collect());

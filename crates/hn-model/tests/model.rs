@@ -319,10 +319,17 @@ fn mc_dropout_passes_differ_while_plain_forward_is_deterministic() {
     let a = all_outputs(&net.forward(batch.clone()));
     let b = all_outputs(&net.forward(batch.clone()));
     assert_eq!(a, b);
-    let s1 = all_outputs(&net.forward_stochastic(batch.clone()));
-    let s2 = all_outputs(&net.forward_stochastic(batch.clone()));
+    let sampler = McDropout::per_row(&[1, 2]);
+    let s1 = all_outputs(&net.forward_stochastic(batch.clone(), &sampler));
+    let s2 = all_outputs(&net.forward_stochastic(batch.clone(), &sampler));
     assert_ne!(s1, s2);
-    let mc = net.forward_mc(batch, 8);
+    // The same seeds give the same passes: MC dropout depends on the sampler alone.
+    let again = McDropout::per_row(&[1, 2]);
+    assert_eq!(
+        s1,
+        all_outputs(&net.forward_stochastic(batch.clone(), &again))
+    );
+    let mc = net.forward_mc(batch, 8, &McDropout::per_row(&[3, 4]));
     assert_eq!(mc.passes, 8);
     let mi = host(mc.any.mutual_info.clone());
     let ent = host(mc.any.entropy.clone());

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use hn_data::splits::Split;
 use hn_engine::checkpoint::load_model;
 use hn_engine::dataset::SplitConfig;
+use hn_engine::evaluate::EvalSplit;
 use hn_engine::scoring::TestTimeAugmentation;
 use hn_engine::train::TrainConfig;
 
@@ -124,7 +124,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let ev = super::evaluate::run_evaluation(
         &model,
         &data,
-        Split::Test,
+        EvalSplit::Test,
         args.bootstrap,
         17,
         &report_dir,
@@ -253,7 +253,8 @@ pub fn predict_heldout(
     )
     .with_context(|| clinical_path.display().to_string())?;
     let predictor =
-        hn_engine::infer::Predictor::new(model.net.clone(), model.card.clone(), model.device());
+        hn_engine::infer::Predictor::new(model.net.clone(), model.card.clone(), model.device())
+            .map_err(|e| anyhow::anyhow!("{}: card.json: {e}", model.dir.display()))?;
     let res = predictor.predict_path(
         &study.id,
         &study_dir.join("dicom"),

@@ -1,21 +1,30 @@
-//! `hemorrhagenet evaluate`: metrics, baselines and the HTML report for a trained model on the
-//! held-out split of the data it was trained on (or another dataset).
+//! `hemorrhagenet evaluate`: metrics, baselines, the HTML report and `predictions.csv` for a
+//! trained model on the held-out split of the data it was trained on, or on every study of an
+//! external cohort (`--split all`), optionally after recalibrating on part of it.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use hn_data::splits::Split;
 use hn_engine::checkpoint::{LoadedModel, load_model};
 use hn_engine::dataset::Dataset;
-use hn_engine::evaluate::{EvalOptions, Evaluation, evaluate};
+use hn_engine::evaluate::{EvalOptions, EvalSplit, Evaluation, evaluate};
 use hn_engine::train::TrainConfig;
 
 use super::data_args::{DataArgs, load};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum SplitArg {
+    /// The held-out test split of the patient-level split.
     Test,
+    Validation,
+    /// Every study (an external cohort): the card's calibration applied, nothing fitted.
+    All,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum RecalibrateArg {
+    /// Refit on this data's validation split, report its test split before and after.
     Validation,
 }
 
@@ -32,10 +41,15 @@ pub struct EvaluateArgs {
     /// Which split to report on.
     #[arg(long, value_enum, default_value = "test")]
     pub split: SplitArg,
+    /// Refit temperatures, Platt scaling, thresholds and the referral policy on this data's
+    /// validation split (what a new site does before it trusts a model), report the test
+    /// split before and after, and write the recalibrated model to OUT/model.
+    #[arg(long, value_enum, conflicts_with = "split")]
+    pub recalibrate_on: Option<RecalibrateArg>,
     /// Bootstrap resamples for the 95 % CIs.
     #[arg(long, default_value_t = 1000)]
     pub bootstrap: usize,
-    /// Seed of the bootstrap and MC dropout.
+    /// Seed of the bootstrap (MC dropout is seeded per study, from its key).
     #[arg(long, default_value_t = 17)]
     pub seed: u64,
     /// Where to run the model: `cpu` (default), or `cuda:N`, `libtorch`, `libtorch-cuda:N`
@@ -65,29 +79,81 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     let model = load_model(&args.model, &device[0])?;
     let (cfg, [s, _, w]) = training_setup(&model)?;
     let data = load(&args.data, s, w, &cfg.split)?;
+    if args.recalibrate_on.is_some() {
+        let ev = run_recalibration(&model, &data, args.bootstrap, args.seed, &args.out)?;
+        print_summary(&ev);
+        return Ok(ExitCode::SUCCESS);
+    }
     let split = match args.split {
-        SplitArg::Test => Split::Test,
-        SplitArg::Validation => Split::Validation,
+        SplitArg::Test => EvalSplit::Test,
+        SplitArg::Validation => EvalSplit::Validation,
+        SplitArg::All => EvalSplit::All,
     };
     let ev = run_evaluation(&model, &data, split, args.bootstrap, args.seed, &args.out)?;
     print_summary(&ev);
     Ok(ExitCode::SUCCESS)
 }
 
-/// Evaluate and write the report folder.
-pub fn run_evaluation(
+/// `--recalibrate-on validation`: the card's calibration and one refitted on this data's
+/// validation split, both reported on its test split; the recalibrated model → OUT/model.
+fn run_recalibration(
     model: &LoadedModel,
     data: &Dataset,
-    split: Split,
     bootstrap: usize,
     seed: u64,
     out: &Path,
 ) -> anyhow::Result<Evaluation> {
-    if data.digest().sha256 != model.card.dataset.sha256 {
+    eprintln!("recalibrating on the validation split of this data");
+    let model_out = out.join("model");
+    let recalibrated = LoadedModel {
+        net: model.net.clone(),
+        card: hn_engine::evaluate::recalibrate(model, data)?,
+        dir: model_out.clone(),
+    };
+    hn_engine::checkpoint::save_model(&model_out, &recalibrated.net, &recalibrated.card)?;
+    eprintln!("wrote the recalibrated model to {}", model_out.display());
+    let before = evaluate_only(model, data, EvalSplit::Test, bootstrap, seed)?;
+    let mut after = evaluate_only(&recalibrated, data, EvalSplit::Test, bootstrap, seed)?;
+    after.report.recalibration = Some(hn_engine::evaluate::compare_calibrations(
+        data,
+        &before.predictions,
+        &after.predictions,
+        &model.card,
+        &recalibrated.card,
+    ));
+    write_outputs(&after, out)?;
+    Ok(after)
+}
+
+/// Evaluate and write the report folder.
+pub fn run_evaluation(
+    model: &LoadedModel,
+    data: &Dataset,
+    split: EvalSplit,
+    bootstrap: usize,
+    seed: u64,
+    out: &Path,
+) -> anyhow::Result<Evaluation> {
+    let ev = evaluate_only(model, data, split, bootstrap, seed)?;
+    write_outputs(&ev, out)?;
+    Ok(ev)
+}
+
+/// Evaluate without writing anything.
+fn evaluate_only(
+    model: &LoadedModel,
+    data: &Dataset,
+    split: EvalSplit,
+    bootstrap: usize,
+    seed: u64,
+) -> anyhow::Result<Evaluation> {
+    if data.digest().sha256 != model.card.dataset.sha256 && split != EvalSplit::All {
         eprintln!(
-            "warning: this data differs from the model's training data ({}); the {split:?} \
-             split is held out only if no patient of it was used in training",
-            model.card.dataset.name
+            "warning: this data differs from the model's training data ({}); the {} split \
+             is held out only if no patient of it was used in training (use --split all for \
+             an external cohort)",
+            model.card.dataset.name,
+            split.name()
         );
     }
     let opts = EvalOptions {
@@ -97,14 +163,30 @@ pub fn run_evaluation(
         ..Default::default()
     };
     eprintln!(
-        "evaluating on the {split:?} split ({} bootstrap resamples)",
+        "evaluating on the {} split ({} bootstrap resamples)",
+        split.name(),
         bootstrap
     );
     let windows = model.card.preprocess.windows.clone();
-    let ev = evaluate(model, data, &opts, &|s, p| volume_estimate(s, p, &windows))?;
+    Ok(evaluate(model, data, &opts, &|s, p| {
+        volume_estimate(s, p, &windows)
+    })?)
+}
+
+/// metrics.json, report.html and predictions.csv.
+fn write_outputs(ev: &Evaluation, out: &Path) -> anyhow::Result<()> {
     let (json, html) = hn_engine::report::write_report(out, &ev.report, &ev.plots)?;
-    eprintln!("wrote {} and {}", json.display(), html.display());
-    Ok(ev)
+    let csv = out.join("predictions.csv");
+    let bytes = hn_engine::predictions::to_csv(&ev.predictions)
+        .with_context(|| format!("{}: CSV", csv.display()))?;
+    hn_engine::infer::output::write_file_atomic(&csv, &bytes)?;
+    eprintln!(
+        "wrote {}, {} and {}",
+        json.display(),
+        html.display(),
+        csv.display()
+    );
+    Ok(())
 }
 
 /// One line per headline figure.
@@ -116,9 +198,41 @@ pub fn print_summary(ev: &Evaluation) {
             .unwrap_or_else(|| "–".into())
     };
     println!(
-        "test-time augmentation: {}",
+        "{} split of {} ({}), {} studies; test-time augmentation: {}",
+        r.dataset.split,
+        r.dataset.name,
+        if r.dataset.training_distribution {
+            "the model's training data"
+        } else {
+            "external to the model's training data"
+        },
+        r.dataset.n_studies,
         r.test_time_augmentation.name()
     );
+    if let Some(rc) = &r.recalibration {
+        let f = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.3}"));
+        for (j, task) in ["any", "mortality_30d", "poor_outcome_90d"]
+            .iter()
+            .enumerate()
+        {
+            println!(
+                "recalibrated on {} {} studies: {task:<17} ECE {} → {}, Brier {} → {}",
+                rc.n_fitted,
+                rc.fitted_on,
+                f(rc.before.ece[j]),
+                f(rc.after.ece[j]),
+                f(rc.before.brier[j]),
+                f(rc.after.brier[j])
+            );
+        }
+        println!(
+            "referral rate on the {} reported studies: {:.3} → {:.3} (target {:.2})",
+            rc.n_reported,
+            rc.before.referral_rate,
+            rc.after.referral_rate,
+            rc.after.target_referral_rate
+        );
+    }
     for d in &r.detection {
         println!(
             "AUC {:<18} {}  (n = {}, positive {})",

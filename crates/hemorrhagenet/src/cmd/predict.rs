@@ -107,6 +107,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<ExitCode> {
     let predictor = Predictor::load(&args.model)?.with_options(PredictOptions {
         top_features: args.top_features,
         mc_passes: args.mc_passes,
+        ..Default::default()
     });
     match &args.manifest {
         Some(m) => run_batch(&args, m, &predictor),

@@ -1,0 +1,390 @@
+//! From one study's [`StudyScores`] to its [`Prediction`]: small pure functions (no network,
+//! no device), each one part of the report. Evaluation's `predictions.csv` is built from the
+//! same [`probabilities`] and [`review`], so the two cannot drift apart.
+
+use hn_data::clinical::{CLINICAL_FEATURES, N_CLINICAL};
+use hn_data::{ClinicalRecord, SUBTYPES};
+use hn_model::HemorrhageNetConfig;
+
+use super::schema::*;
+use crate::checkpoint::{Calibration, ModelCard, TemperatureSet};
+use crate::sample::StudySample;
+use crate::scoring::{CalibratedProbabilities, StudyScores, StudyUncertainty};
+use crate::uncertainty::UncertaintyMeasure;
+
+/// Version of the `prediction.json` schema.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Clinical features listed in `feature_weights` by default.
+pub const DEFAULT_TOP_FEATURES: usize = 5;
+
+/// Key slices listed (and rendered as overlays).
+pub const N_KEY_SLICES: usize = 3;
+
+/// The levels of the decision path, as the report names them.
+const LEVEL_QUESTIONS: [&str; 3] = ["hemorrhage?", "which types?", "prognosis?"];
+
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+/// The temperatures a card's predictions are made with (identity when uncalibrated).
+pub fn temperatures(card: &ModelCard) -> TemperatureSet {
+    card.calibration
+        .as_ref()
+        .map(|c| c.temperatures)
+        .unwrap_or_default()
+}
+
+/// Operating thresholds `[any, 5 subtypes]` (0.5 when uncalibrated).
+fn thresholds(cal: Option<&Calibration>) -> [f64; 6] {
+    cal.map(|c| c.thresholds).unwrap_or([0.5; 6])
+}
+
+/// Every calibrated probability, named as in the report.
+pub fn probabilities(p: &CalibratedProbabilities) -> Probabilities {
+    let names = subtype_names();
+    Probabilities {
+        any: p.any,
+        subtypes: names.iter().cloned().zip(p.subtypes).collect(),
+        subtypes_given_bleed: names.into_iter().zip(p.given_bleed).collect(),
+        mortality_30d: p.mortality_30d,
+        poor_outcome_90d: p.poor_outcome_90d(),
+        mrs_at_least: p.mrs_at_least,
+        mrs: p.mrs,
+    }
+}
+
+fn subtype_names() -> Vec<String> {
+    SUBTYPES.iter().map(|t| t.rsna_name().into()).collect()
+}
+
+/// The hierarchical decision path: bleed? → which types? → prognosis, each level evaluated
+/// only when the one above said yes.
+pub fn decision_path(p: &CalibratedProbabilities, cal: Option<&Calibration>) -> DecisionPath {
+    let thr = thresholds(cal);
+    let bleed = p.any >= thr[0];
+    let level_1 = HemorrhageDecision {
+        question: LEVEL_QUESTIONS[0].into(),
+        probability: p.any,
+        threshold: thr[0],
+        decision: bleed,
+    };
+    let not_bleed = format!(
+        "level 1 decided no hemorrhage (P = {:.4} < threshold {:.4})",
+        p.any, thr[0]
+    );
+    let names = subtype_names();
+    let level_2 = SubtypeLevel {
+        question: LEVEL_QUESTIONS[1].into(),
+        evaluated: bleed,
+        skipped: (!bleed).then(|| not_bleed.clone()),
+        subtypes: if bleed {
+            (0..SUBTYPES.len())
+                .map(|k| SubtypeDecision {
+                    subtype: names[k].clone(),
+                    probability: p.subtypes[k],
+                    probability_given_bleed: p.given_bleed[k],
+                    threshold: thr[k + 1],
+                    decision: p.subtypes[k] >= thr[k + 1],
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+    };
+    let mort_thr = cal.map(|c| c.mortality_threshold).and_then(finite);
+    let level_3 = PrognosisLevel {
+        question: LEVEL_QUESTIONS[2].into(),
+        evaluated: bleed,
+        skipped: (!bleed).then_some(not_bleed),
+        p_mortality_30d: bleed.then_some(p.mortality_30d),
+        mortality_threshold: mort_thr.filter(|_| bleed),
+        high_mortality_risk: mort_thr.filter(|_| bleed).map(|t| p.mortality_30d >= t),
+        p_poor_outcome_90d: bleed.then_some(p.poor_outcome_90d()),
+        mrs_distribution: bleed.then_some(p.mrs),
+    };
+    DecisionPath {
+        level_1,
+        level_2,
+        level_3,
+    }
+}
+
+/// The uncertainty section of the report.
+pub fn uncertainty_report(u: &StudyUncertainty) -> UncertaintyReport {
+    UncertaintyReport {
+        method: if u.passes == 0 {
+            "deterministic".into()
+        } else {
+            "mc_dropout".into()
+        },
+        passes: u.passes,
+        any: u.any,
+        mortality_30d: u.mortality_30d,
+        mrs_90d: u.mrs_90d,
+    }
+}
+
+/// The referral decision: the card's policy on the card's uncertainty measure; an
+/// uncalibrated model refers every case.
+pub fn review(cal: Option<&Calibration>, scores: &StudyScores) -> Review {
+    let Some(c) = cal else {
+        let measure = UncertaintyMeasure::default();
+        return Review {
+            flag: true,
+            reason: "uncalibrated model: no referral threshold was chosen on validation, so \
+                     every result needs clinician review"
+                .into(),
+            uncertainty_measure: measure.name().into(),
+            uncertainty: scores.referral_uncertainty(measure, &TemperatureSet::default()),
+            threshold: None,
+            target_referral_rate: None,
+            validation_referral_rate: None,
+        };
+    };
+    let u = scores.referral_uncertainty(c.uncertainty, &c.temperatures);
+    let pol = &c.referral;
+    let flag = pol.refer(u);
+    let rate = pol.target_rate * 100.0;
+    let relation = if flag { "above" } else { "within" };
+    let action = if flag { ": refer to a clinician" } else { "" };
+    Review {
+        flag,
+        reason: format!(
+            "{} {u:.3} nats is {relation} the referral threshold {:.3} chosen on validation \
+             for a {rate:.0}% referral rate{action}",
+            c.uncertainty.describe(),
+            pol.threshold
+        ),
+        uncertainty_measure: c.uncertainty.name().into(),
+        uncertainty: u,
+        threshold: finite(pol.threshold),
+        target_referral_rate: Some(pol.target_rate),
+        validation_referral_rate: Some(pol.validation_rate),
+    }
+}
+
+/// The `top` clinical features by this patient's gate, with the values as given.
+pub fn feature_weights(gates: &[f64], clinical: &ClinicalRecord, top: usize) -> Vec<FeatureWeight> {
+    let given = serde_json::to_value(clinical).unwrap_or_default();
+    let mut order: Vec<usize> = (0..N_CLINICAL.min(gates.len())).collect();
+    order.sort_by(|a, b| gates[*b].total_cmp(&gates[*a]).then(a.cmp(b)));
+    order
+        .into_iter()
+        .take(top)
+        .map(|i| {
+            let f = &CLINICAL_FEATURES[i];
+            let v = given
+                .get(f.name)
+                .cloned()
+                .unwrap_or(serde_json::Value::Null);
+            FeatureWeight {
+                name: f.name.into(),
+                value: if v.is_null() { "missing".into() } else { v },
+                unit: f.unit.into(),
+                weight: gates[i],
+            }
+        })
+        .collect()
+}
+
+/// Spread each heatmap cell's mass evenly over the `[height, width]` pixels it covers
+/// (`per_pixel`: mass / pixel count, so the map still sums to 1) or copy the cell value to
+/// each of them (`!per_pixel`: an image to colour). The one cell-to-pixel map of the engine.
+pub fn cells_to_pixels(
+    cfg: &HemorrhageNetConfig,
+    cells: &[f32],
+    hw: (usize, usize),
+    height: usize,
+    width: usize,
+    per_pixel: bool,
+) -> Vec<f32> {
+    let mut out = vec![0.0f32; height * width];
+    for i in 0..hw.0 {
+        for j in 0..hw.1 {
+            let (rows, cols) = cfg.cell_bounds(i, j, height, width);
+            let n = rows.len() * cols.len();
+            if n == 0 {
+                continue;
+            }
+            let v = cells[i * hw.1 + j];
+            let v = if per_pixel { v / n as f32 } else { v };
+            for y in rows {
+                for x in cols.clone() {
+                    out[y * width + x] = v;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The heatmap as a density on the model grid `[S, H, W]` (sums to 1).
+pub fn heatmap_density(
+    cfg: &HemorrhageNetConfig,
+    scores: &StudyScores,
+    grid_hw: (usize, usize),
+) -> Heatmap {
+    let [s, h, w] = scores.heatmap_shape;
+    let (gh, gw) = grid_hw;
+    let mut density = Vec::with_capacity(s * gh * gw);
+    for si in 0..s {
+        let cells = &scores.heatmap[si * h * w..(si + 1) * h * w];
+        density.extend(cells_to_pixels(cfg, cells, (h, w), gh, gw, true));
+    }
+    Heatmap {
+        shape: [s, gh, gw],
+        density,
+    }
+}
+
+/// Overlay file name of model-grid slice `s`.
+pub fn overlay_name(s: usize) -> String {
+    format!("overlay_slice{s:02}.png")
+}
+
+/// The [`N_KEY_SLICES`] slices with the most heatmap mass, with the nearest slice of an input
+/// volume of `nz_in` slices.
+pub fn key_slices(scores: &StudyScores, nz_in: usize) -> Vec<KeySlice> {
+    let s = scores.heatmap_shape[0];
+    let mass = scores.slice_heat_mass(s);
+    let mut by_mass: Vec<usize> = (0..s).collect();
+    by_mass.sort_by(|a, b| mass[*b].total_cmp(&mass[*a]).then(a.cmp(b)));
+    by_mass
+        .into_iter()
+        .take(N_KEY_SLICES)
+        .map(|si| KeySlice {
+            slice: si,
+            input_slice: (((si as f64 + 0.5) * nz_in as f64 / s as f64 - 0.5).round() as usize)
+                .min(nz_in.saturating_sub(1)),
+            heat_mass: mass[si],
+            p_any: scores.slice_any[si],
+            overlay: overlay_name(si),
+        })
+        .collect()
+}
+
+/// The facts read-out, gated by the bleed decision; `None` unless the card says it was trained.
+pub fn estimated_facts(
+    scores: &StudyScores,
+    cal: Option<&Calibration>,
+    bleed: bool,
+) -> Option<EstimatedFacts> {
+    let validation = cal.and_then(|c| c.facts)?;
+    let f = scores.estimated_facts();
+    let gate = |v: f64| if bleed { v } else { 0.0 };
+    Some(EstimatedFacts {
+        hematoma_ml: gate(f.hematoma_ml),
+        intraventricular_ml: gate(f.intraventricular_ml),
+        p_infratentorial: scores.p_infratentorial(),
+        validation,
+    })
+}
+
+/// Hematoma volume (mL) and the words for how it was estimated: the facts read-out when
+/// trained, else the crude image estimate on the slices the bleed decision opens.
+pub fn hematoma_volume(
+    facts: Option<&EstimatedFacts>,
+    scores: &StudyScores,
+    sample: &StudySample,
+    windows: &[(f32, f32)],
+    bleed: bool,
+) -> (Option<f64>, String) {
+    match facts {
+        Some(f) => (
+            finite(f.hematoma_ml + f.intraventricular_ml),
+            format!(
+                "the network's hematoma-facts read-out (hematoma + intraventricular; \
+                 validation mean absolute error {:.1} + {:.1} mL)",
+                f.validation.hematoma_ml_mae, f.validation.intraventricular_ml_mae
+            ),
+        ),
+        None => {
+            let s = scores.heatmap_shape[0];
+            let gate = super::volume_gate(&scores.slice_any, &scores.slice_heat_mass(s), bleed);
+            (
+                finite(super::estimate_volume_ml(sample, &gate, windows)),
+                "crude image-derived estimate: voxels of 55-100 HU (3x3 mean, bone excluded) \
+                 on slices with slice P(any) >= 0.5, on the model grid; not a segmentation"
+                    .to_string(),
+            )
+        }
+    }
+}
+
+/// Observations about the model every report of it carries.
+pub fn model_warnings(card: &ModelCard) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if card.calibration.is_none() {
+        warnings.push(
+            "model is uncalibrated: temperature 1, thresholds 0.5, no referral policy".into(),
+        );
+    }
+    if card.dataset.synthetic {
+        warnings.push("model was trained on synthetic data only".into());
+    }
+    warnings
+}
+
+/// What the report says about the model.
+pub fn model_info(card: &ModelCard) -> ModelInfo {
+    let calibrated = card.calibration.is_some();
+    ModelInfo {
+        code_version: crate::checkpoint::code_version(),
+        trained_with: card.code_version.clone(),
+        dataset: card.dataset.name.clone(),
+        synthetic: card.dataset.synthetic,
+        epoch: card.epoch,
+        calibrated,
+        calibration: if calibrated {
+            "calibrated".into()
+        } else {
+            "uncalibrated".into()
+        },
+    }
+}
+
+/// The whole report of one scored study.
+pub fn assemble(
+    card: &ModelCard,
+    net: &HemorrhageNetConfig,
+    top_features: usize,
+    sample: &StudySample,
+    scores: &StudyScores,
+    input: InputInfo,
+) -> Prediction {
+    let cal = card.calibration.as_ref();
+    let t = temperatures(card);
+    let p = scores.calibrated(&t);
+    let decision_path = decision_path(&p, cal);
+    let bleed = decision_path.level_1.decision;
+    let facts = estimated_facts(scores, cal, bleed);
+    let [_, _, gh, gw] = sample.shape;
+    let (volume, method) = hematoma_volume(
+        facts.as_ref(),
+        scores,
+        sample,
+        &card.preprocess.windows,
+        bleed,
+    );
+    let nz_in = input.dims[2];
+    Prediction {
+        schema_version: SCHEMA_VERSION,
+        study: sample.key.clone(),
+        model: model_info(card),
+        input,
+        decision_path,
+        probabilities: probabilities(&p),
+        uncertainty: uncertainty_report(&scores.uncertainty(&t)),
+        review: review(cal, scores),
+        feature_weights: feature_weights(&scores.feature_gates, &sample.clinical, top_features),
+        hematoma_volume_ml: volume,
+        hematoma_volume_method: method,
+        estimated_facts: facts,
+        key_slices: key_slices(scores, nz_in),
+        warnings: model_warnings(card),
+        intended_use: card.intended_use.clone(),
+        heatmap: heatmap_density(net, scores, (gh, gw)),
+    }
+}
