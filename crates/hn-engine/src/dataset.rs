@@ -27,6 +27,8 @@ pub enum DatasetError {
     Cache(#[from] hn_data::cache::CacheError),
     #[error("preprocessing: {0}")]
     Transform(#[from] hn_imaging::transforms::TransformError),
+    #[error(transparent)]
+    Layout(#[from] hn_data::layouts::LayoutError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -292,5 +294,80 @@ mod tests {
         // Grid mismatch is refused (slice labels would not align).
         let bad = synth_config_for(5, 16);
         assert!(synthetic(&bad, 4, 9, &pre, &split, &mut |_, _| {}).is_err());
+    }
+}
+
+/// Where a dataset comes from: the synthetic cohort, or a layout on disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataSource {
+    pub kind: hn_data::layouts::DatasetKind,
+    /// Dataset root (manifest: the CSV file); not used for the synthetic cohort.
+    pub root: Option<PathBuf>,
+    /// Synthetic cohort: number of studies and generator seed.
+    pub studies: usize,
+    pub synth_seed: u64,
+    /// Preprocessing cache folder (default: ROOT/.hn-cache, beside a manifest file).
+    pub cache: Option<PathBuf>,
+}
+
+/// What [`load`] reports while it works.
+pub enum LoadProgress<'a> {
+    /// The layout's index warnings (unknown columns, missing files, ...).
+    Warning(&'a str),
+    /// `done` of `total` studies generated or decoded.
+    Studies { done: usize, total: usize },
+}
+
+impl DataSource {
+    /// The dataset at the preprocessing `pre` (its grid: the model's), split by `split`.
+    pub fn load(
+        &self,
+        pre: &PreprocessConfig,
+        split: &SplitConfig,
+        progress: &mut dyn FnMut(LoadProgress),
+    ) -> Result<Dataset, DatasetError> {
+        use hn_data::layouts::DatasetKind;
+        if self.kind == DatasetKind::Synthetic {
+            let Some([s, _, w]) = pre.shape else {
+                return Err(DatasetError::Invalid(
+                    "synthetic data needs a fixed preprocessing shape".into(),
+                ));
+            };
+            return synthetic(
+                &synth_config_for(s, w),
+                self.studies,
+                self.synth_seed,
+                pre,
+                split,
+                &mut |done, total| progress(LoadProgress::Studies { done, total }),
+            );
+        }
+        let root = self.root.as_ref().ok_or_else(|| {
+            DatasetError::Invalid(format!(
+                "--dataset {} needs --root: {}",
+                self.kind.cli_name(),
+                self.kind.describe()
+            ))
+        })?;
+        let index = self.kind.load_index(root)?;
+        for w in &index.warnings {
+            progress(LoadProgress::Warning(w));
+        }
+        let cache = self.cache.clone().unwrap_or_else(|| {
+            if root.is_file() {
+                root.parent().unwrap_or(root).join(".hn-cache")
+            } else {
+                root.join(".hn-cache")
+            }
+        });
+        let name = format!("{} ({})", self.kind.title(), root.display());
+        from_index(
+            &index,
+            &name,
+            pre,
+            Some(cache),
+            split,
+            &mut |done, total| progress(LoadProgress::Studies { done, total }),
+        )
     }
 }

@@ -637,7 +637,8 @@ fn model_card_is_validated_at_load() {
         Predictor::load(&dir).err().map(|e| e.to_string())
     };
     assert_eq!(load("good", &|_| {}), None);
-    let cases: [(&str, &dyn Fn(&mut ModelCard), &str); 6] = [
+    type Edit<'a> = &'a dyn Fn(&mut ModelCard);
+    let cases: [(&str, Edit, &str); 6] = [
         (
             "temperature",
             &|c| c.calibration.as_mut().unwrap().temperatures.any = 0.0,

@@ -12,7 +12,7 @@ use hn_engine::evaluate::EvalSplit;
 use hn_engine::scoring::TestTimeAugmentation;
 use hn_engine::train::TrainConfig;
 
-use super::data_args::{DataArgs, Layout, load};
+use super::data_args::{DataArgs, load};
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
@@ -101,13 +101,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         args.out.display()
     );
     let data_args = DataArgs {
-        dataset: Layout::Synthetic,
+        dataset: hn_data::layouts::DatasetKind::Synthetic,
         root: None,
         studies: args.studies,
         synth_seed: args.synth_seed,
         cache: None,
     };
-    let data = load(&data_args, cfg.net.slices, cfg.net.size, &cfg.split)?;
+    let pre = hn_engine::sample::default_preprocess(cfg.net.slices, cfg.net.size);
+    let data = load(&data_args, &pre, &cfg.split)?;
     let d = data.digest();
     eprintln!(
         "[1/4] cohort ready: train {}, validation {}, test {} ({:.0}s)",

@@ -58,16 +58,10 @@ pub struct EvaluateArgs {
     pub device: String,
 }
 
-/// Split config and grid the model was trained with.
-pub fn training_setup(model: &LoadedModel) -> anyhow::Result<(TrainConfig, [usize; 3])> {
-    let cfg: TrainConfig = serde_json::from_value(model.card.train_config.clone())
-        .with_context(|| format!("{}: card.json train_config", model.dir.display()))?;
-    let shape = model
-        .card
-        .preprocess
-        .shape
-        .with_context(|| format!("{}: card has no fixed grid", model.dir.display()))?;
-    Ok((cfg, shape))
+/// The config the model was trained with (its split config decides the test split).
+pub fn training_config(model: &LoadedModel) -> anyhow::Result<TrainConfig> {
+    serde_json::from_value(model.card.train_config.clone())
+        .with_context(|| format!("{}: card.json train_config", model.dir.display()))
 }
 
 pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
@@ -77,8 +71,13 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--device {}: evaluation runs on one device", args.device);
     }
     let model = load_model(&args.model, &device[0])?;
-    let (cfg, [s, _, w]) = training_setup(&model)?;
-    let data = load(&args.data, s, w, &cfg.split)?;
+    model
+        .card
+        .validate(model.net.config())
+        .map_err(|e| anyhow::anyhow!("{}: card.json: {e}", model.dir.display()))?;
+    let cfg = training_config(&model)?;
+    // The data preprocessed exactly as `predict` preprocesses a request: the card's contract.
+    let data = load(&args.data, &model.card.preprocess, &cfg.split)?;
     if args.recalibrate_on.is_some() {
         let ev = run_recalibration(&model, &data, args.bootstrap, args.seed, &args.out)?;
         print_summary(&ev);

@@ -49,7 +49,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     }
     cfg.validate()
         .map_err(|m| anyhow::anyhow!("invalid training config: {m}"))?;
-    let data = load(&args.data, cfg.net.slices, cfg.net.size, &cfg.split)?;
+    let pre = hn_engine::sample::default_preprocess(cfg.net.slices, cfg.net.size);
+    let data = load(&args.data, &pre, &cfg.split)?;
     let summary = run_training(&cfg, &data, &args.out, args.resume, &devices)?;
     let st = &summary.state;
     println!(

@@ -34,6 +34,81 @@ pub enum DatasetKind {
     Synthetic,
 }
 
+impl DatasetKind {
+    /// Every kind, in the order a help text lists them.
+    pub const ALL: [DatasetKind; 5] = [
+        DatasetKind::Synthetic,
+        DatasetKind::Rsna2019,
+        DatasetKind::Cq500,
+        DatasetKind::PhysionetCtIch,
+        DatasetKind::Manifest,
+    ];
+
+    /// The name a command line uses (`--dataset rsna`).
+    pub fn cli_name(self) -> &'static str {
+        match self {
+            DatasetKind::Synthetic => "synthetic",
+            DatasetKind::Rsna2019 => "rsna",
+            DatasetKind::Cq500 => "cq500",
+            DatasetKind::PhysionetCtIch => "ctich",
+            DatasetKind::Manifest => "manifest",
+        }
+    }
+
+    /// What the root is and what it holds, for help texts and errors.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DatasetKind::Synthetic => "the embedded synthetic cohort, generated in memory",
+            DatasetKind::Rsna2019 => "RSNA 2019 (stage_2_train.csv + stage_2_train/ID_*.dcm)",
+            DatasetKind::Cq500 => "CQ500 (reads.csv + CQ500CT<N> ... folders)",
+            DatasetKind::PhysionetCtIch => {
+                "PhysioNet CT-ICH (ct_scans/, masks/, hemorrhage_diagnosis_raw_ct.csv)"
+            }
+            DatasetKind::Manifest => "generic manifest CSV (docs/DATASETS.md); the root is the CSV",
+        }
+    }
+
+    /// Dataset name as reports show it.
+    pub fn title(self) -> &'static str {
+        match self {
+            DatasetKind::Synthetic => "synthetic",
+            DatasetKind::Rsna2019 => "RSNA 2019",
+            DatasetKind::Cq500 => "CQ500",
+            DatasetKind::PhysionetCtIch => "PhysioNet CT-ICH",
+            DatasetKind::Manifest => "manifest",
+        }
+    }
+
+    /// Read the layout at `root` into an index (the synthetic cohort has none: it is
+    /// generated, see `crate::synth`).
+    pub fn load_index(self, root: &Path) -> Result<StudyIndex, LayoutError> {
+        match self {
+            DatasetKind::Rsna2019 => rsna::load(root, &Default::default()),
+            DatasetKind::Cq500 => cq500::load(root),
+            DatasetKind::PhysionetCtIch => ctich::load(root),
+            DatasetKind::Manifest => manifest::load(root),
+            DatasetKind::Synthetic => Err(LayoutError::Layout {
+                path: root.to_path_buf(),
+                msg: "the synthetic cohort is generated, not read from a folder".into(),
+            }),
+        }
+    }
+}
+
+impl std::str::FromStr for DatasetKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        DatasetKind::ALL
+            .into_iter()
+            .find(|k| k.cli_name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = DatasetKind::ALL.iter().map(|k| k.cli_name()).collect();
+                format!("unknown dataset {s:?}; one of {}", names.join(", "))
+            })
+    }
+}
+
 /// Where a study's pixels are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum StudySource {
