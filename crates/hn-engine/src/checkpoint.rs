@@ -386,10 +386,12 @@ pub fn save_model(
 /// Update only the card of a saved model folder (e.g. after calibration), atomically
 /// (temp file + rename).
 pub fn update_card(dir: &Path, card: &ModelCard) -> Result<(), CheckpointError> {
-    let tmp = dir.join("card.json.tmp");
-    write_json(&tmp, card)?;
     let dst = dir.join("card.json");
-    std::fs::rename(&tmp, &dst).map_err(io_err(&dst))
+    let text = serde_json::to_string_pretty(card).map_err(|e| CheckpointError::Format {
+        path: dst.clone(),
+        msg: e.to_string(),
+    })?;
+    crate::atomic::write_file(&dst, text.as_bytes()).map_err(|(p, e)| io_err(&p)(e))
 }
 
 /// Load a model folder (or a path to its `model.bpk` / `card.json`) onto `device`.

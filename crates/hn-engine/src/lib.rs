@@ -3,6 +3,7 @@
 //! Training, evaluation (metrics, baselines, calibration), inference and explanation, built on
 //! `hn-data` and `hn-model`.
 
+pub mod atomic;
 pub mod augment;
 pub mod baselines;
 pub mod checkpoint;

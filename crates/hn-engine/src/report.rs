@@ -787,13 +787,8 @@ validation rate {}, rate on these cases {}).</p><div class=\"plots\">{}</div>",
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let io = |source| ReportError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::atomic::write_file(path, bytes)
+        .map_err(|(path, source)| ReportError::Io { path, source })
 }
 
 /// Write `metrics.json` and `report.html` into `dir` (created). Returns their paths.

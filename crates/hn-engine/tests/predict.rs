@@ -298,7 +298,10 @@ fn predict_dicom_and_nifti_end_to_end() {
     let res_b = p
         .predict_path("study-b.nii.gz", &nii, ClinicalRecord::default())
         .unwrap();
-    assert_eq!(res_b.prediction.input.format, "nifti");
+    assert_eq!(
+        res_b.prediction.input.format,
+        hn_imaging::InputFormat::Nifti
+    );
     let out_b = tmp.path().join("out-b");
     write_outputs(&res_b.prediction, &res_b.sample, &res_b.volume, &out_b).unwrap();
     let heat_b =
@@ -390,7 +393,12 @@ fn unusable_studies_give_clear_errors() {
     let mut one = v.clone();
     one.dims = [64, 64, 1];
     let e = p
-        .predict_volume("flat", one, "nifti", ClinicalRecord::default())
+        .predict_volume(
+            "flat",
+            one,
+            hn_imaging::InputFormat::Nifti,
+            ClinicalRecord::default(),
+        )
         .err()
         .unwrap();
     assert!(e.to_string().contains("slice"), "{e}");
@@ -679,4 +687,96 @@ fn model_card_is_validated_at_load() {
     std::fs::write(&path, text).unwrap();
     let msg = Predictor::load(&dir).err().unwrap().to_string();
     assert!(msg.contains("entropy_of_everything"), "{msg}");
+}
+
+/// A study held in memory (DICOM instances as bytes, a NIfTI file's bytes) is scored exactly as
+/// the same study read from disk, and its artifacts in memory are the files the writer writes.
+#[test]
+fn studies_in_memory_score_like_files_and_artifacts_are_the_files() {
+    use hn_engine::infer::StudyBytes;
+    use hn_imaging::dicom::{MemoryData, MemoryInstance};
+    let tmp = tempfile::tempdir().unwrap();
+    let (dicom, nii) = studies(tmp.path());
+    let p = predictor(&net(), Some(calibration(0.0, 0.5)));
+    let clinical = ClinicalRecord {
+        age: Some(64.0),
+        ..Default::default()
+    };
+    let from_disk = p.predict_path("study-a", &dicom, clinical).unwrap();
+    let instances = std::fs::read_dir(&dicom)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            MemoryInstance {
+                name: path.file_name().unwrap().to_string_lossy().into_owned(),
+                data: MemoryData::Bytes(std::fs::read(&path).unwrap()),
+            }
+        })
+        .collect();
+    let from_memory = p
+        .predict_bytes("study-a", StudyBytes::Dicom(instances), clinical)
+        .unwrap();
+    assert_eq!(from_memory.prediction, from_disk.prediction);
+    let nii_disk = p
+        .predict_path("b", &nii, ClinicalRecord::default())
+        .unwrap();
+    let nii_mem = p
+        .predict_bytes(
+            "b",
+            StudyBytes::Nifti(std::fs::read(&nii).unwrap()),
+            ClinicalRecord::default(),
+        )
+        .unwrap();
+    assert_eq!(nii_mem.prediction, nii_disk.prediction);
+
+    let art = from_memory.artifacts().unwrap();
+    let out = tmp.path().join("written");
+    write_outputs(
+        &from_disk.prediction,
+        &from_disk.sample,
+        &from_disk.volume,
+        &out,
+    )
+    .unwrap();
+    assert_eq!(
+        art.prediction_json,
+        std::fs::read(out.join("prediction.json")).unwrap()
+    );
+    assert_eq!(
+        art.heatmap_nifti_gz,
+        std::fs::read(out.join("heatmap.nii.gz")).unwrap()
+    );
+    assert_eq!(art.overlays.len(), 3);
+    for (name, png) in &art.overlays {
+        assert_eq!(png, &std::fs::read(out.join(name)).unwrap(), "{name}");
+    }
+
+    // Errors say whose fault they are: an unusable request is the caller's.
+    let junk = vec![MemoryInstance {
+        name: "i0".into(),
+        data: MemoryData::Bytes(b"junk".to_vec()),
+    }];
+    let e = p
+        .predict_bytes(
+            "request-5",
+            StudyBytes::Dicom(junk),
+            ClinicalRecord::default(),
+        )
+        .err()
+        .unwrap();
+    assert_eq!(e.fault(), hn_imaging::Fault::Input, "{e}");
+    assert!(e.to_string().contains("request-5"), "{e}");
+    let e = p
+        .predict_bytes(
+            "request-6",
+            StudyBytes::Nifti(vec![1, 2, 3]),
+            ClinicalRecord::default(),
+        )
+        .err()
+        .unwrap();
+    assert_eq!(e.fault(), hn_imaging::Fault::Input, "{e}");
+    let e = Predictor::load(&tmp.path().join("missing-model"))
+        .err()
+        .unwrap();
+    assert_eq!(e.fault(), hn_imaging::Fault::Internal, "{e}");
 }

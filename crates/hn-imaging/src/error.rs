@@ -87,6 +87,15 @@ impl ImagingError {
     }
 
     /// A short stable name of the kind of error (`"unsupported"`, `"truncated"`, ...), for
+    /// Whose fault the error is: the input's (a server answers 4xx) or ours (5xx).
+    pub fn fault(&self) -> Fault {
+        match self {
+            ImagingError::Write { .. } => Fault::Internal,
+            ImagingError::Io { error, .. } => Fault::of_io(error),
+            _ => Fault::Input,
+        }
+    }
+
     /// reports and tests.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -103,6 +112,27 @@ impl ImagingError {
             ImagingError::Nifti { .. } => "nifti",
             ImagingError::Write { .. } => "write",
             ImagingError::Volume { .. } => "volume",
+        }
+    }
+}
+
+/// Whose fault an error is, carried from imaging up through the engine: a request's (an
+/// unusable study, a bad value: `4xx` for a server) or ours (`5xx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    Input,
+    Internal,
+}
+
+impl Fault {
+    /// A missing or malformed input is the caller's; any other I/O failure (disk full,
+    /// permissions) is ours.
+    pub fn of_io(e: &std::io::Error) -> Fault {
+        use std::io::ErrorKind::*;
+        match e.kind() {
+            NotFound | InvalidData | InvalidInput | UnexpectedEof => Fault::Input,
+            _ => Fault::Internal,
         }
     }
 }

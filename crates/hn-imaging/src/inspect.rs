@@ -73,11 +73,7 @@ pub fn report_from(path: &Path, study: &StudyRead) -> InspectReport {
     } else {
         (lo, hi)
     };
-    let format = if study.series.is_empty() {
-        "nifti"
-    } else {
-        "dicom"
-    };
+    let format = study.format().name();
     InspectReport {
         path: path.display().to_string(),
         format: format.into(),

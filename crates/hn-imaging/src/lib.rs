@@ -22,9 +22,47 @@ pub mod volume;
 use std::path::{Path, PathBuf};
 
 pub use dicom::{ReadOptions, SeriesSummary, SkippedFile, StudyRead};
-pub use error::ImagingError;
+pub use error::{Fault, ImagingError};
 pub use nifti::NiftiReadOptions;
 pub use volume::{Modality, Provenance, Volume, VolumeError};
+
+/// What a study was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    Dicom,
+    Nifti,
+}
+
+impl InputFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            InputFormat::Dicom => "dicom",
+            InputFormat::Nifti => "nifti",
+        }
+    }
+}
+
+impl StudyRead {
+    /// DICOM when series were found, NIfTI otherwise ([`read_any`] lists no series for NIfTI).
+    pub fn format(&self) -> InputFormat {
+        if self.series.is_empty() {
+            InputFormat::Nifti
+        } else {
+            InputFormat::Dicom
+        }
+    }
+}
+
+/// A NIfTI volume as a [`StudyRead`] (no series; rule `"NIfTI file"`).
+pub fn nifti_study(volume: Volume) -> StudyRead {
+    StudyRead {
+        volume,
+        chosen_rule: "NIfTI file".into(),
+        series: Vec::new(),
+        skipped: Vec::new(),
+    }
+}
 
 /// Options for [`read_any`]: DICOM options, and the NIfTI volume index for 4-D files.
 #[derive(Debug, Clone, Default)]
@@ -38,13 +76,7 @@ pub struct AnyReadOptions {
 /// NIfTI input gives a [`StudyRead`] with an empty series list and rule `"NIfTI file"`.
 pub fn read_any(path: &Path, opts: &AnyReadOptions) -> Result<StudyRead, ImagingError> {
     if path.is_file() && nifti::is_nifti_path(path) {
-        let volume = nifti::read_volume(path, &opts.nifti)?;
-        return Ok(StudyRead {
-            volume,
-            chosen_rule: "NIfTI file".into(),
-            series: Vec::new(),
-            skipped: Vec::new(),
-        });
+        return Ok(nifti_study(nifti::read_volume(path, &opts.nifti)?));
     }
     dicom::read_series(&[PathBuf::from(path)], &opts.dicom)
 }

@@ -65,11 +65,16 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>, ImagingError> {
         path: path.to_path_buf(),
         error: source,
     })?;
-    if is_gz(path) || raw.starts_with(&[0x1f, 0x8b]) {
+    gunzip_if_needed(path, raw)
+}
+
+/// The bytes themselves, or their gzip stream decompressed (by magic, or `.gz` in `name`).
+fn gunzip_if_needed(name: &Path, raw: Vec<u8>) -> Result<Vec<u8>, ImagingError> {
+    if is_gz(name) || raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::with_capacity(raw.len() * 4);
         flate2::read::MultiGzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .map_err(|e| nerr(path, format!("gzip stream: {e}")))?;
+            .map_err(|e| nerr(name, format!("gzip stream: {e}")))?;
         Ok(out)
     } else {
         Ok(raw)
@@ -270,7 +275,27 @@ fn datatype_name(code: i16) -> String {
 /// `.nii` or `.nii.gz`, either byte order, oriented in LPS.
 pub fn read_volume(path: &Path, opts: &NiftiReadOptions) -> Result<Volume, ImagingError> {
     let bytes = read_bytes(path)?;
-    let h = parse_header(path, &bytes)?;
+    volume_from_bytes(path, &bytes, opts)
+}
+
+/// [`read_volume`] of a NIfTI file already in memory (`.nii` bytes, or gzip-compressed: told
+/// by the gzip magic). `name` stands for the file in errors and provenance (an upload's field
+/// name, a request id): the same checks and messages as a file on disk.
+pub fn read_volume_bytes(
+    name: &Path,
+    bytes: Vec<u8>,
+    opts: &NiftiReadOptions,
+) -> Result<Volume, ImagingError> {
+    let bytes = gunzip_if_needed(name, bytes)?;
+    volume_from_bytes(name, &bytes, opts)
+}
+
+fn volume_from_bytes(
+    path: &Path,
+    bytes: &[u8],
+    opts: &NiftiReadOptions,
+) -> Result<Volume, ImagingError> {
+    let h = parse_header(path, bytes)?;
     let ndim = h.dim[0];
     if !(1..=7).contains(&ndim) {
         return Err(nerr(path, format!("dim[0] = {ndim} is not 1..7")));
@@ -450,11 +475,15 @@ pub fn is_nifti_path(path: &Path) -> bool {
 /// Write `vol` as float32 NIfTI-1 (gzip when the path ends in `.gz`), sform and qform set from
 /// the volume's geometry (code 1, scanner anatomical).
 pub fn write_volume(path: &Path, vol: &Volume) -> Result<(), ImagingError> {
+    write_nifti1(path, vol, 16, 32, &f32_body(vol))
+}
+
+fn f32_body(vol: &Volume) -> Vec<u8> {
     let mut body = Vec::with_capacity(vol.data.len() * 4);
     for v in &vol.data {
         body.extend_from_slice(&v.to_le_bytes());
     }
-    write_nifti1(path, vol, 16, 32, &body)
+    body
 }
 
 /// Write `vol` as a uint8 label mask (values rounded, clamped to 0..=255).
@@ -546,6 +575,27 @@ fn write_nifti1(
     bitpix: i16,
     body: &[u8],
 ) -> Result<(), ImagingError> {
+    let bytes = nifti1_bytes(path, vol, datatype, bitpix, body, is_gz(path))?;
+    std::fs::write(path, bytes).map_err(|e| ImagingError::Write {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// [`write_volume`] into memory: float32 NIfTI-1 bytes, gzip-compressed when `gzip`.
+pub fn volume_bytes(vol: &Volume, gzip: bool) -> Result<Vec<u8>, ImagingError> {
+    nifti1_bytes(Path::new("<memory>"), vol, 16, 32, &f32_body(vol), gzip)
+}
+
+/// A NIfTI-1 file's bytes (`path` names it in errors).
+fn nifti1_bytes(
+    path: &Path,
+    vol: &Volume,
+    datatype: i16,
+    bitpix: i16,
+    body: &[u8],
+    gzip: bool,
+) -> Result<Vec<u8>, ImagingError> {
     let werr = |reason: String| ImagingError::Write {
         path: path.to_path_buf(),
         reason,
@@ -608,17 +658,18 @@ fn write_nifti1(
     }
     h[344..348].copy_from_slice(b"n+1\0");
     // bytes 348..352: extension flag 0 (no extensions).
-    let file = std::fs::File::create(path).map_err(|e| werr(e.to_string()))?;
-    let mut w = std::io::BufWriter::new(file);
-    let res = if is_gz(path) {
-        let mut gz = flate2::write::GzEncoder::new(w, flate2::Compression::new(6));
+    if gzip {
+        let mut gz = flate2::write::GzEncoder::new(
+            Vec::with_capacity(body.len() / 2),
+            flate2::Compression::new(6),
+        );
         gz.write_all(&h)
             .and_then(|_| gz.write_all(body))
-            .and_then(|_| gz.finish().and_then(|mut w| w.flush()))
+            .and_then(|_| gz.finish())
+            .map_err(|e| werr(e.to_string()))
     } else {
-        w.write_all(&h)
-            .and_then(|_| w.write_all(body))
-            .and_then(|_| w.flush())
-    };
-    res.map_err(|e| werr(e.to_string()))
+        let mut out = h;
+        out.extend_from_slice(body);
+        Ok(out)
+    }
 }

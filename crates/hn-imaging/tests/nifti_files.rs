@@ -440,3 +440,40 @@ fn absurd_dimensions_are_errors_not_overflows() {
     let e = read_volume(&p, &NiftiReadOptions::default()).unwrap_err();
     assert!(matches!(e, ImagingError::Truncated { .. }), "{e}");
 }
+
+/// A NIfTI file's bytes read in memory exactly as the file (plain and gzip, told by magic);
+/// writing into memory gives the file's bytes; errors name the given name.
+#[test]
+fn nifti_bytes_in_memory_read_and_write_like_files() {
+    use hn_imaging::nifti::{read_volume_bytes, volume_bytes};
+    let opts = NiftiReadOptions::default();
+    for name in ["S0_10slices.nii.gz", "anatomical.nii"] {
+        let p = data(&format!("nifti/{name}"));
+        let file = read_volume(&p, &opts).unwrap();
+        // No extension in the name: gzip is recognised by its magic.
+        let mem =
+            read_volume_bytes(Path::new("upload"), std::fs::read(&p).unwrap(), &opts).unwrap();
+        assert_eq!(mem.data, file.data, "{name}");
+        assert_eq!(mem.dims, file.dims);
+        assert_eq!(mem.affine(), file.affine());
+    }
+    let vol = read_volume(&data("nifti/anatomical.nii"), &opts).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (file, gz) in [("a.nii", false), ("a.nii.gz", true)] {
+        let p = dir.path().join(file);
+        write_volume(&p, &vol).unwrap();
+        let bytes = volume_bytes(&vol, gz).unwrap();
+        let back = read_volume_bytes(Path::new("x"), bytes.clone(), &opts).unwrap();
+        assert_eq!(back.data, vol.data, "{file}");
+        if !gz {
+            assert_eq!(
+                bytes,
+                std::fs::read(&p).unwrap(),
+                "{file}: same bytes as the file"
+            );
+        }
+    }
+    let e = read_volume_bytes(Path::new("request-9"), vec![0u8; 100], &opts).unwrap_err();
+    assert!(e.to_string().contains("request-9"), "{e}");
+    assert_eq!(e.fault(), hn_imaging::Fault::Input);
+}

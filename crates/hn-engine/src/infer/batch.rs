@@ -100,8 +100,8 @@ fn predict_one(pred: &Predictor, rec: &StudyRecord, dir: &Path) -> Result<(), In
     }
     let decoded = read_study(rec, &hn_imaging::NiftiReadOptions::default())?;
     let format = match rec.source {
-        StudySource::Dicom { .. } => "dicom",
-        StudySource::Nifti { .. } => "nifti",
+        StudySource::Dicom { .. } => hn_imaging::InputFormat::Dicom,
+        StudySource::Nifti { .. } => hn_imaging::InputFormat::Nifti,
     };
     let res = pred.predict_volume(&rec.key, decoded.volume, format, rec.clinical)?;
     super::output::write_study_dir(&res, dir)

@@ -16,7 +16,7 @@ pub mod volume;
 use std::path::{Path, PathBuf};
 
 use hn_data::{ClinicalRecord, Outcomes};
-use hn_imaging::{Modality, Volume};
+use hn_imaging::{Fault, InputFormat, Modality, Volume};
 use hn_model::HemorrhageNet;
 use hn_model::burn::prelude::Device;
 
@@ -26,7 +26,7 @@ use crate::scoring::{DEFAULT_MC_PASSES, StudyScores, TestTimeAugmentation, score
 
 pub use batch::{BatchEvent, BatchSummary, FailedStudy, predict_batch, sanitize_key};
 pub use clinical::read_clinical;
-pub use output::{heatmap_on_input_grid, write_outputs, write_study_dir};
+pub use output::{Artifacts, artifacts, heatmap_on_input_grid, write_outputs, write_study_dir};
 pub use volume::{VolumeEstimateConfig, estimate_volume_ml, estimate_volume_ml_with, volume_gate};
 
 pub use assemble::{DEFAULT_TOP_FEATURES, N_KEY_SLICES, SCHEMA_VERSION, overlay_name};
@@ -59,6 +59,25 @@ pub enum InferError {
     Report(#[from] crate::report::ReportError),
     #[error("{0}")]
     Invalid(String),
+}
+
+impl InferError {
+    /// Whose fault the error is: the request's (an unusable study, a bad clinical value, a
+    /// missing file; a server answers 4xx) or ours (the model, writing results; 5xx).
+    pub fn fault(&self) -> Fault {
+        match self {
+            InferError::Imaging(e) => e.fault(),
+            InferError::Decode(hn_data::layouts::DecodeError::Imaging(e)) => e.fault(),
+            InferError::Decode(_)
+            | InferError::Unusable { .. }
+            | InferError::Clinical { .. }
+            | InferError::Transform { .. } => Fault::Input,
+            InferError::Io { cause, .. } => Fault::of_io(cause),
+            InferError::Checkpoint(_) | InferError::Report(_) | InferError::Invalid(_) => {
+                Fault::Internal
+            }
+        }
+    }
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InferError + '_ {
@@ -294,13 +313,13 @@ impl Predictor {
 /// beyond geometry and modality.
 pub fn describe_input(
     volume: &Volume,
-    format: &str,
+    format: InputFormat,
     sample: &StudySample,
     windows: &[(f32, f32)],
 ) -> InputInfo {
     let [s, _, h, w] = sample.shape;
     InputInfo {
-        format: format.into(),
+        format,
         modality: match &volume.modality {
             Modality::Ct => "CT".into(),
             Modality::Mr => "MR".into(),
@@ -312,6 +331,22 @@ pub fn describe_input(
         model_spacing_mm: sample.spacing_mm,
         windows: windows.to_vec(),
         clinical_features_given: sample.clinical.values().iter().flatten().count(),
+    }
+}
+
+/// A study as bytes in memory, for [`Predictor::predict_bytes`].
+#[derive(Debug)]
+pub enum StudyBytes {
+    /// The instances of one study (Part-10 bytes or parsed objects).
+    Dicom(Vec<hn_imaging::dicom::MemoryInstance>),
+    /// A `.nii` or `.nii.gz` file's bytes.
+    Nifti(Vec<u8>),
+}
+
+impl StudyResult {
+    /// The prediction's files in memory ([`output::artifacts`]).
+    pub fn artifacts(&self) -> Result<output::Artifacts, InferError> {
+        output::artifacts(&self.prediction, &self.sample, &self.volume)
     }
 }
 
@@ -338,11 +373,34 @@ impl Predictor {
             });
         }
         let read = hn_imaging::read_any(path, &hn_imaging::AnyReadOptions::default())?;
-        let format = if read.series.is_empty() {
-            "nifti"
-        } else {
-            "dicom"
+        let format = read.format();
+        self.predict_volume(key, read.volume, format, clinical)
+    }
+
+    /// Read, check, preprocess and score a study held in memory (a network receiver's): DICOM
+    /// instances through the same series selection, ordering, geometry checks and HU decoding
+    /// as files, or a NIfTI file's bytes. `key` names the study in errors and the report.
+    pub fn predict_bytes(
+        &self,
+        key: &str,
+        study: StudyBytes,
+        clinical: ClinicalRecord,
+    ) -> Result<StudyResult, InferError> {
+        let read = match study {
+            StudyBytes::Dicom(instances) => hn_imaging::dicom::read_series_from_memory(
+                key,
+                instances,
+                &hn_imaging::ReadOptions::default(),
+            )?,
+            StudyBytes::Nifti(bytes) => {
+                hn_imaging::nifti_study(hn_imaging::nifti::read_volume_bytes(
+                    Path::new(key),
+                    bytes,
+                    &hn_imaging::NiftiReadOptions::default(),
+                )?)
+            }
         };
+        let format = read.format();
         self.predict_volume(key, read.volume, format, clinical)
     }
 
@@ -351,7 +409,7 @@ impl Predictor {
         &self,
         key: &str,
         volume: Volume,
-        format: &str,
+        format: InputFormat,
         clinical: ClinicalRecord,
     ) -> Result<StudyResult, InferError> {
         let mut volume = volume;

@@ -1,7 +1,6 @@
 //! Files of one prediction: `prediction.json`, `overlay_sliceNN.png` per key slice and
 //! `heatmap.nii.gz` on the input volume's grid.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use hn_imaging::transforms::{Interp, Resample, SliceTarget, Transform};
@@ -11,24 +10,9 @@ use super::{InferError, Prediction, io_err};
 use crate::checkpoint::{CheckpointError, write_dir_atomic};
 use crate::sample::StudySample;
 
-/// Write `bytes` to `path` atomically: a hidden temporary sibling, fsync, rename.
+/// Write `bytes` to `path` atomically ([`crate::atomic::write_file`]).
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), InferError> {
-    let tmp = tmp_sibling(path);
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(io_err(path))
-}
-
-fn tmp_sibling(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // Keep the extension last (the NIfTI writer compresses by `.gz`).
-    path.with_file_name(format!(".tmp-{}-{name}", std::process::id()))
+    crate::atomic::write_file(path, bytes).map_err(|(path, cause)| InferError::Io { path, cause })
 }
 
 /// The heatmap resampled (trilinear) from the model grid back onto `source`'s grid: same
@@ -81,20 +65,33 @@ fn display_channel(windows: &[(f32, f32)]) -> usize {
     super::volume::channel_covering(windows, 20.0, 60.0).unwrap_or(0)
 }
 
-/// Write a prediction's files into `dir` (created if needed), each atomically (temp +
-/// rename), `prediction.json` last so its presence means the folder is complete. Returns the
-/// written paths.
-pub fn write_outputs(
+/// Everything one prediction produced, in memory: what the file writer ([`write_outputs`])
+/// writes, and what a server returns or stores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Artifacts {
+    /// `prediction.json` (pretty-printed).
+    pub prediction_json: Vec<u8>,
+    /// `(file name, PNG)` per key slice: the brain window with the heatmap over it.
+    pub overlays: Vec<(String, Vec<u8>)>,
+    /// `heatmap.nii.gz`: the heatmap on the input volume's grid.
+    pub heatmap_nifti_gz: Vec<u8>,
+}
+
+/// The heatmap NIfTI's file name.
+pub const HEATMAP_FILE: &str = "heatmap.nii.gz";
+/// The report's file name.
+pub const PREDICTION_FILE: &str = "prediction.json";
+
+/// Render a prediction's artifacts.
+pub fn artifacts(
     pred: &Prediction,
     sample: &StudySample,
     source: &Volume,
-    dir: &Path,
-) -> Result<Vec<PathBuf>, InferError> {
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let mut written = Vec::new();
+) -> Result<Artifacts, InferError> {
     let [s, c, h, w] = sample.shape;
     let plane = h * w;
     let ch = display_channel(&pred.input.windows).min(c.saturating_sub(1));
+    let mut overlays = Vec::with_capacity(pred.key_slices.len());
     for ks in &pred.key_slices {
         if ks.slice >= s || pred.heatmap.density.len() != s * plane {
             return Err(InferError::Invalid(format!(
@@ -111,21 +108,42 @@ pub fn write_outputs(
             w * f,
             h * f,
         )?;
-        let p = dir.join(&ks.overlay);
-        write_file_atomic(&p, &png)?;
-        written.push(p);
+        overlays.push((ks.overlay.clone(), png));
     }
     let heat = heatmap_on_input_grid(pred, sample, source)?;
-    let p = dir.join("heatmap.nii.gz");
-    let tmp = tmp_sibling(&p);
-    hn_imaging::nifti::write_volume(&tmp, &heat)?;
-    std::fs::rename(&tmp, &p).map_err(io_err(&p))?;
-    written.push(p);
-    let p = dir.join("prediction.json");
-    let text = serde_json::to_string_pretty(pred)
-        .map_err(|e| InferError::Invalid(format!("prediction.json: {e}")))?;
-    write_file_atomic(&p, text.as_bytes())?;
-    written.push(p);
+    let heatmap_nifti_gz = hn_imaging::nifti::volume_bytes(&heat, true)?;
+    let prediction_json = serde_json::to_vec_pretty(pred)
+        .map_err(|e| InferError::Invalid(format!("{PREDICTION_FILE}: {e}")))?;
+    Ok(Artifacts {
+        prediction_json,
+        overlays,
+        heatmap_nifti_gz,
+    })
+}
+
+/// Write a prediction's files into `dir` (created if needed), each atomically (temp +
+/// rename), `prediction.json` last so its presence means the folder is complete. Returns the
+/// written paths.
+pub fn write_outputs(
+    pred: &Prediction,
+    sample: &StudySample,
+    source: &Volume,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, InferError> {
+    let art = artifacts(pred, sample, source)?;
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let mut written = Vec::new();
+    let files = art
+        .overlays
+        .iter()
+        .map(|(name, png)| (name.as_str(), png))
+        .chain([(HEATMAP_FILE, &art.heatmap_nifti_gz)])
+        .chain([(PREDICTION_FILE, &art.prediction_json)]);
+    for (name, bytes) in files {
+        let p = dir.join(name);
+        write_file_atomic(&p, bytes)?;
+        written.push(p);
+    }
     Ok(written)
 }
 

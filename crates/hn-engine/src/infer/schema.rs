@@ -77,7 +77,7 @@ pub struct ModelInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputInfo {
     /// `"dicom"` or `"nifti"`.
-    pub format: String,
+    pub format: hn_imaging::InputFormat,
     /// `"CT"`, `"MR"` or what the file said.
     pub modality: String,
     /// Input grid `[nx, ny, nz]` (columns, rows, slices).
