@@ -1,0 +1,235 @@
+//! Tests against scikit-learn reference values.
+
+#[allow(unused_imports)]
+use super::*;
+
+// Reference values from scikit-learn 1.9.1 / scipy:
+// s = np.array([0.1,0.4,0.35,0.8,0.65,0.4,0.2,0.9,0.55,0.4])
+// y = np.array([0,0,1,1,0,1,0,1,1,0])
+// roc_auc_score(y,s) -> 0.76; average_precision_score(y,s) -> 0.7892857142857144
+// brier_score_loss(y,s) -> 0.18275; log_loss(y,s) -> 0.5292431363103185
+// roc_curve(y,s,drop_intermediate=False) -> see ROC below; f1_score(y, s>=0.4) -> 2/3
+// z = 3*logit(s); minimize_scalar(mean NLL of sigmoid(z/t), bounds=(0.01,100)) -> 2.43803801
+// ECE, 15 equal-width bins: 0.255
+const S: [f64; 10] = [0.1, 0.4, 0.35, 0.8, 0.65, 0.4, 0.2, 0.9, 0.55, 0.4];
+const Y: [bool; 10] = [
+    false, false, true, true, false, true, false, true, true, false,
+];
+
+fn close(a: f64, b: f64, tol: f64) {
+    assert!((a - b).abs() <= tol, "{a} vs {b}");
+}
+
+#[test]
+fn auc_matches_sklearn_with_ties() {
+    close(roc_auc(&S, &Y).unwrap(), 0.76, 1e-12);
+    // perfect and inverted
+    close(roc_auc(&[0.1, 0.9], &[false, true]).unwrap(), 1.0, 0.0);
+    close(roc_auc(&[0.9, 0.1], &[false, true]).unwrap(), 0.0, 0.0);
+    // all tied -> 0.5
+    close(
+        roc_auc(&[0.3; 4], &[true, false, true, false]).unwrap(),
+        0.5,
+        0.0,
+    );
+}
+
+#[test]
+fn auc_rejects_bad_input() {
+    assert_eq!(
+        roc_auc(&[0.1, 0.2], &[true, true]),
+        Err(MetricsError::SingleClass("roc_auc"))
+    );
+    assert!(matches!(
+        roc_auc(&[0.1], &[true, false]),
+        Err(MetricsError::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        roc_auc(&[0.1, f64::NAN], &[true, false]),
+        Err(MetricsError::NonFinite { index: 1, .. })
+    ));
+}
+
+#[test]
+fn bootstrap_ci_is_seeded_and_brackets_estimate() {
+    let a = roc_auc_ci(&S, &Y, 500, 7).unwrap();
+    let b = roc_auc_ci(&S, &Y, 500, 7).unwrap();
+    let c = roc_auc_ci(&S, &Y, 500, 8).unwrap();
+    assert_eq!(a, b);
+    assert_ne!((a.lo, a.hi), (c.lo, c.hi)); // the seed matters
+    assert!(a.lo <= a.estimate && a.estimate <= a.hi, "{a:?}");
+    assert!(a.lo > 0.2 && a.hi <= 1.0 && a.hi - a.lo > 0.1, "{a:?}");
+    assert_eq!(a.n_boot, 500);
+}
+
+#[test]
+fn roc_curve_matches_sklearn() {
+    const ROC: [(f64, f64, f64); 9] = [
+        (f64::INFINITY, 0.0, 0.0),
+        (0.9, 0.0, 0.2),
+        (0.8, 0.0, 0.4),
+        (0.65, 0.2, 0.4),
+        (0.55, 0.2, 0.6),
+        (0.4, 0.6, 0.8),
+        (0.35, 0.6, 1.0),
+        (0.2, 0.8, 1.0),
+        (0.1, 1.0, 1.0),
+    ];
+    let c = roc_curve(&S, &Y).unwrap();
+    assert_eq!(c.len(), ROC.len());
+    for (p, (t, f, r)) in c.iter().zip(ROC) {
+        assert_eq!(p.threshold, t);
+        close(p.fpr, f, 1e-12);
+        close(p.tpr, r, 1e-12);
+    }
+}
+
+#[test]
+fn operating_points() {
+    let op = at_threshold(&S, &Y, 0.4).unwrap();
+    assert_eq!((op.tp, op.fp, op.tn, op.fn_), (4, 3, 2, 1));
+    close(op.sensitivity, 0.8, 1e-12);
+    close(op.specificity, 0.4, 1e-12);
+    close(op.f1, 2.0 / 3.0, 1e-12);
+    close(f1_score(&S, &Y, 0.4).unwrap(), 2.0 / 3.0, 1e-12);
+    // Youden: J = tpr - fpr is max 0.4 at 0.8 (0.4-0), 0.55 (0.6-0.2) and 0.35 (1-0.6);
+    // the highest threshold wins ties.
+    let y = youden(&S, &Y).unwrap();
+    assert_eq!(y.threshold, 0.8);
+    close(y.sensitivity - (1.0 - y.specificity), 0.4, 1e-12);
+}
+
+#[test]
+fn pr_auc_brier_logloss_match_sklearn() {
+    close(
+        average_precision(&S, &Y).unwrap(),
+        0.7892857142857144,
+        1e-12,
+    );
+    close(brier(&S, &Y).unwrap(), 0.18275, 1e-12);
+    close(log_loss(&S, &Y).unwrap(), 0.5292431363103185, 1e-12);
+    assert!(matches!(
+        brier(&[1.5], &[true]),
+        Err(MetricsError::NotProbability { .. })
+    ));
+}
+
+#[test]
+fn rsna_log_loss_weights_any_twice() {
+    // One row: any p=0.5 (y=1), subtypes p=0.5 (y=0) -> every term ln 2 -> loss ln 2.
+    let l =
+        rsna_weighted_log_loss(&[[0.5; 6]], &[[true, false, false, false, false, false]]).unwrap();
+    close(l, 2f64.ln(), 1e-12);
+    // any perfectly right, subtypes p=0.5: (2*~0 + 5*ln2)/7
+    let mut p = [0.5; 6];
+    p[0] = 1.0;
+    let l = rsna_weighted_log_loss(&[p], &[[true; 6]]).unwrap();
+    close(l, 5.0 * 2f64.ln() / 7.0, 1e-12);
+    // any wrong (p=0.25 for y=1) weighs 2: (2*ln4 + 5*ln2)/7
+    p[0] = 0.25;
+    let l = rsna_weighted_log_loss(&[p], &[[true; 6]]).unwrap();
+    close(l, (2.0 * 4f64.ln() + 5.0 * 2f64.ln()) / 7.0, 1e-12);
+}
+
+#[test]
+fn ece_and_reliability() {
+    close(ece(&S, &Y, ECE_BINS).unwrap(), 0.255, 1e-12);
+    let bins = reliability(&S, &Y, 15).unwrap();
+    assert_eq!(bins.len(), 15);
+    assert_eq!(bins.iter().map(|b| b.count).sum::<usize>(), 10);
+    // p = 1.0 goes to the last bin, p = 0 to the first
+    let b = reliability(&[0.0, 1.0], &[false, true], 15).unwrap();
+    assert_eq!((b[0].count, b[14].count), (1, 1));
+    close(ece(&[0.0, 1.0], &[false, true], 15).unwrap(), 0.0, 0.0);
+}
+
+#[test]
+fn temperature_scaling_matches_scipy_and_helps() {
+    let z: Vec<f64> = S.iter().map(|p| 3.0 * (p / (1.0 - p)).ln()).collect();
+    let t = fit_temperature(&z, &Y).unwrap();
+    close(t, 2.4380380100172983, 1e-6);
+    let before = nll_at_temperature(&z, &Y, 1.0);
+    let after = nll_at_temperature(&z, &Y, t);
+    assert!(after < before);
+    close(after, 0.5252760781590476, 1e-9);
+    let p = apply_temperature(&z, t);
+    assert!(p.iter().all(|p| (0.0..=1.0).contains(p)));
+}
+
+#[test]
+fn platt_scaling_recovers_a_shift_that_temperature_cannot() {
+    // Labels drawn from sigmoid(0.5·z − 1): the model is over-confident and shifted.
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let z: Vec<f64> = (0..4000).map(|_| rng.random_range(-6.0..6.0)).collect();
+    let y: Vec<bool> = z
+        .iter()
+        .map(|z| rng.random::<f64>() < sigmoid(0.5 * z - 1.0))
+        .collect();
+    let c = fit_platt(&z, &y).unwrap();
+    assert_eq!(c.method, CalibrationMethod::Platt);
+    close(c.temperature, 2.0, 0.25);
+    close(c.bias, -1.0, 0.2);
+    let t = fit_temperature(&z, &y).unwrap();
+    let platt_nll = {
+        let p = c.probabilities(&z);
+        log_loss_mean(&p, &y)
+    };
+    let temp_nll = nll_at_temperature(&z, &y, t);
+    assert!(platt_nll < temp_nll - 0.01, "{platt_nll} vs {temp_nll}");
+    let ece_p = ece(&c.probabilities(&z), &y, 15).unwrap();
+    let ece_t = ece(&apply_temperature(&z, t), &y, 15).unwrap();
+    assert!(ece_p < ece_t, "{ece_p} vs {ece_t}");
+    // The chooser picks Platt with enough of each class, temperature without.
+    assert_eq!(
+        fit_logit_calibration(&z, &y).unwrap().method,
+        CalibrationMethod::Platt
+    );
+    let few = fit_logit_calibration(&z[..30], &y[..30]).unwrap();
+    assert_eq!(few.method, CalibrationMethod::Temperature);
+    assert_eq!(few.bias, 0.0);
+    // Logits that rank backwards: no Platt fit, the chooser still answers.
+    let flipped: Vec<f64> = z.iter().map(|v| -v).collect();
+    assert!(fit_platt(&flipped, &y).is_err());
+    assert_eq!(
+        fit_logit_calibration(&flipped, &y).unwrap().method,
+        CalibrationMethod::Temperature
+    );
+}
+
+fn log_loss_mean(p: &[f64], y: &[bool]) -> f64 {
+    p.iter()
+        .zip(y)
+        .map(|(p, y)| if *y { -p.ln() } else { -(1.0 - p).ln() })
+        .sum::<f64>()
+        / p.len() as f64
+}
+
+#[test]
+fn referral_curve_drops_uncertain_errors() {
+    // Wrong cases are the uncertain ones: referring them raises accuracy to 1.
+    let probs = [0.9, 0.1, 0.6, 0.4, 0.8, 0.2];
+    let labels = [true, false, false, true, true, false];
+    let unc: Vec<f64> = probs.iter().map(|p| binary_entropy(*p)).collect();
+    let c = referral_curve(&probs, &labels, &unc, &[0.0, 1.0 / 3.0, 1.0]).unwrap();
+    close(c[0].accuracy, 4.0 / 6.0, 1e-12);
+    assert_eq!(c[1].n_retained, 4);
+    close(c[1].accuracy, 1.0, 0.0);
+    assert_eq!(c[1].auc, Some(1.0));
+    assert_eq!(c[2].n_retained, 0);
+    assert!(c[2].auc.is_none());
+}
+
+#[test]
+fn referral_policy_hits_target_rate() {
+    let u: Vec<f64> = (0..100).map(|i| i as f64 / 100.0).collect();
+    let p = ReferralPolicy::fit(&u, 0.2).unwrap();
+    close(p.validation_rate, 0.2, 1e-12);
+    assert_eq!(u.iter().filter(|x| p.refer(**x)).count(), 20);
+    assert!(p.refer(0.99) && !p.refer(0.5));
+    assert!(p.refer(f64::NAN));
+    let none = ReferralPolicy::fit(&u, 0.0).unwrap();
+    assert_eq!(u.iter().filter(|x| none.refer(**x)).count(), 0);
+    let all = ReferralPolicy::fit(&u, 1.0).unwrap();
+    assert_eq!(u.iter().filter(|x| all.refer(**x)).count(), 100);
+    assert!(ReferralPolicy::fit(&u, 1.5).is_err());
+}

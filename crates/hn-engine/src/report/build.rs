@@ -1,0 +1,300 @@
+//! From evaluation inputs (scores, labels, baselines) to the report: discrimination with CIs,
+//! calibration, referral and the plots' data.
+
+#[allow(unused_imports)]
+use super::*;
+
+pub(super) fn auc_opt(
+    s: &[f64],
+    y: &[bool],
+    n_boot: usize,
+    seed: u64,
+) -> Result<Option<Interval>, ReportError> {
+    match metrics::roc_auc_ci(s, y, n_boot, seed) {
+        Ok(i) => Ok(Some(i)),
+        Err(MetricsError::SingleClass(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Detection metrics of one label from scores (probabilities or logits) at `threshold`.
+pub fn label_metrics(
+    label: &str,
+    scores: &[f64],
+    labels: &[bool],
+    threshold: f64,
+    n_boot: usize,
+    seed: u64,
+) -> Result<LabelMetrics, ReportError> {
+    let auc = auc_opt(scores, labels, n_boot, seed)?;
+    let two = auc.is_some();
+    Ok(LabelMetrics {
+        label: label.to_string(),
+        n: scores.len(),
+        n_positive: labels.iter().filter(|l| **l).count(),
+        auc,
+        pr_auc: if two {
+            Some(metrics::average_precision(scores, labels)?)
+        } else {
+            None
+        },
+        at_chosen: metrics::at_threshold(scores, labels, threshold)?,
+        at_youden: if two {
+            Some(metrics::youden(scores, labels)?)
+        } else {
+            None
+        },
+    })
+}
+
+/// Prognosis metrics: temperature scaling and the card's calibration fitted on validation
+/// logits, applied to test logits.
+pub fn prognosis_metrics(
+    outcome: &str,
+    fixed: Option<metrics::LogitCalibration>,
+    val_logits: &[f64],
+    val_labels: &[bool],
+    test_logits: &[f64],
+    test_labels: &[bool],
+    n_boot: usize,
+    seed: u64,
+) -> Result<PrognosisMetrics, ReportError> {
+    let (t, calibration) = match fixed {
+        Some(c) => (c.temperature, c),
+        None => (
+            metrics::fit_temperature(val_logits, val_labels)?,
+            metrics::fit_logit_calibration(val_logits, val_labels)?,
+        ),
+    };
+    let before = metrics::apply_temperature(test_logits, 1.0);
+    let scaled = metrics::apply_temperature(test_logits, t);
+    let after = calibration.probabilities(test_logits);
+    Ok(PrognosisMetrics {
+        outcome: outcome.to_string(),
+        n: test_logits.len(),
+        n_positive: test_labels.iter().filter(|l| **l).count(),
+        auc: auc_opt(test_logits, test_labels, n_boot, seed)?,
+        temperature: t,
+        brier_after_temperature: metrics::brier(&scaled, test_labels)?,
+        ece_after_temperature: metrics::ece(&scaled, test_labels, ECE_BINS)?,
+        calibration,
+        brier_before: metrics::brier(&before, test_labels)?,
+        brier_after: metrics::brier(&after, test_labels)?,
+        ece_before: metrics::ece(&before, test_labels, ECE_BINS)?,
+        ece_after: metrics::ece(&after, test_labels, ECE_BINS)?,
+        reliability_before: metrics::reliability(&before, test_labels, ECE_BINS)?,
+        reliability_after_temperature: metrics::reliability(&scaled, test_labels, ECE_BINS)?,
+        reliability_after: metrics::reliability(&after, test_labels, ECE_BINS)?,
+    })
+}
+
+/// A baseline's AUC (and Brier when `probs_are_probabilities`).
+pub fn baseline_result(
+    name: &str,
+    task: &str,
+    scores: &[f64],
+    labels: &[bool],
+    probs_are_probabilities: bool,
+    n_boot: usize,
+    seed: u64,
+) -> Result<BaselineResult, ReportError> {
+    Ok(BaselineResult {
+        name: name.to_string(),
+        task: task.to_string(),
+        n: scores.len(),
+        auc: auc_opt(scores, labels, n_boot, seed)?,
+        brier: if probs_are_probabilities {
+            Some(metrics::brier(scores, labels)?)
+        } else {
+            None
+        },
+    })
+}
+
+/// Detection outputs and truth, rows = studies (or slices), columns = [`metrics::RSNA_LABELS`].
+#[derive(Debug, Clone, Default)]
+pub struct DetectionInputs {
+    pub probs: Vec<[f64; 6]>,
+    pub truth: Vec<[bool; 6]>,
+    /// Operating thresholds per label (e.g. picked on validation).
+    pub thresholds: [f64; 6],
+}
+
+/// One binary prognosis outcome: validation logits fit the temperature, test logits are scored.
+#[derive(Debug, Clone, Default)]
+pub struct PrognosisInputs {
+    pub outcome: String,
+    /// The calibration to apply instead of one fitted on `val_logits` (external data scored
+    /// with the card's calibration: nothing of it is used to fit).
+    pub fixed: Option<metrics::LogitCalibration>,
+    pub val_logits: Vec<f64>,
+    pub val_labels: Vec<bool>,
+    pub test_logits: Vec<f64>,
+    pub test_labels: Vec<bool>,
+}
+
+/// Referral inputs for one task.
+#[derive(Debug, Clone, Default)]
+pub struct ReferralInputs {
+    pub task: String,
+    pub uncertainty: String,
+    /// The policy to apply instead of one fitted on `val_uncertainty`.
+    pub fixed: Option<ReferralPolicy>,
+    pub val_uncertainty: Vec<f64>,
+    pub target_rate: f64,
+    pub test_probs: Vec<f64>,
+    pub test_labels: Vec<bool>,
+    pub test_uncertainty: Vec<f64>,
+}
+
+/// A baseline's (or ablation's) scores on the same cases as the model for `task`
+/// (a detection label or a prognosis outcome name).
+#[derive(Debug, Clone, Default)]
+pub struct BaselineInputs {
+    pub name: String,
+    pub task: String,
+    pub scores: Vec<f64>,
+    pub labels: Vec<bool>,
+    /// True when `scores` are probabilities (then Brier is reported).
+    pub probabilities: bool,
+}
+
+/// Everything an evaluation produced, for [`evaluate`].
+#[derive(Debug, Clone)]
+pub struct EvalInputs {
+    pub dataset: DatasetInfo,
+    pub detection: Option<DetectionInputs>,
+    pub prognosis: Vec<PrognosisInputs>,
+    pub referral: Option<ReferralInputs>,
+    pub baselines: Vec<BaselineInputs>,
+    pub bayes_limit: Vec<BayesLimit>,
+    pub hematoma_facts: Option<metrics::FactsAgreement>,
+    pub test_time_augmentation: TestTimeAugmentation,
+    /// Overlay PNGs for the attention section.
+    pub overlays: Vec<(String, Vec<u8>)>,
+}
+
+/// Referral fractions of the report's curve: 0, 5, ..., 50 %.
+pub const REFERRAL_FRACTIONS: [f64; 11] =
+    [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5];
+
+/// Compute the whole report (and its plots) from model outputs, baselines and truth.
+pub fn evaluate(inp: &EvalInputs) -> Result<(MetricsReport, ReportPlots), ReportError> {
+    let (n_boot, seed) = (inp.dataset.bootstrap_resamples, inp.dataset.bootstrap_seed);
+    let mut plots = ReportPlots {
+        overlays: inp.overlays.clone(),
+        ..Default::default()
+    };
+    let roc_with_baselines = |task: &str, model: Vec<RocPoint>| -> Result<RocSet, ReportError> {
+        let mut set = vec![("model".to_string(), model)];
+        for b in inp.baselines.iter().filter(|b| b.task == task) {
+            if let Ok(c) = metrics::roc_curve(&b.scores, &b.labels) {
+                set.push((b.name.clone(), c));
+            }
+        }
+        Ok(set)
+    };
+    let mut detection = Vec::new();
+    let mut rsna_log_loss = None;
+    if let Some(d) = &inp.detection {
+        if d.probs.len() != d.truth.len() {
+            return Err(MetricsError::LengthMismatch {
+                what: "detection",
+                a: d.probs.len(),
+                b: d.truth.len(),
+            }
+            .into());
+        }
+        for (j, label) in metrics::RSNA_LABELS.iter().enumerate() {
+            let s: Vec<f64> = d.probs.iter().map(|p| p[j]).collect();
+            let y: Vec<bool> = d.truth.iter().map(|t| t[j]).collect();
+            let m = label_metrics(label, &s, &y, d.thresholds[j], n_boot, seed)?;
+            if m.auc.is_some() {
+                plots.roc.push((
+                    label.to_string(),
+                    roc_with_baselines(label, metrics::roc_curve(&s, &y)?)?,
+                ));
+            }
+            detection.push(m);
+        }
+        rsna_log_loss = Some(metrics::rsna_weighted_log_loss(&d.probs, &d.truth)?);
+    }
+    let mut prognosis = Vec::new();
+    for p in &inp.prognosis {
+        let m = prognosis_metrics(
+            &p.outcome,
+            p.fixed,
+            &p.val_logits,
+            &p.val_labels,
+            &p.test_logits,
+            &p.test_labels,
+            n_boot,
+            seed,
+        )?;
+        if m.auc.is_some() {
+            let probs = m.calibration.probabilities(&p.test_logits);
+            plots.roc.push((
+                p.outcome.clone(),
+                roc_with_baselines(&p.outcome, metrics::roc_curve(&probs, &p.test_labels)?)?,
+            ));
+        }
+        prognosis.push(m);
+    }
+    let referral = match &inp.referral {
+        Some(r) => {
+            let policy = match r.fixed {
+                Some(p) => p,
+                None => ReferralPolicy::fit(&r.val_uncertainty, r.target_rate)?,
+            };
+            let referred = r
+                .test_uncertainty
+                .iter()
+                .filter(|u| policy.refer(**u))
+                .count();
+            Some(ReferralReport {
+                task: r.task.clone(),
+                uncertainty: r.uncertainty.clone(),
+                policy,
+                test_rate: referred as f64 / r.test_uncertainty.len().max(1) as f64,
+                curve: metrics::referral_curve(
+                    &r.test_probs,
+                    &r.test_labels,
+                    &r.test_uncertainty,
+                    &REFERRAL_FRACTIONS,
+                )?,
+            })
+        }
+        None => None,
+    };
+    let baselines = inp
+        .baselines
+        .iter()
+        .map(|b| {
+            baseline_result(
+                &b.name,
+                &b.task,
+                &b.scores,
+                &b.labels,
+                b.probabilities,
+                n_boot,
+                seed,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((
+        MetricsReport {
+            schema_version: SCHEMA_VERSION,
+            dataset: inp.dataset.clone(),
+            detection,
+            rsna_log_loss,
+            prognosis,
+            referral,
+            baselines,
+            bayes_limit: inp.bayes_limit.clone(),
+            hematoma_facts: inp.hematoma_facts,
+            test_time_augmentation: inp.test_time_augmentation,
+            recalibration: None,
+        },
+        plots,
+    ))
+}

@@ -1,0 +1,176 @@
+//! After training: validation metrics per epoch, and the calibration of the best model on the
+//! validation split (temperatures and Platt biases, thresholds, referral policy).
+
+#[allow(unused_imports)]
+use super::*;
+
+/// Validation metrics from scores.
+pub fn val_metrics(samples: &[StudySample], idx: &[usize], scores: &[StudyScores]) -> ValMetrics {
+    let auc = |s: Vec<f64>, y: Vec<bool>| metrics::roc_auc(&s, &y).ok();
+    let mut m = ValMetrics::default();
+    let lab: Vec<_> = idx.iter().map(|&i| samples[i].labels).collect();
+    let known: Vec<usize> = (0..idx.len()).filter(|&k| lab[k].is_some()).collect();
+    m.auc_any = auc(
+        known.iter().map(|&k| scores[k].any_logit).collect(),
+        known.iter().map(|&k| lab[k].unwrap().any).collect(),
+    );
+    let subs: Vec<f64> = (0..5)
+        .filter_map(|j| {
+            auc(
+                known
+                    .iter()
+                    .map(|&k| scores[k].p_subtypes(1.0, 1.0)[j])
+                    .collect(),
+                known.iter().map(|&k| lab[k].unwrap().subtypes[j]).collect(),
+            )
+        })
+        .collect();
+    m.auc_subtypes_mean = (!subs.is_empty()).then(|| subs.iter().sum::<f64>() / subs.len() as f64);
+    let mk: Vec<usize> = (0..idx.len())
+        .filter(|&k| samples[idx[k]].outcomes.mortality_30d.is_some())
+        .collect();
+    m.auc_mortality = auc(
+        mk.iter().map(|&k| scores[k].mortality_logit).collect(),
+        mk.iter()
+            .map(|&k| samples[idx[k]].outcomes.mortality_30d.unwrap())
+            .collect(),
+    );
+    let (mut slice_s, mut slice_y) = (Vec::new(), Vec::new());
+    for (k, &i) in idx.iter().enumerate() {
+        if let Some(labels) = &samples[i].slice_labels {
+            slice_s.extend(scores[k].slice_any.iter().copied());
+            slice_y.extend(labels.iter().map(|l| l.any));
+        }
+    }
+    m.auc_slice_any = auc(slice_s, slice_y);
+    let parts: Vec<f64> = [m.auc_any, m.auc_subtypes_mean, m.auc_mortality]
+        .into_iter()
+        .flatten()
+        .collect();
+    m.score = if parts.is_empty() {
+        0.0
+    } else {
+        parts.iter().sum::<f64>() / parts.len() as f64
+    };
+    m
+}
+
+/// Fit temperatures (any; subtypes pooled over known bleeds; mortality; poor outcome),
+/// Youden thresholds and the referral policy on the validation split.
+pub fn calibrate(
+    net: &HemorrhageNet,
+    data: &Dataset,
+    cfg: &TrainConfig,
+    device: &Device,
+) -> Result<Calibration, TrainError> {
+    let idx = data.indices(Split::Validation);
+    let scores = score(
+        net,
+        &crate::scoring::pick(&data.samples, &idx),
+        16,
+        InputMask::default(),
+        cfg.mc_passes,
+        cfg.tta,
+        device,
+    );
+    let temps = fit_temperatures(&data.samples, &idx, &scores);
+    let mut thresholds = [0.5; 6];
+    let known: Vec<usize> = (0..idx.len())
+        .filter(|&k| data.samples[idx[k]].labels.is_some())
+        .collect();
+    for j in 0..6 {
+        let s: Vec<f64> = known
+            .iter()
+            .map(|&k| scores[k].detection_row(temps.any, temps.subtypes)[j])
+            .collect();
+        let y: Vec<bool> = known
+            .iter()
+            .map(|&k| crate::sample::label_row(&data.samples[idx[k]].labels.unwrap())[j])
+            .collect();
+        if let Ok(op) = metrics::youden(&s, &y) {
+            thresholds[j] = op.threshold;
+        }
+    }
+    let mk: Vec<usize> = (0..idx.len())
+        .filter(|&k| data.samples[idx[k]].outcomes.mortality_30d.is_some())
+        .collect();
+    let mortality_threshold = metrics::youden(
+        &mk.iter()
+            .map(|&k| {
+                temps
+                    .mortality_calibration()
+                    .logit(scores[k].mortality_logit)
+            })
+            .map(metrics::sigmoid)
+            .collect::<Vec<_>>(),
+        &mk.iter()
+            .map(|&k| data.samples[idx[k]].outcomes.mortality_30d.unwrap())
+            .collect::<Vec<_>>(),
+    )
+    .map(|op| op.threshold)
+    .unwrap_or(0.5);
+    let uncertainty = UncertaintyMeasure::default();
+    let unc: Vec<f64> = scores
+        .iter()
+        .map(|s| s.referral_uncertainty(uncertainty, &temps))
+        .collect();
+    let referral = metrics::ReferralPolicy::fit(&unc, cfg.target_referral_rate)?;
+    Ok(Calibration {
+        temperatures: temps,
+        thresholds,
+        uncertainty,
+        referral,
+        mc_passes: cfg.mc_passes,
+        tta: cfg.tta,
+        mortality_threshold,
+        facts: crate::scoring::facts_agreement(&data.samples, &idx, &scores),
+    })
+}
+
+/// Temperatures (and the prognosis heads' Platt biases) fitted on validation scores (identity
+/// where a head has no labelled cases).
+pub fn fit_temperatures(
+    samples: &[StudySample],
+    idx: &[usize],
+    scores: &[StudyScores],
+) -> TemperatureSet {
+    let mut t = TemperatureSet::default();
+    let mut any = (Vec::new(), Vec::new());
+    let mut sub = (Vec::new(), Vec::new());
+    let mut mort = (Vec::new(), Vec::new());
+    let mut poor = (Vec::new(), Vec::new());
+    for (k, &i) in idx.iter().enumerate() {
+        let s = &samples[i];
+        if let Some(l) = s.labels {
+            any.0.push(scores[k].any_logit);
+            any.1.push(l.any);
+            if l.any {
+                for j in 0..5 {
+                    sub.0.push(scores[k].subtype_cond_logits[j]);
+                    sub.1.push(l.subtypes[j]);
+                }
+            }
+        }
+        if let Some(m) = s.outcomes.mortality_30d {
+            mort.0.push(scores[k].mortality_logit);
+            mort.1.push(m);
+        }
+        if let Some(p) = s.outcomes.poor_outcome_90d() {
+            poor.0.push(scores[k].mrs_logits[3]);
+            poor.1.push(p);
+        }
+    }
+    let fit = |(z, y): &(Vec<f64>, Vec<bool>)| metrics::fit_temperature(z, y).unwrap_or(1.0);
+    t.any = fit(&any);
+    t.subtypes = fit(&sub);
+    // Prognosis heads: Platt scaling where validation has enough of both outcomes (their
+    // probabilities are reported as risks, so the offset matters as much as the spread).
+    let platt = |(z, y): &(Vec<f64>, Vec<bool>)| {
+        metrics::fit_logit_calibration(z, y).unwrap_or(metrics::LogitCalibration::IDENTITY)
+    };
+    let m = platt(&mort);
+    (t.mortality, t.mortality_bias) = (m.temperature, m.bias);
+    let p = platt(&poor);
+    (t.mrs, t.mrs_bias) = (p.temperature, p.bias);
+    t
+}

@@ -1,0 +1,146 @@
+//! Encoder pre-training on slices mixed across studies, and the pre-trained encoder's own
+//! learning rate in the end-to-end epochs.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// A study whose every slice has labels (what pre-training can use).
+pub(super) fn has_slice_labels(s: &StudySample) -> bool {
+    s.slice_labels
+        .as_ref()
+        .is_some_and(|l| l.len() == s.shape[0])
+}
+
+/// `lr` for every parameter and `group_lr` for those of `group`, in the form burn's
+/// optimizer takes per-parameter rates (`ModuleLearningRate`, built through its
+/// `ModuleLrScheduler` with constant sub-schedules: the schedule itself is ours, see
+/// [`learning_rate`]).
+pub(super) fn grouped_lr(
+    lr: f64,
+    group: &hn_model::burn::module::ParamGroup,
+    group_lr: f64,
+) -> hn_model::burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate {
+    use hn_model::burn::optim::lr_scheduler::constant::ConstantLr;
+    use hn_model::burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
+    ModuleLrScheduler::new(ConstantLr::from(lr))
+        .with_group(group.clone(), ConstantLr::from(group_lr))
+        .step()
+}
+
+/// Encoder pre-training on slices mixed across studies (see `hn_model::pretrain` for why):
+/// `cfg.pretrain_epochs` passes over every labelled slice of the training split in shuffled
+/// batches of `cfg.pretrain_batch`, each slice with its `k` context slices, augmented like
+/// the studies (without slice dropout), AdamW with a short warm-up then cosine. Returns the
+/// model with the trained encoder and the per-epoch records.
+pub(super) fn pretrain_encoder(
+    cfg: &TrainConfig,
+    data: &Dataset,
+    train_idx: &[usize],
+    windows: &[(f32, f32)],
+    model: Trainable,
+    device: &Device,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(Trainable, Vec<PretrainRecord>), TrainError> {
+    let pairs: Vec<(usize, usize)> = train_idx
+        .iter()
+        .filter(|&&i| has_slice_labels(&data.samples[i]))
+        .flat_map(|&i| (0..data.samples[i].shape[0]).map(move |k| (i, k)))
+        .collect();
+    if pairs.is_empty() {
+        // CQ500 and most manifests have study labels only: nothing to pre-train on.
+        tracing::warn!(
+            "encoder pre-training skipped: no study in the training split has slice labels"
+        );
+        return Ok((model, Vec::new()));
+    }
+    let Trainable { net, loss } = model;
+    let mut pre = hn_model::SlicePretrainer::new(net, device);
+    let mut optim = adamw(cfg).init();
+    let k = cfg.net.neighbour_slices;
+    let aug = AugmentConfig {
+        slice_dropout: 0.0,
+        ..cfg.augment
+    };
+    let bs = cfg.pretrain_batch;
+    let steps = pairs.len().div_ceil(bs);
+    let total = (steps * cfg.pretrain_epochs) as f64;
+    let warm = (total * 0.05).max(1.0);
+    let mut records = Vec::new();
+    let mut step_no = 0usize;
+    for epoch in 0..cfg.pretrain_epochs {
+        let t0 = std::time::Instant::now();
+        let mut order = pairs.clone();
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5EE_D0F5_11CE ^ (epoch as u64) << 40);
+        order.shuffle(&mut rng);
+        let mut loss_sum = 0.0;
+        for (b, chunk) in order.chunks(bs).enumerate() {
+            let [s, c, h, w] = data.samples[chunk[0].0].shape;
+            let ctx = 2 * k + 1;
+            let mut x = Vec::with_capacity(chunk.len() * ctx * c * h * w);
+            let mut y = Vec::with_capacity(chunk.len() * 6);
+            let mut modality = Vec::with_capacity(chunk.len());
+            for &(i, sl) in chunk {
+                let smp = &data.samples[i];
+                let plane = c * h * w;
+                let mut stack = Vec::with_capacity(ctx * plane);
+                for off in 0..ctx {
+                    let src = (sl + off).saturating_sub(k).min(s - 1);
+                    stack.extend_from_slice(&smp.images[src * plane..(src + 1) * plane]);
+                }
+                // The context slices are stacked as channels in slice order, as in the model.
+                x.extend(augment(
+                    &stack,
+                    [ctx, c, h, w],
+                    windows,
+                    None,
+                    &aug,
+                    &mut rng,
+                ));
+                let labels = smp.slice_labels.as_ref().expect("filtered above");
+                y.extend(
+                    crate::sample::label_row(&labels[sl]).map(|v| if v { 1.0f32 } else { 0.0 }),
+                );
+                modality.push(smp.modality);
+            }
+            let n = chunk.len();
+            let xt = Tensor::<4>::from_data(TensorData::new(x, [n, ctx * c, h, w]), device);
+            let yt = Tensor::<2>::from_data(TensorData::new(y, [n, 6]), device);
+            let mt = Tensor::<1, Int>::from_data(TensorData::new(modality, [n]), device);
+            let l = hn_model::SlicePretrainer::loss(pre.forward(xt, mt), yt);
+            let value = f64::from(l.clone().into_scalar::<f32>());
+            if !value.is_finite() {
+                return Err(TrainError::Invalid(format!(
+                    "pre-training loss became {value} at epoch {} step {b}; lower lr",
+                    epoch + 1
+                )));
+            }
+            loss_sum += value;
+            let lr = warmup_cosine(cfg, step_no, warm, total);
+            let grads = GradientsParams::from_grads(l.backward(), &pre);
+            pre = optim.step(lr, pre, grads);
+            step_no += 1;
+            progress(Progress::PretrainStep {
+                epoch: epoch + 1,
+                epochs: cfg.pretrain_epochs,
+                step: b + 1,
+                steps,
+                loss: value,
+            });
+        }
+        let rec = PretrainRecord {
+            epoch: epoch + 1,
+            loss: loss_sum / steps as f64,
+            slices: pairs.len(),
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        progress(Progress::PretrainEpoch(&rec));
+        records.push(rec);
+    }
+    Ok((
+        Trainable {
+            net: pre.into_net(),
+            loss,
+        },
+        records,
+    ))
+}
