@@ -251,6 +251,8 @@ fn predictions_csv_matches_predict_on_an_external_dicom_cohort() {
         assert_eq!(metrics["dataset"]["training_distribution"], false);
         assert_eq!(metrics["dataset"]["n_studies"], 24);
         assert_eq!(metrics["test_time_augmentation"], tta.name());
+        let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+        assert!(html.contains("split <b>all</b>") && html.contains("<b>external</b>"));
         // External data: the card's calibration is applied, not refitted on these studies.
         for p in metrics["prognosis"].as_array().unwrap() {
             if p["outcome"] == "mortality_30d" {
@@ -297,6 +299,8 @@ fn recalibration_reports_before_and_after_and_predict_agrees() {
     }
     // The refitted calibration is a different one (the card's was made up for another site).
     assert_ne!(rc["before"]["ece"], rc["after"]["ece"]);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("<h2>Recalibration</h2>"), "report.html shows before/after");
     // The recalibrated model is written, and predict with it gives predictions.csv's numbers.
     let card: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("model/card.json")).unwrap())

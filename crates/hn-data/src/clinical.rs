@@ -69,6 +69,25 @@ pub const CLINICAL_FEATURES: [ClinicalFeature; 16] = [
 /// Number of clinical features.
 pub const N_CLINICAL: usize = CLINICAL_FEATURES.len();
 
+/// Glasgow Coma Scale.
+pub const GCS_RANGE: std::ops::RangeInclusive<u8> = 3..=15;
+/// NIH Stroke Scale.
+pub const NIHSS_RANGE: std::ops::RangeInclusive<u8> = 0..=42;
+/// Pre-ICH modified Rankin Scale (6, death, cannot precede the bleed).
+pub const PREMORBID_MRS_RANGE: std::ops::RangeInclusive<u8> = 0..=5;
+/// Modified Rankin Scale as an outcome (6 = dead).
+pub const MRS_RANGE: std::ops::RangeInclusive<u8> = 0..=6;
+
+/// Cell spellings that mean "not recorded" in every CSV we read (compared trimmed and
+/// case-insensitively): the empty cell and the usual NA markers.
+pub const MISSING_TOKENS: [&str; 5] = ["", "na", "n/a", "nan", "null"];
+
+/// True when `cell` is one of [`MISSING_TOKENS`].
+pub fn is_missing_token(cell: &str) -> bool {
+    let c = cell.trim();
+    MISSING_TOKENS.iter().any(|t| c.eq_ignore_ascii_case(t))
+}
+
 /// One patient's clinical record. `None` = not recorded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClinicalRecord {
@@ -91,6 +110,34 @@ pub struct ClinicalRecord {
 }
 
 impl ClinicalRecord {
+    /// Check the scored features against their ranges ([`GCS_RANGE`], [`NIHSS_RANGE`],
+    /// [`PREMORBID_MRS_RANGE`]) and every value for finiteness; the message names the feature.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v, range) in [
+            ("gcs", self.gcs, GCS_RANGE),
+            ("nihss", self.nihss, NIHSS_RANGE),
+            ("premorbid_mrs", self.premorbid_mrs, PREMORBID_MRS_RANGE),
+        ] {
+            if let Some(x) = v
+                && !range.contains(&x)
+            {
+                return Err(format!(
+                    "{name} {x} is outside {}..={}",
+                    range.start(),
+                    range.end()
+                ));
+            }
+        }
+        for (v, f) in self.values().iter().zip(CLINICAL_FEATURES.iter()) {
+            if let Some(x) = v
+                && !x.is_finite()
+            {
+                return Err(format!("{} is not finite", f.name));
+            }
+        }
+        Ok(())
+    }
+
     /// Raw values in [`CLINICAL_FEATURES`] order (booleans as 0/1), `None` where missing.
     pub fn values(&self) -> [Option<f32>; N_CLINICAL] {
         let b = |v: Option<bool>| v.map(|x| if x { 1.0 } else { 0.0 });

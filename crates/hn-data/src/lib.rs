@@ -8,6 +8,7 @@
 //! Depends only on `hn-imaging` (for [`hn_imaging::Volume`]); knows nothing of the model.
 
 pub mod clinical;
+pub mod ich;
 pub mod labels;
 pub mod synth;
 
@@ -15,4 +16,6 @@ pub use clinical::{CLINICAL_FEATURES, ClinicalFeature, ClinicalRecord, FeatureKi
 pub use labels::{Outcomes, SUBTYPES, StudyLabels, Subtype};
 pub mod cache;
 pub mod layouts;
+pub mod preprocess;
 pub mod splits;
+pub mod stats;

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 /// Why a baseline could not be computed or fitted.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum BaselineError {
-    #[error("GCS {0} is outside 3..=15")]
-    BadGcs(u8),
+    #[error(transparent)]
+    IchScore(#[from] hn_data::ich::IchScoreError),
     #[error("{what} must be finite and >= 0, got {value}")]
     BadValue { what: &'static str, value: f64 },
     #[error("{0}")]
@@ -20,40 +20,9 @@ pub enum BaselineError {
     Singular,
 }
 
-/// Image facts the ICH score needs, measured on the CT (by a reader, a mask or the model).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct IchImageFacts {
-    /// Hematoma volume in mL (e.g. [`abc2_volume_ml`]).
-    pub volume_ml: f64,
-    /// Intraventricular extension.
-    pub ivh: bool,
-    /// Infratentorial origin (brainstem/cerebellum).
-    pub infratentorial: bool,
-}
-
-/// The ICH score (Hemphill et al., Stroke 2001), 0..=6:
-/// GCS 3–4 → 2, 5–12 → 1, 13–15 → 0; volume ≥ 30 mL → 1; IVH → 1; infratentorial → 1;
-/// age ≥ 80 → 1.
-pub fn ich_score(gcs: u8, age_years: f64, facts: &IchImageFacts) -> Result<u8, BaselineError> {
-    if !(3..=15).contains(&gcs) {
-        return Err(BaselineError::BadGcs(gcs));
-    }
-    for (what, value) in [("age", age_years), ("volume_ml", facts.volume_ml)] {
-        if !value.is_finite() || value < 0.0 {
-            return Err(BaselineError::BadValue { what, value });
-        }
-    }
-    let gcs_pts = match gcs {
-        3..=4 => 2,
-        5..=12 => 1,
-        _ => 0,
-    };
-    Ok(gcs_pts
-        + u8::from(facts.volume_ml >= 30.0)
-        + u8::from(facts.ivh)
-        + u8::from(facts.infratentorial)
-        + u8::from(age_years >= 80.0))
-}
+pub use hn_data::ich::{
+    HEMPHILL_30D_MORTALITY as ICH_SCORE_MORTALITY, IchImageFacts, ich_score, ich_score_mortality,
+};
 
 /// ICH score from a clinical record; `Ok(None)` when GCS or age is missing (the score is then
 /// undefined, and evaluation reports it on the subset where it is defined).
@@ -62,18 +31,9 @@ pub fn ich_score_from_record(
     facts: &IchImageFacts,
 ) -> Result<Option<u8>, BaselineError> {
     match (rec.gcs, rec.age) {
-        (Some(g), Some(a)) => ich_score(g, f64::from(a), facts).map(Some),
+        (Some(g), Some(a)) => Ok(Some(ich_score(g, f64::from(a), facts)?)),
         _ => Ok(None),
     }
-}
-
-/// 30-day mortality by ICH score in Hemphill 2001 (scores 0..=5: 0, 13, 26, 72, 97, 100 %);
-/// no patient scored 6 there, and 6 is mapped to 100 % like 5.
-pub const ICH_SCORE_MORTALITY: [f64; 7] = [0.0, 0.13, 0.26, 0.72, 0.97, 1.0, 1.0];
-
-/// Published 30-day mortality probability for an ICH score (scores above 6 clamp to 6).
-pub fn ich_score_mortality(score: u8) -> f64 {
-    ICH_SCORE_MORTALITY[usize::from(score.min(6))]
 }
 
 /// Hematoma volume in mL from a voxel count: `count · sx · sy · sz / 1000`.
@@ -407,7 +367,10 @@ mod tests {
             infratentorial: true,
         };
         assert_eq!(ich_score(3, 85.0, &all).unwrap(), 6);
-        assert_eq!(ich_score(2, 50.0, &NO), Err(BaselineError::BadGcs(2)));
+        assert_eq!(
+            ich_score(2, 50.0, &NO),
+            Err(hn_data::ich::IchScoreError::BadGcs(2))
+        );
         assert!(ich_score(15, f64::NAN, &NO).is_err());
     }
 

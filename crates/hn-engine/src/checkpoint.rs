@@ -19,7 +19,7 @@
 
 use std::path::{Path, PathBuf};
 
-use hn_data::cache::PreprocessConfig;
+use hn_data::preprocess::PreprocessConfig;
 use hn_model::burn::prelude::Device;
 use hn_model::{HemorrhageNet, Temperatures};
 use serde::{Deserialize, Serialize};

@@ -198,13 +198,13 @@ pub fn from_index(
     let mut failed = Vec::new();
     let n = index.studies.len();
     for (i, rec) in index.studies.iter().enumerate() {
-        let build = || -> Result<hn_data::cache::CachedStudy, String> {
+        let build = || -> Result<hn_data::preprocess::CachedStudy, String> {
             let decoded = read_study(rec, &nifti).map_err(|e| e.to_string())?;
             let slice_labels = rec
                 .slice_labels
                 .as_ref()
                 .map(|v| v.iter().map(|s| s.labels).collect::<Vec<_>>());
-            hn_data::cache::preprocess(decoded.volume, rec.labels, slice_labels, pre)
+            hn_data::preprocess::preprocess(decoded.volume, rec.labels, slice_labels, pre)
                 .map(|c| c.quantized(pre.dtype))
                 .map_err(|e| e.to_string())
         };

@@ -147,15 +147,18 @@ pub fn model_ich_facts(
     }
 }
 
-/// Evaluate `model` on `opts.split` of `data`. `volume_ml(sample, slice_gate)` estimates the
-/// hematoma volume from the image for the model-estimated ICH score, on the slices
-/// [`crate::infer::volume_gate`] opens.
+/// Evaluate `model` on `opts.split` of `data`. Without a trained facts read-out, the
+/// model-estimated ICH score takes the crude image volume ([`crate::infer::estimate_volume_ml`]
+/// with the card's windows) on the slices [`crate::infer::volume_gate`] opens, as `predict`
+/// reports it.
 pub fn evaluate(
     model: &LoadedModel,
     data: &Dataset,
     opts: &EvalOptions,
-    volume_ml: &dyn Fn(&StudySample, &[f64]) -> f64,
 ) -> Result<Evaluation, EvalError> {
+    let windows = &model.card.preprocess.windows;
+    let volume_ml =
+        |s: &StudySample, gate: &[f64]| crate::infer::estimate_volume_ml(s, gate, windows);
     // Evaluate where the model was loaded (`load_model(dir, device)`): the CPU by default, a
     // GPU when the face asked for one.
     let device = model.device();

@@ -5,6 +5,7 @@
 
 pub mod atomic;
 pub mod augment;
+pub mod bars;
 pub mod baselines;
 pub mod checkpoint;
 pub mod dataset;

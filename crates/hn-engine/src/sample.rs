@@ -14,7 +14,7 @@ use hn_model::{HematomaFacts, MODALITY_CT, ModelInput, TargetRow};
 use serde::{Deserialize, Serialize};
 
 /// The default CT windows `(center, width)` in HU: brain, subdural, bone. One channel each.
-pub const DEFAULT_WINDOWS: [(f32, f32); 3] = [(40.0, 80.0), (80.0, 200.0), (600.0, 2800.0)];
+pub use hn_imaging::transforms::DEFAULT_WINDOWS;
 
 /// The preprocessing the engine uses for a model grid of `[slices, size, size]`.
 pub fn default_preprocess(slices: usize, size: usize) -> PreprocessConfig {
@@ -109,7 +109,7 @@ impl StudySample {
         study: &SyntheticStudy,
         cfg: &PreprocessConfig,
     ) -> Result<Self, hn_imaging::transforms::TransformError> {
-        let cached = hn_data::cache::preprocess(
+        let cached = hn_data::preprocess::preprocess(
             study.volume.clone(),
             Some(study.labels),
             Some(study.slice_labels.clone()),
@@ -126,13 +126,16 @@ impl StudySample {
             ivh_ml: study.facts.volume_ml[4],
             infratentorial: study.facts.infratentorial,
             ich_score: if study.labels.any {
-                hn_data::synth::ich_score(
+                hn_data::ich::ich_score(
                     t.gcs.unwrap_or(15),
-                    study.facts.parenchymal_ml,
-                    study.facts.ivh,
-                    study.facts.infratentorial,
                     f64::from(t.age.unwrap_or(65.0)),
+                    &hn_data::ich::IchImageFacts {
+                        volume_ml: study.facts.parenchymal_ml,
+                        ivh: study.facts.ivh,
+                        infratentorial: study.facts.infratentorial,
+                    },
                 )
+                .expect("synthetic truth: GCS in 3..=15, age and volume >= 0")
             } else {
                 0
             },

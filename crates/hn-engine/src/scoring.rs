@@ -4,7 +4,10 @@
 //! through [`score_variants`], so a study gets the same numbers from each.
 
 use hn_model::burn::prelude::*;
-use hn_model::{EncodedBatch, HemorrhageNet, McDropout, ModelInput, ModelOutput};
+use hn_model::{
+    EncodedBatch, HemorrhageNet, McDropout, ModelInput, ModelOutput, N_LABELS, N_MRS_CLASSES,
+    N_MRS_THRESHOLDS, N_SUBTYPES, POOR_OUTCOME_THRESHOLD,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::TemperatureSet;
@@ -23,8 +26,7 @@ pub enum TestTimeAugmentation {
     None,
     /// Average the logits of the study and of its left–right mirror image. The head is
     /// nearly symmetric and training already flips it, so the mirror is a second look at the
-    /// same anatomy: on the demo's test split it raised the detection AUCs on average
-    /// (subarachnoid +0.004 to +0.006 over two seeds; docs/RESULTS.md) for one more CNN pass.
+    /// same anatomy for one more CNN pass (its measured gain: docs/RESULTS.md).
     Flip,
 }
 
@@ -118,7 +120,7 @@ pub struct McPass {
     pub any_logit: f64,
     pub mortality_logit: f64,
     /// Logits of P(mRS ≥ k), k = 1..6.
-    pub mrs_logits: [f64; 6],
+    pub mrs_logits: [f64; N_MRS_THRESHOLDS],
 }
 
 /// Raw outputs for one study (logits before temperature scaling).
@@ -126,14 +128,14 @@ pub struct McPass {
 pub struct StudyScores {
     pub any_logit: f64,
     /// Logits of P(subtype | bleed).
-    pub subtype_cond_logits: [f64; 5],
+    pub subtype_cond_logits: [f64; N_SUBTYPES],
     pub mortality_logit: f64,
     /// Logits of P(mRS ≥ k), k = 1..6.
-    pub mrs_logits: [f64; 6],
+    pub mrs_logits: [f64; N_MRS_THRESHOLDS],
     /// Per-slice P(any).
     pub slice_any: Vec<f64>,
     /// Per-slice `[P(any), P(subtype) ×5]` (joint, as the hierarchy reports them).
-    pub slice_probs: Vec<[f64; 6]>,
+    pub slice_probs: Vec<[f64; N_LABELS]>,
     /// MC-dropout passes (empty when not requested), from the unaugmented encoding.
     pub mc: Vec<McPass>,
     /// Clinical feature gates (per-patient feature weights).
@@ -152,33 +154,37 @@ pub struct StudyScores {
 pub struct CalibratedProbabilities {
     pub any: f64,
     /// P(subtype) = P(any)·P(subtype | bleed).
-    pub subtypes: [f64; 5],
-    pub given_bleed: [f64; 5],
+    pub subtypes: [f64; N_SUBTYPES],
+    pub given_bleed: [f64; N_SUBTYPES],
     pub mortality_30d: f64,
     /// P(mRS ≥ k), k = 1..=6.
-    pub mrs_at_least: [f64; 6],
+    pub mrs_at_least: [f64; N_MRS_THRESHOLDS],
     /// P(mRS = 0..6).
-    pub mrs: [f64; 7],
+    pub mrs: [f64; N_MRS_CLASSES],
 }
 
 impl CalibratedProbabilities {
     /// P(mRS ≥ 4): poor 90-day outcome.
     pub fn poor_outcome_90d(&self) -> f64 {
-        self.mrs_at_least[3]
+        self.mrs_at_least[POOR_OUTCOME_THRESHOLD]
     }
 }
 
 /// P(mRS = 0..6) from the cumulative P(mRS ≥ k), k = 1..6 (as the network's own
 /// `ModelOutput::probabilities` computes it).
-fn mrs_distribution(at_least: &[f64; 6]) -> [f64; 7] {
+fn mrs_distribution(at_least: &[f64; N_MRS_THRESHOLDS]) -> [f64; N_MRS_CLASSES] {
     std::array::from_fn(|k| {
         let upper = if k == 0 { 1.0 } else { at_least[k - 1] };
-        let lower = if k == 6 { 0.0 } else { at_least[k] };
+        let lower = if k == N_MRS_THRESHOLDS {
+            0.0
+        } else {
+            at_least[k]
+        };
         upper - lower
     })
 }
 
-fn mrs_at_least(logits: &[f64; 6], t: &TemperatureSet) -> [f64; 6] {
+fn mrs_at_least(logits: &[f64; N_MRS_THRESHOLDS], t: &TemperatureSet) -> [f64; N_MRS_THRESHOLDS] {
     let c = t.mrs_calibration();
     std::array::from_fn(|k| sigmoid(c.logit(logits[k])))
 }
@@ -294,12 +300,12 @@ fn study_scores(
     let mut out = Vec::with_capacity(b);
     let s = refs[0].shape[0];
     let any = host(o.any_logit.clone());
-    let sub = host(o.subtype_cond_logits.clone().reshape([b * 5]));
+    let sub = host(o.subtype_cond_logits.clone().reshape([b * N_SUBTYPES]));
     let mort = host(o.mortality_logit.clone());
-    let mrs = host(o.mrs_logits.clone().reshape([b * 6]));
+    let mrs = host(o.mrs_logits.clone().reshape([b * N_MRS_THRESHOLDS]));
     let facts = host(o.facts.clone().reshape([b * hn_model::N_FACTS]));
-    let slice_all = host(o.probabilities().slices.reshape([b * s * 6]));
-    let slice_any: Vec<f64> = (0..b * s).map(|r| slice_all[r * 6]).collect();
+    let slice_all = host(o.probabilities().slices.reshape([b * s * N_LABELS]));
+    let slice_any: Vec<f64> = (0..b * s).map(|r| slice_all[r * N_LABELS]).collect();
     let f = o.feature_gates.dims()[1];
     let gates = host(o.feature_gates.clone().reshape([b * f]));
     let [_, hs, hh, hw] = o.heatmap.dims();
@@ -318,22 +324,20 @@ fn study_scores(
             let p = net.decode_stochastic(encoded.clone(), &sampler);
             let pa = host(p.any_logit);
             let pm = host(p.mortality_logit);
-            let pr = host(p.mrs_logits.reshape([b * 6]));
+            let pr = host(p.mrs_logits.reshape([b * N_MRS_THRESHOLDS]));
             for (k, passes) in mc.iter_mut().enumerate() {
                 passes.push(McPass {
                     any_logit: pa[k],
                     mortality_logit: pm[k],
-                    mrs_logits: std::array::from_fn(|j| pr[k * 6 + j]),
+                    mrs_logits: std::array::from_fn(|j| pr[k * N_MRS_THRESHOLDS + j]),
                 });
             }
         }
     }
     let n_heat = hs * hh * hw;
     for k in 0..b {
-        let mut sc = [0.0; 5];
-        sc.copy_from_slice(&sub[k * 5..k * 5 + 5]);
-        let mut ml = [0.0; 6];
-        ml.copy_from_slice(&mrs[k * 6..k * 6 + 6]);
+        let sc = std::array::from_fn(|j| sub[k * N_SUBTYPES + j]);
+        let ml = std::array::from_fn(|j| mrs[k * N_MRS_THRESHOLDS + j]);
         out.push(StudyScores {
             any_logit: any[k],
             subtype_cond_logits: sc,
@@ -341,11 +345,7 @@ fn study_scores(
             mrs_logits: ml,
             slice_any: slice_any[k * s..(k + 1) * s].to_vec(),
             slice_probs: (0..s)
-                .map(|q| {
-                    let mut r = [0.0; 6];
-                    r.copy_from_slice(&slice_all[(k * s + q) * 6..(k * s + q) * 6 + 6]);
-                    r
-                })
+                .map(|q| std::array::from_fn(|j| slice_all[(k * s + q) * N_LABELS + j]))
                 .collect(),
             mc: std::mem::take(&mut mc[k]),
             feature_gates: gates[k * f..(k + 1) * f].to_vec(),
@@ -375,9 +375,9 @@ impl StudyScores {
     }
 
     /// Calibrated P(subtype) = P(any)·P(subtype | bleed).
-    pub fn p_subtypes(&self, t_any: f64, t_sub: f64) -> [f64; 5] {
+    pub fn p_subtypes(&self, t_any: f64, t_sub: f64) -> [f64; N_SUBTYPES] {
         let pa = self.p_any(t_any);
-        let mut p = [0.0; 5];
+        let mut p = [0.0; N_SUBTYPES];
         for (j, v) in p.iter_mut().enumerate() {
             *v = pa * sigmoid(self.subtype_cond_logits[j] / t_sub);
         }
@@ -385,8 +385,8 @@ impl StudyScores {
     }
 
     /// `[any, 5 subtypes]` calibrated.
-    pub fn detection_row(&self, t_any: f64, t_sub: f64) -> [f64; 6] {
-        let mut r = [0.0; 6];
+    pub fn detection_row(&self, t_any: f64, t_sub: f64) -> [f64; N_LABELS] {
+        let mut r = [0.0; N_LABELS];
         r[0] = self.p_any(t_any);
         r[1..].copy_from_slice(&self.p_subtypes(t_any, t_sub));
         r
@@ -396,7 +396,7 @@ impl StudyScores {
     /// and the prognosis heads' Platt biases).
     pub fn calibrated(&self, t: &TemperatureSet) -> CalibratedProbabilities {
         let any = self.p_any(t.any);
-        let given: [f64; 5] =
+        let given: [f64; N_SUBTYPES] =
             std::array::from_fn(|j| sigmoid(self.subtype_cond_logits[j] / t.subtypes));
         let at_least = mrs_at_least(&self.mrs_logits, t);
         CalibratedProbabilities {
@@ -414,29 +414,30 @@ impl StudyScores {
     /// the deterministic probabilities (mutual information 0).
     pub fn uncertainty(&self, t: &TemperatureSet) -> StudyUncertainty {
         let det = self.calibrated(t);
-        let (any, mort, mrs): (Vec<f64>, Vec<f64>, Vec<[f64; 7]>) = if self.mc.is_empty() {
-            (vec![det.any], vec![det.mortality_30d], vec![det.mrs])
-        } else {
-            let m = t.mortality_calibration();
-            self.mc
-                .iter()
-                .map(|p| {
-                    (
-                        sigmoid(p.any_logit / t.any),
-                        sigmoid(m.logit(p.mortality_logit)),
-                        mrs_distribution(&mrs_at_least(&p.mrs_logits, t)),
+        let (any, mort, mrs): (Vec<f64>, Vec<f64>, Vec<[f64; N_MRS_CLASSES]>) =
+            if self.mc.is_empty() {
+                (vec![det.any], vec![det.mortality_30d], vec![det.mrs])
+            } else {
+                let m = t.mortality_calibration();
+                self.mc
+                    .iter()
+                    .map(|p| {
+                        (
+                            sigmoid(p.any_logit / t.any),
+                            sigmoid(m.logit(p.mortality_logit)),
+                            mrs_distribution(&mrs_at_least(&p.mrs_logits, t)),
+                        )
+                    })
+                    .fold(
+                        (vec![], vec![], vec![]),
+                        |(mut a, mut b, mut c), (x, y, z)| {
+                            a.push(x);
+                            b.push(y);
+                            c.push(z);
+                            (a, b, c)
+                        },
                     )
-                })
-                .fold(
-                    (vec![], vec![], vec![]),
-                    |(mut a, mut b, mut c), (x, y, z)| {
-                        a.push(x);
-                        b.push(y);
-                        c.push(z);
-                        (a, b, c)
-                    },
-                )
-        };
+            };
         StudyUncertainty {
             passes: self.mc.len(),
             any: binary_uncertainty(&any),
@@ -480,10 +481,10 @@ impl StudyScores {
     }
 
     /// Max over slices of the per-slice `[any, subtypes]` probabilities.
-    pub fn slice_max(&self) -> [f64; 6] {
-        let mut m = [0.0f64; 6];
+    pub fn slice_max(&self) -> [f64; N_LABELS] {
+        let mut m = [0.0f64; N_LABELS];
         for r in &self.slice_probs {
-            for j in 0..6 {
+            for j in 0..N_LABELS {
                 m[j] = m[j].max(r[j]);
             }
         }

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use hn_model::N_MRS_CLASSES;
+
 use crate::metrics::binary_entropy;
 
 /// Which uncertainty of P(hemorrhage) drives referral (`Calibration::uncertainty`).
@@ -88,7 +90,7 @@ pub fn binary_uncertainty(ps: &[f64]) -> HeadUncertainty {
     }
 }
 
-fn categorical_entropy(p: &[f64; 7]) -> f64 {
+fn categorical_entropy(p: &[f64; N_MRS_CLASSES]) -> f64 {
     -p.iter()
         .map(|q| {
             let q = q.clamp(1e-7, 1.0);
@@ -98,8 +100,9 @@ fn categorical_entropy(p: &[f64; 7]) -> f64 {
 }
 
 /// Uncertainty of the 7-class mRS head from its per-pass distributions.
-pub fn categorical_uncertainty(ps: &[[f64; 7]]) -> HeadUncertainty {
-    let mean_dist = |p: &[[f64; 7]]| std::array::from_fn(|k| mean(p.iter().map(|q| q[k])));
+pub fn categorical_uncertainty(ps: &[[f64; N_MRS_CLASSES]]) -> HeadUncertainty {
+    let mean_dist =
+        |p: &[[f64; N_MRS_CLASSES]]| std::array::from_fn(|k| mean(p.iter().map(|q| q[k])));
     let (_, h, mi) = decompose(ps, mean_dist, categorical_entropy);
     HeadUncertainty {
         predictive_entropy: h,

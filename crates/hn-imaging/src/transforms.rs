@@ -60,6 +60,15 @@ impl Transform for Compose {
 // ---------------------------------------------------------------------------------------------
 // HU windows
 
+/// Brain window `(center, width)` in HU.
+pub const BRAIN_WINDOW: (f32, f32) = (40.0, 80.0);
+/// Subdural window `(center, width)` in HU.
+pub const SUBDURAL_WINDOW: (f32, f32) = (80.0, 200.0);
+/// Bone window `(center, width)` in HU.
+pub const BONE_WINDOW: (f32, f32) = (600.0, 2800.0);
+/// The three hemorrhage windows stacked as input channels: brain, subdural, bone.
+pub const DEFAULT_WINDOWS: [(f32, f32); 3] = [BRAIN_WINDOW, SUBDURAL_WINDOW, BONE_WINDOW];
+
 /// A display window (level/width) mapping HU to [0, 1].
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Window {
@@ -76,17 +85,17 @@ impl Window {
             width,
         }
     }
-    /// Brain window 40/80.
+    /// [`BRAIN_WINDOW`].
     pub fn brain() -> Self {
-        Window::new("brain", 40.0, 80.0)
+        Window::new("brain", BRAIN_WINDOW.0, BRAIN_WINDOW.1)
     }
-    /// Subdural window 80/200.
+    /// [`SUBDURAL_WINDOW`].
     pub fn subdural() -> Self {
-        Window::new("subdural", 80.0, 200.0)
+        Window::new("subdural", SUBDURAL_WINDOW.0, SUBDURAL_WINDOW.1)
     }
-    /// Bone window 600/2800.
+    /// [`BONE_WINDOW`].
     pub fn bone() -> Self {
-        Window::new("bone", 600.0, 2800.0)
+        Window::new("bone", BONE_WINDOW.0, BONE_WINDOW.1)
     }
     /// The three default hemorrhage windows: brain, subdural, bone.
     pub fn defaults() -> Vec<Window> {
@@ -314,7 +323,7 @@ fn axis_weights(n_in: usize, n_out: usize) -> Vec<Vec<(usize, f32)>> {
 /// hand-written because the image crates resize 2-D pictures, not 3-D volumes with
 /// anisotropic voxels. The passes run z, then y, then x: the first two are contiguous
 /// `dst += c · src` sweeps the compiler vectorises, and the per-element gather along x runs
-/// last, on the smallest array (2.2× faster than x first for a 512² × 192 → 128² × 24 shrink).
+/// last, on the smallest array (the pass order's measured gain: docs/BENCHMARKS.md).
 fn area_resample(vol: &Volume, target: [usize; 3]) -> Vec<f32> {
     use rayon::prelude::*;
     fn axpy(dst: &mut [f32], src: &[f32], c: f32) {

@@ -10,8 +10,14 @@ use crate::util::{McDropout, drop};
 /// Subtypes, in `hn-data`'s `SUBTYPES` order (epidural, subdural, subarachnoid,
 /// intraparenchymal, intraventricular).
 pub const N_SUBTYPES: usize = 5;
+/// Detection labels: `any`, then the subtypes.
+pub const N_LABELS: usize = 1 + N_SUBTYPES;
 /// mRS thresholds: `P(mRS ≥ k)` for `k = 1..=6`.
 pub const N_MRS_THRESHOLDS: usize = 6;
+/// mRS classes 0..=6.
+pub const N_MRS_CLASSES: usize = N_MRS_THRESHOLDS + 1;
+/// Index among the thresholds of `P(mRS ≥ 4)`, the poor 90-day outcome.
+pub const POOR_OUTCOME_THRESHOLD: usize = 3;
 /// Hematoma facts predicted beside prognosis: `ln(1 + hematoma mL)` (outside the
 /// ventricles: the ICH score's volume) and `ln(1 + intraventricular mL)`, both divided by
 /// `ln(101)` ([`crate::loss::FACTS_LOG_SCALE`]), and the logit of an infratentorial bleed.

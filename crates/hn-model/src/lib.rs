@@ -27,7 +27,9 @@ mod util;
 
 pub use burn;
 pub use graph::{NEIGHBOURS, RegionGraph};
-pub use heads::{N_FACTS, N_MRS_THRESHOLDS, N_SUBTYPES};
+pub use heads::{
+    N_FACTS, N_LABELS, N_MRS_CLASSES, N_MRS_THRESHOLDS, N_SUBTYPES, POOR_OUTCOME_THRESHOLD,
+};
 pub use loss::{
     FACTS_LOG_SCALE, HematomaFacts, LossBreakdown, ModelTargets, MultiTaskLoss,
     MultiTaskLossConfig, TASKS, TargetRow, rsna_weighted_log_loss,

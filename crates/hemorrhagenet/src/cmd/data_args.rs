@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use hn_data::cache::PreprocessConfig;
 use hn_data::layouts::DatasetKind;
+use hn_data::preprocess::PreprocessConfig;
 use hn_engine::dataset::{DataSource, Dataset, LoadProgress, SplitConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 

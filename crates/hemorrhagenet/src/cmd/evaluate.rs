@@ -166,10 +166,7 @@ fn evaluate_only(
         split.name(),
         bootstrap
     );
-    let windows = model.card.preprocess.windows.clone();
-    Ok(evaluate(model, data, &opts, &|s, p| {
-        volume_estimate(s, p, &windows)
-    })?)
+    Ok(evaluate(model, data, &opts)?)
 }
 
 /// metrics.json, report.html and predictions.csv.
@@ -274,14 +271,4 @@ pub fn print_summary(ev: &Evaluation) {
                 .unwrap_or_else(|| "–".into())
         );
     }
-}
-
-/// Image-derived hematoma volume for the model-estimated ICH score: the crude estimate of
-/// [`hn_engine::infer::estimate_volume_ml`] on the model grid (`windows` = the card's).
-pub fn volume_estimate(
-    s: &hn_engine::sample::StudySample,
-    slice_any: &[f64],
-    windows: &[(f32, f32)],
-) -> f64 {
-    hn_engine::infer::estimate_volume_ml(s, slice_any, windows)
 }

@@ -43,7 +43,7 @@ pub struct PredictArgs {
     /// Clinical features listed in `feature_weights`.
     #[arg(long, default_value_t = hn_engine::infer::DEFAULT_TOP_FEATURES)]
     pub top_features: usize,
-    /// MC-dropout passes (default: the model card's, else 20; 0 = one deterministic pass).
+    /// MC-dropout passes (default: the model card's, else 10; 0 = one deterministic pass).
     #[arg(long)]
     pub mc_passes: Option<usize>,
     /// Batch mode: a study manifest CSV (docs/DATASETS.md).

@@ -14,6 +14,7 @@ use super::{
     CsvRow, CsvTable, DatasetKind, LayoutError, StudyIndex, StudyRecord, StudySource,
     looks_like_dicom, walk_files,
 };
+use crate::clinical::{GCS_RANGE, MRS_RANGE, NIHSS_RANGE, PREMORBID_MRS_RANGE};
 use crate::{CLINICAL_FEATURES, ClinicalRecord, Outcomes, SUBTYPES, StudyLabels};
 
 /// Non-clinical columns the manifest understands.
@@ -47,8 +48,8 @@ fn set_clinical(
     match name {
         "age" => rec.age = row.opt_f32(c)?,
         "sex_male" => rec.sex_male = row.opt_bool(c)?,
-        "gcs" => rec.gcs = row.opt_u8(c, 3, 15)?,
-        "nihss" => rec.nihss = row.opt_u8(c, 0, 42)?,
+        "gcs" => rec.gcs = row.opt_u8_in(c, GCS_RANGE)?,
+        "nihss" => rec.nihss = row.opt_u8_in(c, NIHSS_RANGE)?,
         "sbp" => rec.sbp = row.opt_f32(c)?,
         "dbp" => rec.dbp = row.opt_f32(c)?,
         "glucose" => rec.glucose = row.opt_f32(c)?,
@@ -58,7 +59,7 @@ fn set_clinical(
         "hypertension" => rec.hypertension = row.opt_bool(c)?,
         "diabetes" => rec.diabetes = row.opt_bool(c)?,
         "prior_stroke" => rec.prior_stroke = row.opt_bool(c)?,
-        "premorbid_mrs" => rec.premorbid_mrs = row.opt_u8(c, 0, 5)?,
+        "premorbid_mrs" => rec.premorbid_mrs = row.opt_u8_in(c, PREMORBID_MRS_RANGE)?,
         "onset_hours" => rec.onset_hours = row.opt_f32(c)?,
         "antiplatelet" => rec.antiplatelet = row.opt_bool(c)?,
         other => {
@@ -208,7 +209,10 @@ pub fn load(manifest: &Path) -> Result<StudyIndex, LayoutError> {
         }
         let outcomes = Outcomes {
             mortality_30d: mort_col.map(|c| row.opt_bool(c)).transpose()?.flatten(),
-            mrs_90d: mrs_col.map(|c| row.opt_u8(c, 0, 6)).transpose()?.flatten(),
+            mrs_90d: mrs_col
+                .map(|c| row.opt_u8_in(c, MRS_RANGE))
+                .transpose()?
+                .flatten(),
         };
         if let (Some(true), Some(m)) = (outcomes.mortality_30d, outcomes.mrs_90d)
             && m != 6

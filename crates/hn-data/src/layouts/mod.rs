@@ -422,6 +422,15 @@ impl CsvRow<'_> {
     }
 
     /// Optional integer in `lo..=hi`: blank/`NA` → None. Accepts `3.0`-style integers.
+    /// [`opt_u8`](Self::opt_u8) within `range`.
+    pub fn opt_u8_in(
+        &self,
+        col: usize,
+        range: std::ops::RangeInclusive<u8>,
+    ) -> Result<Option<u8>, LayoutError> {
+        self.opt_u8(col, *range.start(), *range.end())
+    }
+
     pub fn opt_u8(&self, col: usize, lo: u8, hi: u8) -> Result<Option<u8>, LayoutError> {
         let Some(v) = self.opt_f32(col)? else {
             return Ok(None);
@@ -434,7 +443,7 @@ impl CsvRow<'_> {
 }
 
 pub(crate) fn is_blank(s: &str) -> bool {
-    matches!(s.trim(), "" | "NA" | "N/A" | "na" | "nan" | "NaN" | "null")
+    crate::clinical::is_missing_token(s)
 }
 
 pub(crate) fn parse_bool(s: &str) -> Result<Option<bool>, String> {

@@ -484,7 +484,16 @@ pub fn sample_case(cfg: &SynthConfig, seed: u64, index: usize) -> Case {
         antiplatelet: Some(antiplatelet),
     };
     let ich_score = if is_bleed {
-        ich_score(gcs, parenchymal_ml, ivh, infratentorial, age.round())
+        crate::ich::ich_score(
+            gcs,
+            age.round(),
+            &crate::ich::IchImageFacts {
+                volume_ml: parenchymal_ml,
+                ivh,
+                infratentorial,
+            },
+        )
+        .expect("the generator draws GCS in 3..=15, age and volumes >= 0")
     } else {
         0
     };
@@ -620,21 +629,6 @@ fn surface_point(a: &Anatomy, d: [f64; 3]) -> [f64; 3] {
     let r = 1.0
         / ((d[0] / a.semi[0]).powi(2) + (d[1] / a.semi[1]).powi(2) + (d[2] / cz).powi(2)).sqrt();
     [d[0] * r, d[1] * r, d[2] * r]
-}
-
-/// Hemphill et al. 2001 ICH score.
-pub fn ich_score(gcs: u8, volume_ml: f64, ivh: bool, infratentorial: bool, age: f64) -> u8 {
-    let g = if gcs <= 4 {
-        2
-    } else if gcs <= 12 {
-        1
-    } else {
-        0
-    };
-    g + u8::from(volume_ml >= 30.0)
-        + u8::from(ivh)
-        + u8::from(infratentorial)
-        + u8::from(age >= 80.0)
 }
 
 /// Lesion volumes per subtype (mL) and the infratentorial part of non-IVH volume, on a

@@ -128,8 +128,8 @@ pub fn write_study_images(
             study_date: "20260101".into(),
             study_time: "120000".into(),
             manufacturer: "HemorrhageNet synthetic".into(),
-            window_center: 40.0,
-            window_width: 80.0,
+            window_center: f64::from(hn_imaging::transforms::BRAIN_WINDOW.0),
+            window_width: f64::from(hn_imaging::transforms::BRAIN_WINDOW.1),
             series_number: 1,
             skip_slices: study.geometry.missing_slice.into_iter().collect(),
         };

@@ -30,7 +30,7 @@ pub mod render;
 
 use std::path::PathBuf;
 
-pub use case::{ImageFacts, OracleProbabilities, ich_score, sample_case};
+pub use case::{ImageFacts, OracleProbabilities, sample_case};
 pub use config::SynthConfig;
 pub use io::{
     Cohort, CohortManifest, CohortStudy, OutputFormat, read_cohort, write_cohort,
@@ -245,9 +245,6 @@ pub struct CalibrationRow {
     pub target: f64,
 }
 
-/// Hemphill 2001 30-day mortality by ICH score 0..=5.
-pub const HEMPHILL_MORTALITY: [f64; 6] = [0.0, 0.13, 0.26, 0.72, 0.97, 1.0];
-
 /// Result of [`calibration_check`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct CalibrationReport {
@@ -259,37 +256,8 @@ pub struct CalibrationReport {
     pub auc_ich_score: f64,
 }
 
-/// Area under the ROC curve (Mann–Whitney, ties count half).
-pub fn auc(scores: &[f64], labels: &[bool]) -> f64 {
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    idx.sort_by(|a, b| scores[*a].total_cmp(&scores[*b]));
-    // Average ranks over ties.
-    let mut ranks = vec![0.0; scores.len()];
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && scores[idx[j + 1]] == scores[idx[i]] {
-            j += 1;
-        }
-        let r = (i + j) as f64 / 2.0 + 1.0;
-        for k in i..=j {
-            ranks[idx[k]] = r;
-        }
-        i = j + 1;
-    }
-    let npos = labels.iter().filter(|l| **l).count() as f64;
-    let nneg = labels.len() as f64 - npos;
-    if npos == 0.0 || nneg == 0.0 {
-        return f64::NAN;
-    }
-    let rsum: f64 = ranks
-        .iter()
-        .zip(labels)
-        .filter(|x| *x.1)
-        .map(|x| *x.0)
-        .sum();
-    (rsum - npos * (npos + 1.0) / 2.0) / (npos * nneg)
-}
+/// Area under the ROC curve ([`crate::stats::roc_auc_unchecked`]).
+pub use crate::stats::roc_auc_unchecked as auc;
 
 /// ICH-score calibration over the first `n` *bleeding* patients of cohort `seed` (no pixels
 /// rendered): observed 30-day mortality per ICH score against Hemphill 2001.
@@ -334,7 +302,7 @@ pub fn calibration_check(cfg: &SynthConfig, seed: u64, n: usize) -> CalibrationR
                 } else {
                     rows.iter().map(|c| c.2).sum::<f64>() / rows.len() as f64
                 },
-                target: HEMPHILL_MORTALITY[s as usize],
+                target: crate::ich::ich_score_mortality(s),
             }
         })
         .collect();

@@ -41,6 +41,7 @@ pub fn write_montage(
         }
     }
     let n = cfg.size;
+    let brain = hn_imaging::transforms::Window::brain();
     let rows_per = if with_masks { 2 } else { 1 };
     let (tw, th) = (3 * n, 2 * rows_per * n);
     let mut img = vec![0u8; tw * th];
@@ -66,7 +67,7 @@ pub fn write_montage(
         let (cx, cy) = (slot % 3, slot / 3);
         for j in 0..n {
             for i2 in 0..n {
-                let v = ((sl[j * n + i2] - 0.0) / 80.0).clamp(0.0, 1.0);
+                let v = brain.apply(sl[j * n + i2]);
                 let g = (v * 255.0).round() as u8;
                 let oy = cy * rows_per * n;
                 img[(oy + j) * tw + cx * n + i2] = g;

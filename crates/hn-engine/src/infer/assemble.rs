@@ -37,8 +37,9 @@ pub fn temperatures(card: &ModelCard) -> TemperatureSet {
 }
 
 /// Operating thresholds `[any, 5 subtypes]` (0.5 when uncalibrated).
-fn thresholds(cal: Option<&Calibration>) -> [f64; 6] {
-    cal.map(|c| c.thresholds).unwrap_or([0.5; 6])
+fn thresholds(cal: Option<&Calibration>) -> [f64; hn_model::N_LABELS] {
+    cal.map(|c| c.thresholds)
+        .unwrap_or([0.5; hn_model::N_LABELS])
 }
 
 /// Every calibrated probability, named as in the report.

@@ -25,10 +25,7 @@ fn known_names() -> String {
 }
 
 fn is_missing(s: &str) -> bool {
-    matches!(
-        s.trim().to_ascii_lowercase().as_str(),
-        "" | "na" | "n/a" | "nan" | "null"
-    )
+    hn_data::clinical::is_missing_token(s)
 }
 
 /// Read a clinical record from `path` (`.json` or `.csv`). Unknown feature names, malformed
@@ -130,21 +127,7 @@ fn csv_row(path: &Path, text: &str) -> Result<Map<String, Value>, InferError> {
 }
 
 fn validate(r: &ClinicalRecord) -> Result<(), String> {
-    let range = |name: &str, v: Option<u8>, lo: u8, hi: u8| match v {
-        Some(x) if x < lo || x > hi => Err(format!("{name} {x} is outside {lo}..={hi}")),
-        _ => Ok(()),
-    };
-    range("gcs", r.gcs, 3, 15)?;
-    range("nihss", r.nihss, 0, 42)?;
-    range("premorbid_mrs", r.premorbid_mrs, 0, 5)?;
-    for (v, f) in r.values().iter().zip(CLINICAL_FEATURES.iter()) {
-        if let Some(x) = v
-            && !x.is_finite()
-        {
-            return Err(format!("{} is not finite", f.name));
-        }
-    }
-    Ok(())
+    r.validate()
 }
 
 #[cfg(test)]

@@ -129,9 +129,6 @@ pub struct Predictor {
     pub options: PredictOptions,
 }
 
-const AIR_HU: f32 = -200.0;
-const BONE_HU: f32 = 200.0;
-
 impl Predictor {
     /// Load a model folder (or its `model.bpk` / `card.json`) onto the CPU (`flex`) device.
     pub fn load(model_path: &Path) -> Result<Self, InferError> {
@@ -187,43 +184,11 @@ impl Predictor {
             study: key.to_string(),
             reason,
         };
-        let [nx, ny, nz] = volume.dims;
-        if nx < 16 || ny < 16 {
-            return Err(unusable(format!(
-                "slices are {nx}×{ny} pixels; at least 16×16 are needed"
-            )));
-        }
-        if nz < 2 {
-            return Err(unusable(format!(
-                "{nz} slice(s); a head CT volume of at least 2 axial slices is needed"
-            )));
-        }
-        if volume.modality == Modality::Mr {
-            return Err(unusable(
-                "MR study: this model reads CT in Hounsfield units (its windows are HU)".into(),
-            ));
-        }
-        if let Modality::Other(code) = &volume.modality
-            && code != "NIfTI"
-        {
-            return Err(unusable(format!(
-                "modality {code}: this model reads CT in Hounsfield units"
-            )));
-        }
-        if let Some(i) = volume.data.iter().position(|v| !v.is_finite()) {
-            return Err(unusable(format!("voxel {i} is not a finite number")));
-        }
-        let (lo, hi) = volume.min_max().unwrap_or((0.0, 0.0));
-        if lo > AIR_HU || hi < BONE_HU {
-            return Err(unusable(format!(
-                "values span {lo:.0}..{hi:.0}; a head CT in Hounsfield units has air \
-                 (< {AIR_HU}) and bone (> {BONE_HU}) — is this CT, and is the rescale applied?"
-            )));
-        }
+        hn_data::preprocess::check_head_ct(&volume).map_err(unusable)?;
         let cfg = &self.card.preprocess;
         // At the precision a cached layout gives the model (`CacheDtype::quantize`), so a
         // study scored here and the same study scored by `evaluate` agree.
-        let cached = hn_data::cache::preprocess(volume, None, None, cfg)
+        let cached = hn_data::preprocess::preprocess(volume, None, None, cfg)
             .map_err(|source| InferError::Transform {
                 study: key.to_string(),
                 source,

@@ -145,7 +145,7 @@ pub struct PrognosisLevel {
     /// P(mRS ≥ 4 at 90 days).
     pub p_poor_outcome_90d: Option<f64>,
     /// P(mRS = 0..6 at 90 days).
-    pub mrs_distribution: Option<[f64; 7]>,
+    pub mrs_distribution: Option<[f64; hn_model::N_MRS_CLASSES]>,
 }
 
 /// Every calibrated probability (deterministic forward with the card's temperatures), whatever
@@ -159,8 +159,8 @@ pub struct Probabilities {
     pub mortality_30d: f64,
     pub poor_outcome_90d: f64,
     /// P(mRS ≥ k), k = 1..=6.
-    pub mrs_at_least: [f64; 6],
-    pub mrs: [f64; 7],
+    pub mrs_at_least: [f64; hn_model::N_MRS_THRESHOLDS],
+    pub mrs: [f64; hn_model::N_MRS_CLASSES],
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -12,26 +12,7 @@ pub fn roc_auc(scores: &[f64], labels: &[bool]) -> Result<f64> {
     if n1 == 0 || n0 == 0 {
         return Err(MetricsError::SingleClass("roc_auc"));
     }
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    idx.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
-    // Average 1-based ranks over tie groups; sum ranks of positives.
-    let mut rank_sum_pos = 0.0;
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && scores[idx[j + 1]] == scores[idx[i]] {
-            j += 1;
-        }
-        let avg_rank = (i + j) as f64 / 2.0 + 1.0;
-        for &k in &idx[i..=j] {
-            if labels[k] {
-                rank_sum_pos += avg_rank;
-            }
-        }
-        i = j + 1;
-    }
-    let (n1f, n0f) = (n1 as f64, n0 as f64);
-    Ok((rank_sum_pos - n1f * (n1f + 1.0) / 2.0) / (n1f * n0f))
+    Ok(hn_data::stats::roc_auc_unchecked(scores, labels))
 }
 
 /// A point estimate with a percentile bootstrap confidence interval.

@@ -43,10 +43,15 @@ not patients. Research software, not a medical device.</div>";
     }
     let _ = write!(
         h,
-        "<h1>HemorrhageNet evaluation</h1><p>Dataset <b>{}</b>, split <b>{}</b>, {} studies; \
+        "<h1>HemorrhageNet evaluation</h1><p>Dataset <b>{}</b>, split <b>{}</b> ({}), {} studies; \
 95 % CIs from {} bootstrap resamples (seed {}); test-time augmentation: <b>{}</b>.</p>",
         esc(&r.dataset.name),
         esc(&r.dataset.split),
+        if r.dataset.training_distribution {
+            "the model's training data: this split was held out from training"
+        } else {
+            "<b>external</b> to the model's training data"
+        },
         r.dataset.n_studies,
         r.dataset.bootstrap_resamples,
         r.dataset.bootstrap_seed,
@@ -55,6 +60,39 @@ not patients. Research software, not a medical device.</div>";
             TestTimeAugmentation::Flip => "flip (mean with the left–right mirror image)",
         }
     );
+    if let Some(rc) = &r.recalibration {
+        let _ = write!(
+            h,
+            "<h2>Recalibration</h2><p>Calibration refitted on the {} {} studies of this data; \
+the {} reported studies under the card's calibration (before) and the refitted one (after, \
+used everywhere else in this report).</p><table><tr><th></th><th>ECE before</th>\
+<th>ECE after</th><th>Brier before</th><th>Brier after</th></tr>",
+            rc.n_fitted,
+            esc(&rc.fitted_on),
+            rc.n_reported
+        );
+        let f = |v: Option<f64>| v.map(f3).unwrap_or_else(|| "–".into());
+        for (j, task) in ["any", "mortality_30d", "poor_outcome_90d"]
+            .iter()
+            .enumerate()
+        {
+            let _ = write!(
+                h,
+                "<tr><td>{task}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                f(rc.before.ece[j]),
+                f(rc.after.ece[j]),
+                f(rc.before.brier[j]),
+                f(rc.after.brier[j])
+            );
+        }
+        let _ = write!(
+            h,
+            "<tr><td>referral rate (target {})</td><td colspan=\"2\">{} → {}</td><td colspan=\"2\"></td></tr></table>",
+            f3(rc.after.target_referral_rate),
+            f3(rc.before.referral_rate),
+            f3(rc.after.referral_rate)
+        );
+    }
     h += "<h2>Detection</h2><table><tr><th>label</th><th>n</th><th>pos</th><th>AUC (95 % CI)</th>\
 <th>PR AUC</th><th>thr</th><th>sens</th><th>spec</th><th>F1</th><th>Youden thr</th><th>sens</th><th>spec</th></tr>";
     for l in &r.detection {
