@@ -300,7 +300,10 @@ fn recalibration_reports_before_and_after_and_predict_agrees() {
     // The refitted calibration is a different one (the card's was made up for another site).
     assert_ne!(rc["before"]["ece"], rc["after"]["ece"]);
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert!(html.contains("<h2>Recalibration</h2>"), "report.html shows before/after");
+    assert!(
+        html.contains("<h2>Recalibration</h2>"),
+        "report.html shows before/after"
+    );
     // The recalibrated model is written, and predict with it gives predictions.csv's numbers.
     let card: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("model/card.json")).unwrap())

@@ -341,6 +341,28 @@ mod tests {
         }
     }
 
+    /// A study quantised in memory (`CachedStudy::quantized`, what `predict` and uncached
+    /// layouts do) holds exactly the values a stored entry gives back, for every dtype.
+    #[test]
+    fn quantized_in_memory_equals_a_stored_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        for dtype in [
+            CacheDtype::F32,
+            CacheDtype::F16,
+            CacheDtype::U8 { lo: 0.0, hi: 1.0 },
+        ] {
+            let c = Cache::new(dir.path(), config(dtype)).unwrap();
+            let (stored, _) = c
+                .get_or_build::<E>(&format!("q-{dtype:?}"), || Ok(study()))
+                .unwrap();
+            let q = study().quantized(dtype);
+            assert_eq!(q.data, stored.data, "{dtype:?}");
+            if dtype != CacheDtype::F32 {
+                assert_ne!(q.data, study().data, "{dtype:?} changed nothing");
+            }
+        }
+    }
+
     #[test]
     fn roundtrip_each_dtype() {
         let dir = tempfile::tempdir().unwrap();

@@ -26,7 +26,7 @@ use crate::report::{
 };
 use crate::sample::{InputMask, StudySample};
 use crate::scoring::{
-    DEFAULT_MC_PASSES, ScoreVariant, StudyScores, TestTimeAugmentation, pick, score, score_variants,
+    ScoreVariant, StudyScores, TestTimeAugmentation, pick, score, score_variants,
 };
 
 /// Which studies of a dataset to report on.
@@ -117,6 +117,16 @@ pub struct Evaluation {
     pub calibration: Calibration,
     /// One row per evaluated study, as `predict` reports it (`predictions.csv`).
     pub predictions: Vec<PredictionRow>,
+    /// The raw scores behind `predictions`, same order.
+    pub scores: Vec<StudyScores>,
+}
+
+/// The card checked against the network ([`crate::checkpoint::ModelCard::validate`]).
+fn check_card(model: &LoadedModel) -> Result<(), EvalError> {
+    model
+        .card
+        .validate(model.net.config())
+        .map_err(|e| EvalError::Invalid(format!("{}: {e}", model.dir.join("card.json").display())))
 }
 
 /// Hematoma facts estimated by the model for the ICH score, all gated by the bleed decision:
@@ -161,6 +171,7 @@ pub fn evaluate(
         |s: &StudySample, gate: &[f64]| crate::infer::estimate_volume_ml(s, gate, windows);
     // Evaluate where the model was loaded (`load_model(dir, device)`): the CPU by default, a
     // GPU when the face asked for one.
+    check_card(model)?;
     let device = model.device();
     let net = &model.net;
     let external = opts.split == EvalSplit::All;
@@ -185,14 +196,8 @@ pub fn evaluate(
                 .into(),
         ));
     }
-    let mc = opts
-        .mc_passes
-        .or(model.card.calibration.as_ref().map(|c| c.mc_passes))
-        .unwrap_or(DEFAULT_MC_PASSES);
-    let tta = opts
-        .tta
-        .or(model.card.calibration.as_ref().map(|c| c.tta))
-        .unwrap_or_default();
+    let (mc, tta) =
+        crate::scoring::scoring_settings(model.card.calibration.as_ref(), opts.mc_passes, opts.tta);
     let full = InputMask::default();
     let val = score(
         net,
@@ -558,6 +563,7 @@ pub fn evaluate(
         plots,
         calibration,
         predictions,
+        scores: test,
     })
 }
 
@@ -574,19 +580,66 @@ pub fn recalibrate(
             "the validation split of this data is empty: nothing to recalibrate on".into(),
         ));
     }
-    let defaults = crate::train::TrainConfig::default();
+    check_card(model)?;
+    // Scored as the card scores (what `predict` with it does), refitted with its referral
+    // target and measure.
     let old = model.card.calibration.as_ref();
+    let (mc_passes, tta) = crate::scoring::scoring_settings(old, None, None);
+    let defaults = crate::train::TrainConfig::default();
     let cfg = crate::train::TrainConfig {
-        mc_passes: old.map_or(defaults.mc_passes, |c| c.mc_passes),
-        tta: old.map_or(defaults.tta, |c| c.tta),
+        mc_passes,
+        tta,
         target_referral_rate: old.map_or(defaults.target_referral_rate, |c| c.referral.target_rate),
         ..defaults
     };
-    let calibration = crate::train::calibrate(&model.net, data, &cfg, &model.device())
-        .map_err(|e| EvalError::Invalid(format!("recalibration: {e}")))?;
+    let measure = old.map(|c| c.uncertainty).unwrap_or_default();
+    let calibration =
+        crate::train::calibrate_with(&model.net, data, &cfg, measure, &model.device())
+            .map_err(|e| EvalError::Invalid(format!("recalibration: {e}")))?;
     let mut card = model.card.clone();
     card.calibration = Some(calibration);
     Ok(card)
+}
+
+/// `evaluate --recalibrate-on validation`: the card refitted on `data`'s validation split
+/// ([`recalibrate`]), the test split evaluated under it, and the report's `recalibration`
+/// comparing the card's calibration with the refitted one on the same test studies (one
+/// scoring: the weights, MC passes and test-time augmentation are the card's in both).
+/// Returns the evaluation and the recalibrated card.
+pub fn evaluate_recalibrated(
+    model: &LoadedModel,
+    data: &Dataset,
+    opts: &EvalOptions,
+) -> Result<(Evaluation, crate::checkpoint::ModelCard), EvalError> {
+    let card = recalibrate(model, data)?;
+    let recalibrated = LoadedModel {
+        net: model.net.clone(),
+        card: card.clone(),
+        dir: model.dir.clone(),
+    };
+    // The card's own scoring settings, as the refit used: the "before" rows come from the
+    // same scores.
+    let opts = EvalOptions {
+        split: EvalSplit::Test,
+        mc_passes: None,
+        tta: None,
+        ..opts.clone()
+    };
+    let mut after = evaluate(&recalibrated, data, &opts)?;
+    let before: Vec<PredictionRow> = after
+        .predictions
+        .iter()
+        .zip(&after.scores)
+        .map(|(row, sc)| PredictionRow::new(&row.study_key, &row.split, &model.card, sc))
+        .collect();
+    after.report.recalibration = Some(compare_calibrations(
+        data,
+        &before,
+        &after.predictions,
+        &model.card,
+        &card,
+    ));
+    Ok((after, card))
 }
 
 /// [`CalibrationCheck`](report::CalibrationCheck)s of the same studies' rows under the card

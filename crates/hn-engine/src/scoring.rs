@@ -105,6 +105,23 @@ fn hide_clinical(e: &EncodedBatch) -> EncodedBatch {
 /// value into the card; evaluation and prediction read it from there).
 pub const DEFAULT_MC_PASSES: usize = 10;
 
+/// MC-dropout passes and test-time augmentation of a scoring run: the caller's override, else
+/// the card's calibration (whatever it says, 0 passes included: its referral threshold was
+/// fitted on that), else [`DEFAULT_MC_PASSES`] and no augmentation. Evaluation and `predict`
+/// both read their settings here.
+pub fn scoring_settings(
+    calibration: Option<&crate::checkpoint::Calibration>,
+    mc_passes: Option<usize>,
+    tta: Option<TestTimeAugmentation>,
+) -> (usize, TestTimeAugmentation) {
+    (
+        mc_passes
+            .or(calibration.map(|c| c.mc_passes))
+            .unwrap_or(DEFAULT_MC_PASSES),
+        tta.or(calibration.map(|c| c.tta)).unwrap_or_default(),
+    )
+}
+
 /// Mixed into every study's MC-dropout seed.
 const MC_SEED: u64 = 0x4845_4d4f_5252_4841;
 

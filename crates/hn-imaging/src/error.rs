@@ -86,7 +86,6 @@ impl ImagingError {
         }
     }
 
-    /// A short stable name of the kind of error (`"unsupported"`, `"truncated"`, ...), for
     /// Whose fault the error is: the input's (a server answers 4xx) or ours (5xx).
     pub fn fault(&self) -> Fault {
         match self {
@@ -96,6 +95,7 @@ impl ImagingError {
         }
     }
 
+    /// A short stable name of the kind of error (`"unsupported"`, `"truncated"`, ...), for
     /// reports and tests.
     pub fn kind(&self) -> &'static str {
         match self {

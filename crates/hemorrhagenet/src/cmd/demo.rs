@@ -56,8 +56,8 @@ pub fn demo_config() -> TrainConfig {
         // training for some seeds; frozen or at 0.2 it held on every seed tried, and frozen
         // also skips the CNN's backward pass (docs/RESULTS.md).
         encoder_lr_ratio: 0.0,
-        // Mirror averaging at calibration, evaluation and prediction: every detection AUC
-        // gained (subarachnoid +0.006) for ≈ 40 s more evaluation (docs/RESULTS.md).
+        // Mirror averaging at calibration, evaluation and prediction: a second look at the
+        // same anatomy for one more CNN pass (its measured gain and cost: docs/RESULTS.md).
         tta: TestTimeAugmentation::Flip,
         split: SplitConfig {
             train: 0.375,

@@ -103,25 +103,25 @@ fn run_recalibration(
     out: &Path,
 ) -> anyhow::Result<Evaluation> {
     eprintln!("recalibrating on the validation split of this data");
-    let model_out = out.join("model");
-    let recalibrated = LoadedModel {
-        net: model.net.clone(),
-        card: hn_engine::evaluate::recalibrate(model, data)?,
-        dir: model_out.clone(),
-    };
-    hn_engine::checkpoint::save_model(&model_out, &recalibrated.net, &recalibrated.card)?;
-    eprintln!("wrote the recalibrated model to {}", model_out.display());
-    let before = evaluate_only(model, data, EvalSplit::Test, bootstrap, seed)?;
-    let mut after = evaluate_only(&recalibrated, data, EvalSplit::Test, bootstrap, seed)?;
-    after.report.recalibration = Some(hn_engine::evaluate::compare_calibrations(
+    let (ev, card) = hn_engine::evaluate::evaluate_recalibrated(
+        model,
         data,
-        &before.predictions,
-        &after.predictions,
-        &model.card,
-        &recalibrated.card,
-    ));
-    write_outputs(&after, out)?;
-    Ok(after)
+        &options(EvalSplit::Test, bootstrap, seed),
+    )?;
+    let model_out = out.join("model");
+    hn_engine::checkpoint::save_model(&model_out, &model.net, &card)?;
+    eprintln!("wrote the recalibrated model to {}", model_out.display());
+    write_outputs(&ev, out)?;
+    Ok(ev)
+}
+
+fn options(split: EvalSplit, bootstrap: usize, seed: u64) -> EvalOptions {
+    EvalOptions {
+        split,
+        bootstrap_resamples: bootstrap,
+        seed,
+        ..Default::default()
+    }
 }
 
 /// Evaluate and write the report folder.
@@ -146,7 +146,14 @@ fn evaluate_only(
     bootstrap: usize,
     seed: u64,
 ) -> anyhow::Result<Evaluation> {
-    if data.digest().sha256 != model.card.dataset.sha256 && split != EvalSplit::All {
+    let own_data = data.digest().sha256 == model.card.dataset.sha256;
+    if own_data && split == EvalSplit::All {
+        eprintln!(
+            "warning: this is the model's own training data; --split all reports every study, \
+             including the ones it was trained on (use --split test for held-out figures)"
+        );
+    }
+    if !own_data && split != EvalSplit::All {
         eprintln!(
             "warning: this data differs from the model's training data ({}); the {} split \
              is held out only if no patient of it was used in training (use --split all for \
@@ -155,12 +162,7 @@ fn evaluate_only(
             split.name()
         );
     }
-    let opts = EvalOptions {
-        split,
-        bootstrap_resamples: bootstrap,
-        seed,
-        ..Default::default()
-    };
+    let opts = options(split, bootstrap, seed);
     eprintln!(
         "evaluating on the {} split ({} bootstrap resamples)",
         split.name(),

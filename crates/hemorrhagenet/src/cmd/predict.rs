@@ -59,6 +59,10 @@ pub struct PredictArgs {
     /// Single-study mode: print nothing on stdout (the files are still written).
     #[arg(long)]
     pub quiet: bool,
+    /// Where to run the model: `cpu` (default), or `cuda:N`, `libtorch`, `libtorch-cuda:N`
+    /// in builds with those features (as `train --devices`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 fn shard_index_from_env(count: u32) -> anyhow::Result<u32> {
@@ -104,11 +108,17 @@ pub fn run(args: PredictArgs) -> anyhow::Result<ExitCode> {
             args.model.display()
         );
     }
-    let predictor = Predictor::load(&args.model)?.with_options(PredictOptions {
-        top_features: args.top_features,
-        mc_passes: args.mc_passes,
-        ..Default::default()
-    });
+    let device = hn_engine::devices::parse_devices(&args.device)
+        .map_err(|e| anyhow::anyhow!("--device {}: {e}", args.device))?;
+    if device.len() != 1 {
+        bail!("--device {}: prediction runs on one device", args.device);
+    }
+    let predictor =
+        Predictor::load_on(&args.model, device[0].clone())?.with_options(PredictOptions {
+            top_features: args.top_features,
+            mc_passes: args.mc_passes,
+            ..Default::default()
+        });
     match &args.manifest {
         Some(m) => run_batch(&args, m, &predictor),
         None => run_single(&args, &predictor),

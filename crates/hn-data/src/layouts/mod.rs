@@ -421,7 +421,6 @@ impl CsvRow<'_> {
         }
     }
 
-    /// Optional integer in `lo..=hi`: blank/`NA` → None. Accepts `3.0`-style integers.
     /// [`opt_u8`](Self::opt_u8) within `range`.
     pub fn opt_u8_in(
         &self,
@@ -431,6 +430,7 @@ impl CsvRow<'_> {
         self.opt_u8(col, *range.start(), *range.end())
     }
 
+    /// Optional integer in `lo..=hi`: blank/`NA` → None. Accepts `3.0`-style integers.
     pub fn opt_u8(&self, col: usize, lo: u8, hi: u8) -> Result<Option<u8>, LayoutError> {
         let Some(v) = self.opt_f32(col)? else {
             return Ok(None);

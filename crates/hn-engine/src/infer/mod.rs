@@ -22,7 +22,7 @@ use hn_model::burn::prelude::Device;
 
 use crate::checkpoint::{CheckpointError, ModelCard, load_model};
 use crate::sample::{InputMask, StudySample};
-use crate::scoring::{DEFAULT_MC_PASSES, StudyScores, TestTimeAugmentation, score};
+use crate::scoring::{StudyScores, TestTimeAugmentation, score};
 
 pub use batch::{BatchEvent, BatchSummary, FailedStudy, predict_batch, sanitize_key};
 pub use clinical::read_clinical;
@@ -50,6 +50,12 @@ pub enum InferError {
         path: PathBuf,
         cause: std::io::Error,
     },
+    /// Writing a result failed: always ours, whatever the I/O error says.
+    #[error("{}: writing the result failed: {cause}", path.display())]
+    Write {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
     #[error("{study}: preprocessing failed: {source}")]
     Transform {
         study: String,
@@ -73,6 +79,7 @@ impl InferError {
             | InferError::Clinical { .. }
             | InferError::Transform { .. } => Fault::Input,
             InferError::Io { cause, .. } => Fault::of_io(cause),
+            InferError::Write { .. } => Fault::Internal,
             InferError::Checkpoint(_) | InferError::Report(_) | InferError::Invalid(_) => {
                 Fault::Internal
             }
@@ -92,7 +99,7 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InferError +
 pub struct PredictOptions {
     /// Clinical features in `feature_weights`.
     pub top_features: usize,
-    /// MC-dropout passes; `None` = the card's `mc_passes` (else [`DEFAULT_MC_PASSES`]).
+    /// MC-dropout passes; `None` = the card's `mc_passes` (else [`DEFAULT_MC_PASSES`](crate::scoring::DEFAULT_MC_PASSES)).
     /// `Some(0)` = one deterministic pass (mutual information 0).
     pub mc_passes: Option<usize>,
     /// Test-time augmentation; `None` = the one the card's calibration was fitted under.
@@ -203,24 +210,23 @@ impl Predictor {
         ))
     }
 
-    /// MC-dropout passes: the caller's, else the card's, else [`DEFAULT_MC_PASSES`].
+    /// MC-dropout passes: the caller's, else the card's, else [`DEFAULT_MC_PASSES`](crate::scoring::DEFAULT_MC_PASSES)
+    /// ([`crate::scoring::scoring_settings`], as evaluation).
     pub fn mc_passes(&self) -> usize {
-        self.options.mc_passes.unwrap_or_else(|| {
-            self.card
-                .calibration
-                .as_ref()
-                .map(|c| c.mc_passes)
-                .filter(|p| *p > 0)
-                .unwrap_or(DEFAULT_MC_PASSES)
-        })
+        self.settings().0
     }
 
     /// Test-time augmentation: the caller's, else the one the card was calibrated under.
     pub fn tta(&self) -> TestTimeAugmentation {
-        self.options
-            .tta
-            .or(self.card.calibration.as_ref().map(|c| c.tta))
-            .unwrap_or_default()
+        self.settings().1
+    }
+
+    fn settings(&self) -> (usize, TestTimeAugmentation) {
+        crate::scoring::scoring_settings(
+            self.card.calibration.as_ref(),
+            self.options.mc_passes,
+            self.options.tta,
+        )
     }
 
     /// Raw scores of preprocessed studies, [`PredictOptions::batch`] per forward, through the

@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use hn_imaging::transforms::{Interp, Resample, SliceTarget, Transform};
 use hn_imaging::{Modality, Provenance, Volume};
 
-use super::{InferError, Prediction, io_err};
+use super::{InferError, Prediction};
 use crate::checkpoint::{CheckpointError, write_dir_atomic};
 use crate::sample::StudySample;
 
 /// Write `bytes` to `path` atomically ([`crate::atomic::write_file`]).
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), InferError> {
-    crate::atomic::write_file(path, bytes).map_err(|(path, cause)| InferError::Io { path, cause })
+    crate::atomic::write_file(path, bytes)
+        .map_err(|(path, cause)| InferError::Write { path, cause })
 }
 
 /// The heatmap resampled (trilinear) from the model grid back onto `source`'s grid: same
@@ -131,7 +132,10 @@ pub fn write_outputs(
     dir: &Path,
 ) -> Result<Vec<PathBuf>, InferError> {
     let art = artifacts(pred, sample, source)?;
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    std::fs::create_dir_all(dir).map_err(|cause| InferError::Write {
+        path: dir.to_path_buf(),
+        cause,
+    })?;
     let mut written = Vec::new();
     let files = art
         .overlays

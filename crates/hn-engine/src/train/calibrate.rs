@@ -63,6 +63,18 @@ pub fn calibrate(
     cfg: &TrainConfig,
     device: &Device,
 ) -> Result<Calibration, TrainError> {
+    calibrate_with(net, data, cfg, UncertaintyMeasure::default(), device)
+}
+
+/// [`calibrate`] with the referral policy fitted on `uncertainty` (a recalibration keeps the
+/// measure the card had).
+pub fn calibrate_with(
+    net: &HemorrhageNet,
+    data: &Dataset,
+    cfg: &TrainConfig,
+    uncertainty: UncertaintyMeasure,
+    device: &Device,
+) -> Result<Calibration, TrainError> {
     let idx = data.indices(Split::Validation);
     let scores = score(
         net,
@@ -109,7 +121,6 @@ pub fn calibrate(
     )
     .map(|op| op.threshold)
     .unwrap_or(0.5);
-    let uncertainty = UncertaintyMeasure::default();
     let unc: Vec<f64> = scores
         .iter()
         .map(|s| s.referral_uncertainty(uncertainty, &temps))
