@@ -82,6 +82,21 @@ pub const MRS_RANGE: std::ops::RangeInclusive<u8> = 0..=6;
 /// case-insensitively): the empty cell and the usual NA markers.
 pub const MISSING_TOKENS: [&str; 5] = ["", "na", "n/a", "nan", "null"];
 
+/// A CSV cell as a boolean: `1/0`, `1.0/0.0`, `true/false`, `yes/no`, `y/n` (any case);
+/// `Ok(None)` for a [missing](is_missing_token) cell. The error says what was found.
+pub fn parse_bool_token(cell: &str) -> Result<Option<bool>, String> {
+    if is_missing_token(cell) {
+        return Ok(None);
+    }
+    match cell.trim().to_ascii_lowercase().as_str() {
+        "1" | "1.0" | "true" | "yes" | "y" => Ok(Some(true)),
+        "0" | "0.0" | "false" | "no" | "n" => Ok(Some(false)),
+        other => Err(format!(
+            "`{other}` is not a boolean (0/1, true/false, yes/no)"
+        )),
+    }
+}
+
 /// True when `cell` is one of [`MISSING_TOKENS`].
 pub fn is_missing_token(cell: &str) -> bool {
     let c = cell.trim();

@@ -6,6 +6,8 @@
 //! RAYON_NUM_THREADS=2 cargo run --release -p hn-engine --example bench_predict_many -- [studies] [repeats]
 //! ```
 //!
+//! `HN_GRID=24,128` sets slices and in-plane size (default: the demo's, `TrainConfig::default`).
+//!
 //! Prints one JSON line per batch size: milliseconds per study (best and median of `repeats`
 //! after one warm-up), and the ratio to one study per forward. The network is untrained: the
 //! time does not depend on the weights.
@@ -31,7 +33,14 @@ fn arg(i: usize, default: usize) -> usize {
 
 fn main() {
     let (n, repeats) = (arg(1, 8), arg(2, 3));
-    let net_cfg = TrainConfig::default().net;
+    let mut net_cfg = TrainConfig::default().net;
+    if let Ok(g) = std::env::var("HN_GRID") {
+        let v: Vec<usize> = g.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+        if let [slices, size] = v[..] {
+            net_cfg.slices = slices;
+            net_cfg.size = size;
+        }
+    }
     let (s, size) = (net_cfg.slices, net_cfg.size);
     let device = Device::flex();
     device.seed(1);

@@ -32,7 +32,7 @@ pub use heads::{
 };
 pub use loss::{
     FACTS_LOG_SCALE, HematomaFacts, LossBreakdown, ModelTargets, MultiTaskLoss,
-    MultiTaskLossConfig, TASKS, TargetRow, rsna_weighted_log_loss,
+    MultiTaskLossConfig, TASKS, TargetRow,
 };
 pub use model::{
     EncodedBatch, HemorrhageNet, HemorrhageNetConfig, MODALITY_CT, MODALITY_MR, ModelInput,

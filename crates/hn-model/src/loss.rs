@@ -349,36 +349,6 @@ impl MultiTaskLoss {
     }
 }
 
-/// RSNA-2019 weighted multi-label log loss: columns `[any, 5 subtypes]` with weights
-/// `[2, 1, 1, 1, 1, 1]`; per row `Σ w_j·ℓ_j / Σ w_j`, averaged over rows; probabilities are
-/// clipped to `[1e-15, 1 − 1e-15]` as in the competition.
-pub fn rsna_weighted_log_loss(probs: &[[f32; 6]], labels: &[[bool; 6]]) -> f64 {
-    assert_eq!(
-        probs.len(),
-        labels.len(),
-        "one label row per prediction row"
-    );
-    if probs.is_empty() {
-        return 0.0;
-    }
-    const W: [f64; 6] = [2.0, 1.0, 1.0, 1.0, 1.0, 1.0];
-    let wsum: f64 = W.iter().sum();
-    let total: f64 = probs
-        .iter()
-        .zip(labels)
-        .map(|(p, y)| {
-            (0..6)
-                .map(|j| {
-                    let p = (p[j] as f64).clamp(1e-15, 1.0 - 1e-15);
-                    W[j] * if y[j] { -p.ln() } else { -(1.0 - p).ln() }
-                })
-                .sum::<f64>()
-                / wsum
-        })
-        .sum();
-    total / probs.len() as f64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -447,16 +447,7 @@ pub(crate) fn is_blank(s: &str) -> bool {
 }
 
 pub(crate) fn parse_bool(s: &str) -> Result<Option<bool>, String> {
-    if is_blank(s) {
-        return Ok(None);
-    }
-    match s.trim().to_ascii_lowercase().as_str() {
-        "1" | "1.0" | "true" | "yes" | "y" => Ok(Some(true)),
-        "0" | "0.0" | "false" | "no" | "n" => Ok(Some(false)),
-        other => Err(format!(
-            "`{other}` is not a boolean (0/1/true/false/yes/no)"
-        )),
-    }
+    crate::clinical::parse_bool_token(s)
 }
 
 /// Files under `dir` (recursively) accepted by `keep`, sorted by path.

@@ -445,15 +445,10 @@ fn parse<T: std::str::FromStr>(
 }
 
 fn parse_bool(path: &Path, line: usize, col: &str, s: &str) -> Result<Option<bool>, SynthError> {
-    match s {
-        "" => Ok(None),
-        "1" | "1.0" | "true" => Ok(Some(true)),
-        "0" | "0.0" | "false" => Ok(Some(false)),
-        _ => Err(SynthError::Format {
-            path: path.to_path_buf(),
-            msg: format!("row {line}: column {col}: expected 0/1, got {s:?}"),
-        }),
-    }
+    crate::clinical::parse_bool_token(s).map_err(|e| SynthError::Format {
+        path: path.to_path_buf(),
+        msg: format!("row {line}: column {col}: {e}"),
+    })
 }
 
 fn expect_header(path: &Path, head: &[String], want: &[&str]) -> Result<(), SynthError> {

@@ -102,15 +102,10 @@ fn csv_row(path: &Path, text: &str) -> Result<Map<String, Value>, InferError> {
         let v = if is_missing(cell) {
             Value::Null
         } else if matches!(f.kind, FeatureKind::Binary) {
-            match cell.to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" => Value::Bool(true),
-                "0" | "false" | "no" => Value::Bool(false),
-                _ => {
-                    return Err(err(
-                        path,
-                        format!("column {h}: `{cell}` is not a boolean (0/1, true/false, yes/no)"),
-                    ));
-                }
+            match hn_data::clinical::parse_bool_token(cell) {
+                Ok(Some(b)) => Value::Bool(b),
+                Ok(None) => Value::Null,
+                Err(e) => return Err(err(path, format!("column {h}: {e}"))),
             }
         } else {
             match cell.parse::<f64>() {
