@@ -421,7 +421,8 @@ fn bad_config_and_unwritable_dir_are_clear_errors() {
 fn tool_missing(what: &str) -> ! {
     panic!(
         "{what} is required by this test and was not found; install it (apt-get install dcmtk; \
-         python3 -m pip install pydicom numpy nibabel)"
+         apt-get install dicom3tools; python3 -m pip install pydicom numpy nibabel; or run \
+         scripts/test.sh, which installs them)"
     )
 }
 
@@ -464,6 +465,19 @@ fn dicom_output_reads_in_dcmtk_and_pydicom() {
     );
     assert!(stdout.contains("SYNTH-000001") && stdout.contains("SYNTHETIC^PATIENT"));
     assert!(stdout.contains("CTImageStorage"));
+
+    // dicom3tools: every slice a valid CT Image IOD (no "Error" line; warnings are advice).
+    for f in &files {
+        let out = Command::new("dciodvfy")
+            .arg(f)
+            .output()
+            .unwrap_or_else(|_| tool_missing("dciodvfy (dicom3tools)"));
+        let text = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("CTImage"), "dciodvfy did not run: {text}");
+        let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("Error")).collect();
+        assert!(errors.is_empty(), "{}: {errors:#?}", f.display());
+    }
 
     // pydicom: decode pixels, apply rescale, compare with the generated volume.
     let st = generate_study(&cfg, 8, 1);

@@ -129,7 +129,7 @@ pub struct Calibration {
     pub temperatures: TemperatureSet,
     /// Operating thresholds on calibrated probabilities, `[any, 5 subtypes]` (Youden on
     /// validation).
-    pub thresholds: [f64; 6],
+    pub thresholds: [f64; hn_model::N_LABELS],
     /// Which uncertainty drives referral.
     pub uncertainty: crate::uncertainty::UncertaintyMeasure,
     /// Refer when that uncertainty exceeds the policy threshold.

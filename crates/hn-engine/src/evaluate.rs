@@ -12,6 +12,10 @@
 //! do as well or better, which the report states.
 
 use crate::uncertainty::UncertaintyMeasure;
+use hn_model::{N_LABELS, N_SUBTYPES, POOR_OUTCOME_THRESHOLD};
+
+/// Column of intraventricular blood in a detection row `[any, subtypes…]`.
+const IVH: usize = 1 + hn_data::Subtype::Intraventricular as usize;
 use hn_data::splits::Split;
 
 use crate::baselines::{self, ClinicalLogistic, IchImageFacts};
@@ -152,7 +156,7 @@ pub fn model_ich_facts(
     };
     IchImageFacts {
         volume_ml: if bleed { volume_ml.max(0.0) } else { 0.0 },
-        ivh: p[5] >= cal.thresholds[5],
+        ivh: p[IVH] >= cal.thresholds[IVH],
         infratentorial: bleed && infratentorial,
     }
 }
@@ -254,7 +258,7 @@ pub fn evaluate(
                 .collect();
             Calibration {
                 temperatures: temps,
-                thresholds: [0.5; 6],
+                thresholds: [0.5; N_LABELS],
                 uncertainty,
                 referral: metrics::ReferralPolicy::fit(&unc, 0.1)?,
                 mc_passes: mc,
@@ -295,7 +299,7 @@ pub fn evaluate(
         (
             "poor_outcome_90d",
             |s| s.outcomes.poor_outcome_90d(),
-            |sc| sc.mrs_logits[3],
+            |sc| sc.mrs_logits[POOR_OUTCOME_THRESHOLD],
         ),
     ];
     let mut prognosis = Vec::new();
@@ -520,7 +524,7 @@ pub fn evaluate(
             h * f,
         )?;
         let l = s.labels.unwrap();
-        let types: Vec<&str> = (0..5)
+        let types: Vec<&str> = (0..N_SUBTYPES)
             .filter(|&j| l.subtypes[j])
             .map(|j| RSNA_LABELS[j + 1])
             .collect();
@@ -675,7 +679,7 @@ pub fn compare_calibrations(
         report::CalibrationCheck {
             ece,
             brier,
-            thresholds: cal.map_or([0.5; 6], |c| c.thresholds),
+            thresholds: cal.map_or([0.5; N_LABELS], |c| c.thresholds),
             referral_rate: rows.iter().filter(|r| r.review_flag == 1).count() as f64
                 / rows.len().max(1) as f64,
             target_referral_rate: cal.map_or(1.0, |c| c.referral.target_rate),

@@ -123,7 +123,7 @@ impl StudySample {
             total_ml: study.facts.total_ml,
             parenchymal_ml: study.facts.parenchymal_ml,
             ivh: study.facts.ivh,
-            ivh_ml: study.facts.volume_ml[4],
+            ivh_ml: study.facts.volume_ml[hn_data::Subtype::Intraventricular as usize],
             infratentorial: study.facts.infratentorial,
             ich_score: if study.labels.any {
                 hn_data::ich::ich_score(
@@ -164,8 +164,8 @@ impl StudySample {
 }
 
 /// `[any, 5 subtypes]` of a label set.
-pub fn label_row(l: &StudyLabels) -> [bool; 6] {
-    let mut r = [false; 6];
+pub fn label_row(l: &StudyLabels) -> [bool; hn_model::N_LABELS] {
+    let mut r = [false; hn_model::N_LABELS];
     r[0] = l.any;
     r[1..].copy_from_slice(&l.subtypes);
     r

@@ -14,7 +14,7 @@ pub fn val_metrics(samples: &[StudySample], idx: &[usize], scores: &[StudyScores
         known.iter().map(|&k| scores[k].any_logit).collect(),
         known.iter().map(|&k| lab[k].unwrap().any).collect(),
     );
-    let subs: Vec<f64> = (0..5)
+    let subs: Vec<f64> = (0..hn_model::N_SUBTYPES)
         .filter_map(|j| {
             auc(
                 known
@@ -86,11 +86,11 @@ pub fn calibrate_with(
         device,
     );
     let temps = fit_temperatures(&data.samples, &idx, &scores);
-    let mut thresholds = [0.5; 6];
+    let mut thresholds = [0.5; hn_model::N_LABELS];
     let known: Vec<usize> = (0..idx.len())
         .filter(|&k| data.samples[idx[k]].labels.is_some())
         .collect();
-    for j in 0..6 {
+    for j in 0..hn_model::N_LABELS {
         let s: Vec<f64> = known
             .iter()
             .map(|&k| scores[k].detection_row(temps.any, temps.subtypes)[j])
@@ -156,7 +156,7 @@ pub fn fit_temperatures(
             any.0.push(scores[k].any_logit);
             any.1.push(l.any);
             if l.any {
-                for j in 0..5 {
+                for j in 0..hn_model::N_SUBTYPES {
                     sub.0.push(scores[k].subtype_cond_logits[j]);
                     sub.1.push(l.subtypes[j]);
                 }
@@ -167,7 +167,8 @@ pub fn fit_temperatures(
             mort.1.push(m);
         }
         if let Some(p) = s.outcomes.poor_outcome_90d() {
-            poor.0.push(scores[k].mrs_logits[3]);
+            poor.0
+                .push(scores[k].mrs_logits[hn_model::POOR_OUTCOME_THRESHOLD]);
             poor.1.push(p);
         }
     }
