@@ -25,6 +25,17 @@ pub enum Split {
     Test,
 }
 
+impl Split {
+    /// Name as serialised (`train`, `validation`, `test`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Validation => "validation",
+            Split::Test => "test",
+        }
+    }
+}
+
 /// One study as the splitter sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SplitItem {
@@ -164,6 +175,16 @@ pub fn shard_of(key: &str, count: u32) -> u32 {
 mod tests {
     use super::*;
     use std::collections::{BTreeSet, HashMap};
+
+    #[test]
+    fn split_names_are_the_serialised_values() {
+        for s in [Split::Train, Split::Validation, Split::Test] {
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.name())
+            );
+        }
+    }
 
     /// 300 patients, 1-3 studies each; 30 % bleed, 20 % of known outcomes fatal.
     fn cohort() -> Vec<SplitItem> {

@@ -64,15 +64,6 @@ impl EvalSplit {
     }
 }
 
-/// Name of a dataset split as `predictions.csv` writes it.
-pub fn split_name(split: Split) -> &'static str {
-    match split {
-        Split::Train => "train",
-        Split::Validation => "validation",
-        Split::Test => "test",
-    }
-}
-
 /// Evaluation options.
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
@@ -243,7 +234,7 @@ pub fn evaluate(
         .zip(&test)
         .map(|(&i, sc)| {
             let sample = &data.samples[i];
-            PredictionRow::new(&sample.key, split_name(data.splits[i]), &model.card, sc)
+            PredictionRow::new(&sample.key, data.splits[i].name(), &model.card, sc)
         })
         .collect();
     let calibration = match &model.card.calibration {

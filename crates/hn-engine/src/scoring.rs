@@ -431,33 +431,14 @@ impl StudyScores {
     /// the deterministic probabilities (mutual information 0).
     pub fn uncertainty(&self, t: &TemperatureSet) -> StudyUncertainty {
         let det = self.calibrated(t);
-        let (any, mort, mrs): (Vec<f64>, Vec<f64>, Vec<[f64; N_MRS_CLASSES]>) =
-            if self.mc.is_empty() {
-                (vec![det.any], vec![det.mortality_30d], vec![det.mrs])
-            } else {
-                let m = t.mortality_calibration();
-                self.mc
-                    .iter()
-                    .map(|p| {
-                        (
-                            sigmoid(p.any_logit / t.any),
-                            sigmoid(m.logit(p.mortality_logit)),
-                            mrs_distribution(&mrs_at_least(&p.mrs_logits, t)),
-                        )
-                    })
-                    .fold(
-                        (vec![], vec![], vec![]),
-                        |(mut a, mut b, mut c), (x, y, z)| {
-                            a.push(x);
-                            b.push(y);
-                            c.push(z);
-                            (a, b, c)
-                        },
-                    )
-            };
+        let m = t.mortality_calibration();
+        let mort = self.per_pass(det.mortality_30d, |p| sigmoid(m.logit(p.mortality_logit)));
+        let mrs = self.per_pass(det.mrs, |p| {
+            mrs_distribution(&mrs_at_least(&p.mrs_logits, t))
+        });
         StudyUncertainty {
             passes: self.mc.len(),
-            any: binary_uncertainty(&any),
+            any: binary_uncertainty(&self.any_per_pass(t)),
             mortality_30d: binary_uncertainty(&mort),
             mrs_90d: categorical_uncertainty(&mrs),
         }
@@ -465,15 +446,21 @@ impl StudyScores {
 
     /// The value the referral policy compares with its threshold.
     pub fn referral_uncertainty(&self, measure: UncertaintyMeasure, t: &TemperatureSet) -> f64 {
-        let any: Vec<f64> = if self.mc.is_empty() {
-            vec![self.p_any(t.any)]
+        measure.of(&binary_uncertainty(&self.any_per_pass(t)))
+    }
+
+    /// Calibrated P(any) of each MC pass (of the deterministic forward when none ran).
+    fn any_per_pass(&self, t: &TemperatureSet) -> Vec<f64> {
+        self.per_pass(self.p_any(t.any), |p| sigmoid(p.any_logit / t.any))
+    }
+
+    /// `of_pass` of every MC pass, or `deterministic` alone when no pass was run.
+    fn per_pass<T>(&self, deterministic: T, of_pass: impl Fn(&McPass) -> T) -> Vec<T> {
+        if self.mc.is_empty() {
+            vec![deterministic]
         } else {
-            self.mc
-                .iter()
-                .map(|p| sigmoid(p.any_logit / t.any))
-                .collect()
-        };
-        measure.of(&binary_uncertainty(&any))
+            self.mc.iter().map(of_pass).collect()
+        }
     }
 
     /// Heatmap mass of each of the `n_slices` slices (sums to 1 over the study).

@@ -442,13 +442,7 @@ impl CsvRow<'_> {
     }
 }
 
-pub(crate) fn is_blank(s: &str) -> bool {
-    crate::clinical::is_missing_token(s)
-}
-
-pub(crate) fn parse_bool(s: &str) -> Result<Option<bool>, String> {
-    crate::clinical::parse_bool_token(s)
-}
+pub(crate) use crate::clinical::{is_missing_token as is_blank, parse_bool_token as parse_bool};
 
 /// Files under `dir` (recursively) accepted by `keep`, sorted by path.
 pub(crate) fn walk_files(

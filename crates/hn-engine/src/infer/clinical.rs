@@ -24,10 +24,6 @@ fn known_names() -> String {
         .join(", ")
 }
 
-fn is_missing(s: &str) -> bool {
-    hn_data::clinical::is_missing_token(s)
-}
-
 /// Read a clinical record from `path` (`.json` or `.csv`). Unknown feature names, malformed
 /// values and out-of-range scores are errors naming the file.
 pub fn read_clinical(path: &Path) -> Result<ClinicalRecord, InferError> {
@@ -68,7 +64,7 @@ pub fn read_clinical(path: &Path) -> Result<ClinicalRecord, InferError> {
     }
     let rec: ClinicalRecord = serde_json::from_value(Value::Object(map))
         .map_err(|e| err(path, format!("bad clinical value: {e}")))?;
-    validate(&rec).map_err(|m| err(path, m))?;
+    rec.validate().map_err(|m| err(path, m))?;
     Ok(rec)
 }
 
@@ -99,7 +95,7 @@ fn csv_row(path: &Path, text: &str) -> Result<Map<String, Value>, InferError> {
             map.insert(h.clone(), Value::Null);
             continue;
         };
-        let v = if is_missing(cell) {
+        let v = if hn_data::clinical::is_missing_token(cell) {
             Value::Null
         } else if matches!(f.kind, FeatureKind::Binary) {
             match hn_data::clinical::parse_bool_token(cell) {
@@ -119,10 +115,6 @@ fn csv_row(path: &Path, text: &str) -> Result<Map<String, Value>, InferError> {
         map.insert(h.clone(), v);
     }
     Ok(map)
-}
-
-fn validate(r: &ClinicalRecord) -> Result<(), String> {
-    r.validate()
 }
 
 #[cfg(test)]
