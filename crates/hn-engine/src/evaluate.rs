@@ -562,6 +562,10 @@ pub fn evaluate(
     })
 }
 
+/// Fewer validation studies than this make a recalibration noisy (thresholds and temperatures
+/// fitted on a handful of cases); `evaluate` warns.
+pub const MIN_RECALIBRATION_STUDIES: usize = 100;
+
 /// The card of `model` with its calibration refitted on `data`'s validation split, as training
 /// fits it (temperatures and Platt biases, thresholds, mortality threshold, referral policy),
 /// keeping the card's MC passes, test-time augmentation and referral target.

@@ -103,6 +103,14 @@ fn run_recalibration(
     out: &Path,
 ) -> anyhow::Result<Evaluation> {
     eprintln!("recalibrating on the validation split of this data");
+    let n_val = data.indices(hn_data::splits::Split::Validation).len();
+    if n_val < hn_engine::evaluate::MIN_RECALIBRATION_STUDIES {
+        eprintln!(
+            "warning: only {n_val} validation studies to recalibrate on (fewer than {}): the \
+             refitted temperatures, thresholds and referral policy will be noisy",
+            hn_engine::evaluate::MIN_RECALIBRATION_STUDIES
+        );
+    }
     let (ev, card) = hn_engine::evaluate::evaluate_recalibrated(
         model,
         data,
