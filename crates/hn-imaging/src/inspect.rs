@@ -221,6 +221,7 @@ mod tests {
             chosen_rule: "only series".into(),
             series: Vec::new(),
             skipped: Vec::new(),
+            source: None,
         };
         let r = report_from(Path::new("x"), &study);
         assert_eq!((r.min, r.max), (0.0, 100.0));

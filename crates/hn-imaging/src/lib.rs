@@ -16,6 +16,7 @@ pub mod dicom_write;
 pub mod error;
 pub mod inspect;
 pub mod nifti;
+pub mod raster;
 pub mod transforms;
 pub mod volume;
 
@@ -61,6 +62,7 @@ pub fn nifti_study(volume: Volume) -> StudyRead {
         chosen_rule: "NIfTI file".into(),
         series: Vec::new(),
         skipped: Vec::new(),
+        source: None,
     }
 }
 

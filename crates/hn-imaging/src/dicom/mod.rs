@@ -99,10 +99,14 @@ pub struct StudyRead {
     /// Every series found, the chosen one marked.
     pub series: Vec<SeriesSummary>,
     pub skipped: Vec<SkippedFile>,
+    /// The source study's identity and the chosen series' instances (DICOM input only), for
+    /// results filed back into the same study ([`crate::dicom_write`]).
+    pub source: Option<SourceStudy>,
 }
 
 mod attributes;
 mod header;
+pub mod identity;
 mod open;
 mod pixels;
 mod series;
@@ -112,6 +116,7 @@ mod volume;
 use attributes::*;
 #[allow(unused_imports)]
 use header::*;
+pub use identity::{IdentityError, SourceInstance, SourceStudy};
 pub(crate) use open::open_dicom;
 #[allow(unused_imports)]
 use open::*;

@@ -350,6 +350,7 @@ fn read_instances(
         .map(|(i, s)| s.summary(i == idx))
         .collect();
     let chosen = series.into_iter().nth(idx).expect("index from the list");
+    let source = super::identity::SourceStudy::from_headers(&chosen.uid, &chosen.headers);
     let mut volume = build_volume(chosen, opts, &root)?;
     volume
         .provenance
@@ -372,5 +373,6 @@ fn read_instances(
         chosen_rule: rule,
         series: summaries,
         skipped,
+        source: Some(source),
     })
 }

@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use dicom_core::value::PrimitiveValue;
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
-use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use dicom_object::InMemDicomObject;
 
+use super::{DicomWriteError, ds, file_meta, valid_uid};
 use crate::Volume;
 
 /// Identity and description of the series to write. UIDs must be valid DICOM UIDs
@@ -40,45 +41,6 @@ pub struct CtSeriesMeta {
     pub series_number: u32,
     /// Slice indices not to write (simulates a missing slice).
     pub skip_slices: Vec<usize>,
-}
-
-/// Errors from [`write_ct_series`].
-#[derive(Debug, thiserror::Error)]
-pub enum DicomWriteError {
-    /// The cause is part of the message (not a `source()`), so error chains print it once.
-    #[error("{}: {cause}", path.display())]
-    Io {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
-    #[error("{}: {msg}", path.display())]
-    Encode { path: PathBuf, msg: String },
-    #[error("invalid series metadata: {0}")]
-    Meta(String),
-}
-
-/// A DICOM UID under the 2.25 (UUID-derived) root from a 128-bit hash value.
-pub fn uid_from_hash(h: u128) -> String {
-    format!("2.25.{}", h.max(1))
-}
-
-fn ds(x: f64) -> String {
-    // DS is at most 16 characters.
-    for prec in (0..=6).rev() {
-        let s = format!("{x:.prec$}");
-        if s.len() <= 16 {
-            return s;
-        }
-    }
-    format!("{x:.0}")
-}
-
-fn valid_uid(u: &str) -> bool {
-    !u.is_empty()
-        && u.len() <= 64
-        && u.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-        && !u.starts_with('.')
-        && !u.ends_with('.')
 }
 
 /// What the written series' DeidentificationMethod says: they carry no real patient's data
@@ -222,12 +184,7 @@ pub fn write_ct_series(
             PrimitiveValue::U16(px.into()),
         ));
         let file = obj
-            .with_meta(
-                FileMetaTableBuilder::new()
-                    .transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN)
-                    .implementation_class_uid("2.25.302247061530927526766617213151244419397")
-                    .implementation_version_name("HEMORRHAGENET"),
-            )
+            .with_meta(file_meta())
             .map_err(|e| DicomWriteError::Encode {
                 path: path.clone(),
                 msg: e.to_string(),
@@ -246,6 +203,7 @@ pub fn write_ct_series(
 mod tests {
     use super::*;
     use crate::Modality;
+    use crate::dicom_write::uid_from_hash;
 
     fn meta() -> CtSeriesMeta {
         CtSeriesMeta {
@@ -265,18 +223,6 @@ mod tests {
             window_width: 80.0,
             series_number: 1,
             skip_slices: vec![],
-        }
-    }
-
-    #[test]
-    fn ds_fits_sixteen_characters() {
-        for x in [0.0, -111.489_843_75, 123_456.789_012, -1.0e9, 0.488_281_25] {
-            let s = ds(x);
-            assert!(s.len() <= 16, "{s}");
-            assert!(
-                (s.parse::<f64>().unwrap() - x).abs() <= 1e-6 * x.abs().max(1.0),
-                "{s}"
-            );
         }
     }
 
