@@ -12,7 +12,7 @@ use hn_imaging::dicom_write::{
     Code, ContentItem, ContentValue, CtSeriesMeta, DerivedSeries, OverlayImage, Relationship,
     SrDocument, derived_uid, secondary_capture, structured_report, uid_from_hash, write_ct_series,
 };
-use hn_imaging::raster::{RgbImage, heat_overlay};
+use hn_imaging::raster::heat_overlay;
 use hn_imaging::{Modality, Volume};
 
 fn tool_missing(what: &str) -> ! {
