@@ -485,3 +485,297 @@ fn demo_predicts_a_heldout_study_and_its_model_serves_predict() {
     // The synthetic DICOM's patient name must not leak either.
     assert!(!String::from_utf8_lossy(&o.stdout).contains("SYNTHETIC^PATIENT"));
 }
+
+fn tool_missing(what: &str) -> ! {
+    panic!(
+        "{what} is required by this test and was not found; install it (apt-get install dcmtk \
+         dicom3tools; python3 -m pip install -r bench/requirements-test.txt; or run \
+         scripts/test.sh, which installs them)"
+    )
+}
+
+fn run_tool(cmd: &str, args: &[&Path]) -> (bool, String, String) {
+    let o = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|_| tool_missing(cmd));
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn sop_uids(path: &Path) -> (String, String) {
+    let o = dicom_object::open_file(path).unwrap();
+    let get = |t| {
+        o.element(t)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches('\0')
+            .to_string()
+    };
+    (
+        get(dicom_dictionary_std::tags::SOP_INSTANCE_UID),
+        get(dicom_dictionary_std::tags::SERIES_INSTANCE_UID),
+    )
+}
+
+/// The checks of issue "DICOM results": every object valid for dciodvfy, parsed by dcmdump,
+/// the SR tree read by dsrdump and by highdicom (TID 1500 measurement groups) with the same
+/// numbers as prediction.json, identity copied from the source, evidence and source-image
+/// references to the source instances, deterministic UIDs, no identifier anywhere else.
+#[test]
+fn dicom_results_carry_the_prediction_and_the_source_identity() {
+    let f = fixture();
+    let clinical = f.root.join("patient.json");
+    std::fs::write(&clinical, r#"{"age": 80, "gcs": 6, "anticoagulant": true}"#).unwrap();
+    // A copy of the model whose bleed threshold is 0, so every level of the decision path is
+    // evaluated and lands in the SR (the batch run below uses the plain model).
+    let always = f.root.join("model-always");
+    std::fs::create_dir_all(&always).unwrap();
+    for e in std::fs::read_dir(&f.model).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), always.join(e.file_name())).unwrap();
+    }
+    let card_path = always.join("card.json");
+    let mut card: Value = serde_json::from_slice(&std::fs::read(&card_path).unwrap()).unwrap();
+    card["calibration"]["thresholds"][0] = serde_json::json!(0.0);
+    std::fs::write(&card_path, serde_json::to_vec(&card).unwrap()).unwrap();
+    let predict = |out: &Path| {
+        hn(
+            &[
+                s(&f.root.join("studies/s1")),
+                "--model",
+                s(&always),
+                "--clinical",
+                s(&clinical),
+                "--out",
+                s(out),
+                "--mc-passes",
+                "2",
+                "--dicom",
+            ],
+            &[],
+        )
+    };
+    let out = f.root.join("out");
+    let o = predict(&out);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for text in [String::from_utf8_lossy(&o.stdout).into_owned(), stderr(&o)] {
+        assert!(!text.contains("SENTINEL"), "identifiers on stdout/stderr");
+    }
+    let dir = out.join("s1");
+    let json = std::fs::read_to_string(dir.join("prediction.json")).unwrap();
+    assert!(!json.contains("SENTINEL"));
+    let ddir = dir.join("dicom");
+    let mut names: Vec<String> = std::fs::read_dir(&ddir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "overlay_01.dcm",
+            "overlay_02.dcm",
+            "overlay_03.dcm",
+            "sr.dcm"
+        ]
+    );
+    let sr = ddir.join("sr.dcm");
+    let overlays: Vec<PathBuf> = (1..=3)
+        .map(|i| ddir.join(format!("overlay_{i:02}.dcm")))
+        .collect();
+
+    // dicom3tools: no IOD errors (warnings: our private coding scheme is not in its tables).
+    for p in std::iter::once(&sr).chain(&overlays) {
+        let (_, out, err) = run_tool("dciodvfy", &[p]);
+        let text = out + &err;
+        let iod = if p == &sr { "EnhancedSR" } else { "SCImage" };
+        assert!(text.contains(iod), "{}: {text}", p.display());
+        let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("Error")).collect();
+        assert!(errors.is_empty(), "{}: {errors:#?}", p.display());
+        let (ok, _, err) = run_tool("dcmdump", &[p]);
+        assert!(ok && !err.contains("E:"), "dcmdump {}: {err}", p.display());
+    }
+    // dcmtk's SR reader: the tree, with the level-1 numbers as written.
+    let pred: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        pred["decision_path"]["level_2"]["subtypes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_eq!(pred["decision_path"]["level_3"]["evaluated"], true);
+    let (ok, tree, err) = run_tool("dsrdump", &[&sr]);
+    assert!(ok, "dsrdump: {err}");
+    let p_any = pred["decision_path"]["level_1"]["probability"]
+        .as_f64()
+        .unwrap();
+    for needle in [
+        "Enhanced SR Document".to_string(),
+        "Imaging Measurement Report".into(),
+        "(1386000,SCT,\"Intracranial hemorrhage\")".into(),
+        format!("\"Probability\")=\"{p_any:.6}\""),
+        "\"Intended use\")".into(),
+    ] {
+        assert!(tree.contains(&needle), "{needle} not in {tree}");
+    }
+    // The overlay renders (dcmtk's own renderer).
+    let png = f.root.join("overlay.png");
+    let (ok, _, err) = run_tool("dcmj2pnm", &[Path::new("--write-png"), &overlays[0], &png]);
+    assert!(ok && std::fs::metadata(&png).unwrap().len() > 1000, "{err}");
+
+    // highdicom and pydicom: every number of prediction.json, identity, references.
+    let script = r#"
+import sys, json, glob, pydicom, highdicom as hd
+pred = json.load(open(sys.argv[1])); srp = sys.argv[2]; src_dir = sys.argv[3]; ovs = sys.argv[4:]
+close = lambda a, b: abs(a - b) < 1e-12
+sr = hd.sr.srread(srp)
+groups = {g.tracking_identifier: g for g in sr.content.get_image_measurement_groups()}
+meas = lambda g: {m.name.meaning: m.value for m in g.get_measurements()}
+qual = lambda g: {q.name.meaning: q.value.meaning for q in g.get_qualitative_evaluations()}
+dp = pred["decision_path"]; l1 = dp["level_1"]
+g = groups["level 1: intracranial hemorrhage"]; m = meas(g)
+assert g.finding_type.value == "1386000" and g.finding_type.scheme_designator == "SCT"
+assert close(m["Probability"], l1["probability"]) and close(m["Threshold Value"], l1["threshold"])
+assert qual(g)["Intracranial hemorrhage"] == ("Present" if l1["decision"] else "Absent")
+if pred["hematoma_volume_ml"] is not None:
+    assert close(m["Volume"], pred["hematoma_volume_ml"])
+l2 = dp["level_2"]
+assert len([k for k in groups if k.startswith("level 2: ")]) == len(l2["subtypes"])
+for st in l2["subtypes"]:
+    g = groups["level 2: " + st["subtype"]]; m = meas(g)
+    assert close(m["Probability"], st["probability"])
+    assert close(m["Probability given hemorrhage"], st["probability_given_bleed"])
+    assert close(m["Threshold Value"], st["threshold"])
+    assert list(qual(g).values()) == ["Present" if st["decision"] else "Absent"]
+l3 = dp["level_3"]
+if l3["evaluated"]:
+    m = meas(groups["level 3: prognosis"])
+    assert close(m["Probability of death within 30 days"], l3["p_mortality_30d"])
+    assert close(m["Probability of 90-day mRS 4 or worse"], l3["p_poor_outcome_90d"])
+    for k, p in enumerate(l3["mrs_distribution"]):
+        assert close(m["Probability of 90-day mRS %d" % k], p)
+else:
+    assert "level 3: prognosis" not in groups
+g = groups["expert review"]
+assert qual(g)["Referral for expert review"] == ("Yes" if pred["review"]["flag"] else "No")
+assert close(meas(g)["Model uncertainty"], pred["review"]["uncertainty"])
+w = [x.value for x in groups["clinical feature weights"].get_measurements()]
+assert len(w) == len(pred["feature_weights"]) and all(close(a, b["weight"]) for a, b in zip(w, pred["feature_weights"]))
+texts = {i.ConceptNameCodeSequence[0].CodeMeaning: i for i in sr.ContentSequence}
+assert texts["Intended use"].TextValue == pred["intended_use"]
+assert texts["Model trained on synthetic data only"].ConceptCodeSequence[0].CodeMeaning == ("Yes" if pred["model"]["synthetic"] else "No")
+
+src = {}
+for p in sorted(glob.glob(src_dir + "/*.dcm")):
+    d = pydicom.dcmread(p); src[d.SOPInstanceUID] = (p, d)
+s0 = next(iter(src.values()))[1]
+ds = pydicom.dcmread(srp)
+assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.22" and ds.Modality == "SR"
+ev = ds.CurrentRequestedProcedureEvidenceSequence[0]
+assert ev.StudyInstanceUID == s0.StudyInstanceUID
+assert ev.ReferencedSeriesSequence[0].SeriesInstanceUID == s0.SeriesInstanceUID
+assert {r.ReferencedSOPInstanceUID for r in ev.ReferencedSeriesSequence[0].ReferencedSOPSequence} == set(src)
+series = {ds.SeriesInstanceUID}
+for i, o in enumerate(ovs):
+    d = pydicom.dcmread(o)
+    assert d.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and d.BurnedInAnnotation == "YES"
+    assert d.pixel_array.ndim == 3 and d.pixel_array.shape[2] == 3
+    assert "NOT FOR DIAGNOSIS" in d.ImageComments and "SYNTHETIC MODEL" in d.ImageComments
+    ks = pred["key_slices"][i]
+    ref = d.SourceImageSequence[0].ReferencedSOPInstanceUID
+    assert src[ref][0].endswith("IM%04d.dcm" % (ks["input_slice"] + 1)), (src[ref][0], ks)
+    series.add(d.SeriesInstanceUID)
+for d in [ds] + [pydicom.dcmread(o) for o in ovs]:
+    for kw in ["PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
+               "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName"]:
+        assert d.get(kw) == s0.get(kw), kw
+    assert d.SeriesInstanceUID != s0.SeriesInstanceUID
+assert str(ds.PatientName) == "ZZSENTINEL^NAME" and ds.PatientID == "PIDSENTINEL77"
+assert len(series) == 2 and ds.SeriesNumber != pydicom.dcmread(ovs[0]).SeriesNumber
+print("ok")
+"#;
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(dir.join("prediction.json"))
+        .arg(&sr)
+        .arg(f.root.join("studies/s1"))
+        .args(&overlays)
+        .output()
+        .unwrap_or_else(|_| tool_missing("python3 with highdicom"));
+    assert!(
+        o.status.success(),
+        "highdicom/pydicom: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // Rescoring replaces: the same study and model give the same UIDs.
+    let out2 = f.root.join("out2");
+    assert!(predict(&out2).status.success());
+    for name in ["sr.dcm", "overlay_01.dcm"] {
+        assert_eq!(
+            sop_uids(&ddir.join(name)),
+            sop_uids(&out2.join("s1/dicom").join(name))
+        );
+    }
+
+    // NIfTI has no identity to file results under: a clear error, nothing written.
+    let o = hn(
+        &[
+            s(&f.root.join("studies/s2.nii.gz")),
+            "--model",
+            s(&f.model),
+            "--out",
+            s(&out),
+            "--dicom",
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("DICOM results need a DICOM study"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.join("s2.nii.gz").exists());
+
+    // Batch mode: DICOM studies get their objects; the NIfTI study fails with the reason.
+    let bout = f.root.join("batch");
+    let o = hn(
+        &[
+            "--manifest",
+            s(&f.manifest),
+            "--model",
+            s(&f.model),
+            "--out",
+            s(&bout),
+            "--mc-passes",
+            "0",
+            "--dicom",
+        ],
+        &[],
+    );
+    let v = summary(&o);
+    assert_eq!(
+        keys(&v, "failed"),
+        ["broken", "study-2"]
+            .iter()
+            .map(|k| k.to_string())
+            .collect()
+    );
+    let failed = v["failed"].to_string();
+    assert!(
+        failed.contains("DICOM results need a DICOM study"),
+        "{failed}"
+    );
+    for k in ["study-1", "study-3"] {
+        assert!(bout.join(k).join("dicom/sr.dcm").is_file(), "{k}");
+    }
+}

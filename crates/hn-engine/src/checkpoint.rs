@@ -186,6 +186,24 @@ pub struct ModelCard {
 pub const MAX_MC_PASSES: usize = 1000;
 
 impl ModelCard {
+    /// What identifies these weights: a hex SHA-256 over the code version that trained them,
+    /// the time the card was written, the epoch and the training data's digest. Calibration is
+    /// left out, so a recalibrated card keeps its fingerprint (its results replace the old).
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [
+            self.code_version.as_str(),
+            &self.created_unix.to_string(),
+            &self.epoch.to_string(),
+            &self.dataset.sha256,
+        ] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Check every value a request would later rely on, against the network `net` the card
     /// describes: windows vs input channels, the fixed grid, temperatures, thresholds, the
     /// referral policy and MC passes. The error says which field and why.

@@ -169,7 +169,7 @@ fn predict_dicom_and_nifti_end_to_end() {
 
     let res = p.predict_path("study-a", &dicom, clinical).unwrap();
     let out = tmp.path().join("out-a");
-    let files = write_outputs(&res.prediction, &res.sample, &res.volume, &out).unwrap();
+    let files = write_outputs(&res.prediction, &res.sample, &res.volume, &out, None).unwrap();
     assert_eq!(files.len(), 3 + 2, "{files:?}");
 
     let json: serde_json::Value =
@@ -303,7 +303,14 @@ fn predict_dicom_and_nifti_end_to_end() {
         hn_imaging::InputFormat::Nifti
     );
     let out_b = tmp.path().join("out-b");
-    write_outputs(&res_b.prediction, &res_b.sample, &res_b.volume, &out_b).unwrap();
+    write_outputs(
+        &res_b.prediction,
+        &res_b.sample,
+        &res_b.volume,
+        &out_b,
+        None,
+    )
+    .unwrap();
     let heat_b =
         hn_imaging::nifti::read_volume(&out_b.join("heatmap.nii.gz"), &Default::default()).unwrap();
     assert_eq!(heat_b.dims, [48, 48, 10]);
@@ -736,6 +743,7 @@ fn studies_in_memory_score_like_files_and_artifacts_are_the_files() {
         &from_disk.sample,
         &from_disk.volume,
         &out,
+        None,
     )
     .unwrap();
     assert_eq!(

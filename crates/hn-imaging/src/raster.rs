@@ -66,30 +66,31 @@ impl RgbImage {
         }
     }
 
-    /// This image below a black band carrying `lines` (each `(text, colour)`), as large as
-    /// fits the width (scale 2 when every line fits at 16 px per character, else 1). The band
-    /// is added above the picture, so no pixel of it is covered.
+    /// This image below a black band carrying `lines` (each `(text, colour)`), each line as
+    /// large as fits the width (16 px per character when it fits, else 8). The band is added
+    /// above the picture, so no pixel of it is covered.
     pub fn with_banner(&self, lines: &[(&str, [u8; 3])]) -> RgbImage {
-        let longest = lines
+        let scales: Vec<usize> = lines
             .iter()
-            .map(|(t, _)| t.chars().count())
-            .max()
-            .unwrap_or(0);
-        let scale = if longest * GLYPH * 2 + 8 <= self.width {
-            2
-        } else {
-            1
-        };
-        let line_h = GLYPH * scale + 4;
+            .map(|(t, _)| {
+                if t.chars().count() * GLYPH * 2 + 8 <= self.width {
+                    2
+                } else {
+                    1
+                }
+            })
+            .collect();
         let band = if lines.is_empty() {
             0
         } else {
-            lines.len() * line_h + 4
+            scales.iter().map(|s| GLYPH * s + 4).sum::<usize>() + 4
         };
         let mut out = RgbImage::black(self.width, self.height + band);
         out.data[3 * self.width * band..].copy_from_slice(&self.data);
-        for (i, (text, rgb)) in lines.iter().enumerate() {
-            out.draw_text(4, 4 + i * line_h, text, scale, *rgb);
+        let mut y = 4;
+        for ((text, rgb), scale) in lines.iter().zip(scales) {
+            out.draw_text(4, y, text, scale, *rgb);
+            y += GLYPH * scale + 4;
         }
         out
     }

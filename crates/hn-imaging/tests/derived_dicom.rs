@@ -187,6 +187,13 @@ fn sr_and_overlay_validate_and_carry_the_source_identity() {
     assert_eq!(source.instances.len(), 4);
     assert_eq!(source.value(tags::PATIENT_NAME), Some(PATIENT_NAME));
     source.check().unwrap();
+    // Slice k of the volume came from the k-th file written (positions ascend with k).
+    for k in 0..4 {
+        assert_eq!(
+            source.slice_instance(k).unwrap().sop_instance_uid,
+            Some(format!("{}.{}", uid_from_hash(104), k + 1))
+        );
+    }
 
     let sr_series = series(&["study", "sr"], 9001);
     let sr_uid = derived_uid(&["study", "sr", "1"]);

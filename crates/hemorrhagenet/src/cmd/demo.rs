@@ -188,6 +188,8 @@ pub fn predict_heldout(
         .out
         .join("prediction")
         .join(hn_engine::infer::sanitize_key(&study.id));
-    hn_engine::infer::write_study_dir(&res, &dir)?;
+    // The demo study is DICOM: show the results a PACS would receive too.
+    let dicom = predictor.dicom_results(&res)?;
+    hn_engine::infer::write_study_dir(&res, &dir, Some(&dicom))?;
     Ok(dir)
 }

@@ -2,7 +2,8 @@
 //!
 //! * Single study: `predict STUDY --model DIR [--clinical FILE] [--out DIR]` writes
 //!   `OUT/<key>/{prediction.json, overlay_sliceNN.png, heatmap.nii.gz}` (key = `--key`, else
-//!   the STUDY's file/folder name) and prints `prediction.json` on stdout.
+//!   the STUDY's file/folder name) and prints `prediction.json` on stdout. With `--dicom`
+//!   also `OUT/<key>/dicom/{sr.dcm, overlay_NN.dcm}` for the source study's PACS.
 //! * Batch: `predict --manifest CSV --shard-index I --shard-count N --model DIR --out DIR`
 //!   predicts the manifest's studies of shard I (stable SHA-256 hash of the study key), one
 //!   folder per study, skipping finished ones, and prints the shard summary JSON on stdout.
@@ -59,6 +60,11 @@ pub struct PredictArgs {
     /// Single-study mode: print nothing on stdout (the files are still written).
     #[arg(long)]
     pub quiet: bool,
+    /// Also write the results as DICOM for the source study's PACS: an Enhanced SR and a
+    /// Secondary Capture overlay series in OUT/<key>/dicom/ (docs/PREDICT.md). They carry the
+    /// patient's and study's identifiers, copied from the input; DICOM input only.
+    #[arg(long)]
+    pub dicom: bool,
     /// Where to run the model: `cpu` (default), or `cuda:N`, `libtorch`, `libtorch-cuda:N`
     /// in builds with those features (as `train --devices`).
     #[arg(long, default_value = "cpu")]
@@ -140,8 +146,13 @@ fn run_single(args: &PredictArgs, predictor: &Predictor) -> anyhow::Result<ExitC
         None => study_key(study),
     };
     let res = predictor.predict_path(&key, study, clinical)?;
+    let dicom = if args.dicom {
+        Some(predictor.dicom_results(&res)?)
+    } else {
+        None
+    };
     let dir = args.out.join(sanitize_key(&key));
-    write_study_dir(&res, &dir)?;
+    write_study_dir(&res, &dir, dicom.as_ref())?;
     let p = &res.prediction;
     eprintln!(
         "{key}: P(hemorrhage) {:.3} → {}; review {}; results in {}",
@@ -207,6 +218,7 @@ fn run_batch(
         index,
         args.shard_count,
         &args.out,
+        args.dicom,
         &mut on_event,
     )?;
     bar.finish_and_clear();

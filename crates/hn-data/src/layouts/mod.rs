@@ -184,6 +184,8 @@ pub struct DecodedStudy {
     /// Hemorrhage mask on the same grid, when the source has one (values as stored, > 0 =
     /// hemorrhage).
     pub mask: Option<hn_imaging::Volume>,
+    /// The source study's identity (DICOM sources), for results filed back into it.
+    pub source: Option<hn_imaging::dicom::SourceStudy>,
 }
 
 /// Errors from decoding a study's pixels.
@@ -226,6 +228,7 @@ pub fn read_study(
             Ok(DecodedStudy {
                 volume: read.volume,
                 mask: None,
+                source: read.source,
             })
         }
         StudySource::Nifti { path, mask } => {
@@ -244,7 +247,11 @@ pub fn read_study(
                 }
                 None => None,
             };
-            Ok(DecodedStudy { volume, mask })
+            Ok(DecodedStudy {
+                volume,
+                mask,
+                source: None,
+            })
         }
     }
 }

@@ -89,7 +89,12 @@ fn study_path(rec: &StudyRecord) -> Option<&Path> {
     }
 }
 
-fn predict_one(pred: &Predictor, rec: &StudyRecord, dir: &Path) -> Result<(), InferError> {
+fn predict_one(
+    pred: &Predictor,
+    rec: &StudyRecord,
+    dir: &Path,
+    dicom: bool,
+) -> Result<(), InferError> {
     if let Some(p) = study_path(rec)
         && !p.exists()
     {
@@ -103,8 +108,14 @@ fn predict_one(pred: &Predictor, rec: &StudyRecord, dir: &Path) -> Result<(), In
         StudySource::Dicom { .. } => hn_imaging::InputFormat::Dicom,
         StudySource::Nifti { .. } => hn_imaging::InputFormat::Nifti,
     };
-    let res = pred.predict_volume(&rec.key, decoded.volume, format, rec.clinical)?;
-    super::output::write_study_dir(&res, dir)
+    let mut res = pred.predict_volume(&rec.key, decoded.volume, format, rec.clinical)?;
+    res.source = decoded.source;
+    let results = if dicom {
+        Some(pred.dicom_results(&res)?)
+    } else {
+        None
+    };
+    super::output::write_study_dir(&res, dir, results.as_ref())
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -118,13 +129,15 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 /// Per-study failures (unreadable study, unusable volume, even a panic) are reported through
 /// `progress` and collected in the summary; the run goes on. The summary is also written to
 /// `out_dir/shard-<i>-of-<n>.json`. Errors only for bad shard arguments or an unwritable
-/// `out_dir`.
+/// `out_dir`. `dicom`: each study's DICOM results too (a study that cannot have them, such as
+/// NIfTI input, fails with the reason); a study is finished only when they exist.
 pub fn predict_batch(
     predictor: &Predictor,
     index: &StudyIndex,
     shard_index: u32,
     shard_count: u32,
     out_dir: &Path,
+    dicom: bool,
     progress: &mut dyn FnMut(&BatchEvent),
 ) -> Result<BatchSummary, InferError> {
     if shard_count == 0 || shard_index >= shard_count {
@@ -154,7 +167,13 @@ pub fn predict_batch(
         let name = sanitize_key(&rec.key);
         summary.outputs.push((rec.key.clone(), name.clone()));
         let dir = out_dir.join(&name);
-        if dir.join("prediction.json").is_file() {
+        let finished = dir.join(super::output::PREDICTION_FILE).is_file()
+            && (!dicom
+                || dir
+                    .join(super::dicom_results::DICOM_DIR)
+                    .join("sr.dcm")
+                    .is_file());
+        if finished {
             summary.skipped_existing += 1;
             progress(&BatchEvent::Skipped {
                 key: rec.key.clone(),
@@ -162,7 +181,7 @@ pub fn predict_batch(
             continue;
         }
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            predict_one(predictor, rec, &dir)
+            predict_one(predictor, rec, &dir, dicom)
         }));
         let err = match r {
             Ok(Ok(())) => None,

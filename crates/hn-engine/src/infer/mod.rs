@@ -9,6 +9,7 @@
 pub mod assemble;
 pub mod batch;
 pub mod clinical;
+pub mod dicom_results;
 pub mod output;
 pub mod schema;
 pub mod volume;
@@ -26,6 +27,7 @@ use crate::scoring::{StudyScores, TestTimeAugmentation, score};
 
 pub use batch::{BatchEvent, BatchSummary, FailedStudy, predict_batch, sanitize_key};
 pub use clinical::read_clinical;
+pub use dicom_results::{DicomObject, DicomResults, dicom_results};
 pub use output::{Artifacts, artifacts, heatmap_on_input_grid, write_outputs, write_study_dir};
 pub use volume::{VolumeEstimateConfig, estimate_volume_ml, estimate_volume_ml_with, volume_gate};
 
@@ -327,6 +329,8 @@ pub struct StudyResult {
     pub sample: StudySample,
     /// The input volume (its grid is the NIfTI heatmap's grid).
     pub volume: Volume,
+    /// The source study's identity (DICOM input): only the DICOM results read it.
+    pub source: Option<hn_imaging::dicom::SourceStudy>,
 }
 
 impl Predictor {
@@ -344,8 +348,33 @@ impl Predictor {
             });
         }
         let read = hn_imaging::read_any(path, &hn_imaging::AnyReadOptions::default())?;
+        self.predict_read(key, read, clinical)
+    }
+
+    /// Score a study as read ([`hn_imaging::StudyRead`]), keeping its DICOM identity for
+    /// [`dicom_results`](Self::dicom_results).
+    pub fn predict_read(
+        &self,
+        key: &str,
+        read: hn_imaging::StudyRead,
+        clinical: ClinicalRecord,
+    ) -> Result<StudyResult, InferError> {
         let format = read.format();
-        self.predict_volume(key, read.volume, format, clinical)
+        let mut res = self.predict_volume(key, read.volume, format, clinical)?;
+        res.source = read.source;
+        Ok(res)
+    }
+
+    /// The DICOM results of a scored study: an Enhanced SR and the overlay series, filed into
+    /// the source study ([`dicom_results::dicom_results`]). An error for input without a DICOM
+    /// identity (NIfTI) or with a malformed one, naming the attribute.
+    pub fn dicom_results(&self, res: &StudyResult) -> Result<DicomResults, InferError> {
+        dicom_results::dicom_results(
+            &self.card,
+            &res.prediction,
+            &res.sample,
+            res.source.as_ref(),
+        )
     }
 
     /// Read, check, preprocess and score a study held in memory (a network receiver's): DICOM
@@ -371,11 +400,11 @@ impl Predictor {
                 )?)
             }
         };
-        let format = read.format();
-        self.predict_volume(key, read.volume, format, clinical)
+        self.predict_read(key, read, clinical)
     }
 
-    /// Check, preprocess and score a decoded volume.
+    /// Check, preprocess and score a decoded volume (no DICOM identity: see
+    /// [`predict_read`](Self::predict_read)).
     pub fn predict_volume(
         &self,
         key: &str,
@@ -393,6 +422,7 @@ impl Predictor {
             prediction,
             sample,
             volume,
+            source: None,
         })
     }
 }

@@ -1,11 +1,12 @@
-//! Files of one prediction: `prediction.json`, `overlay_sliceNN.png` per key slice and
-//! `heatmap.nii.gz` on the input volume's grid.
+//! Files of one prediction: `prediction.json`, `overlay_sliceNN.png` per key slice,
+//! `heatmap.nii.gz` on the input volume's grid and, when asked, the DICOM results in `dicom/`.
 
 use std::path::{Path, PathBuf};
 
 use hn_imaging::transforms::{Interp, Resample, SliceTarget, Transform};
 use hn_imaging::{Modality, Provenance, Volume};
 
+use super::dicom_results::{DICOM_DIR, DicomResults};
 use super::{InferError, Prediction};
 use crate::checkpoint::{CheckpointError, write_dir_atomic};
 use crate::sample::StudySample;
@@ -60,12 +61,6 @@ pub fn heatmap_on_input_grid(
     Ok(out)
 }
 
-/// The channel to show under the overlays: the brain window (the narrowest covering 20–60
-/// HU), else channel 0.
-fn display_channel(windows: &[(f32, f32)]) -> usize {
-    super::volume::channel_covering(windows, 20.0, 60.0).unwrap_or(0)
-}
-
 /// Everything one prediction produced, in memory: what the file writer ([`write_outputs`])
 /// writes, and what a server returns or stores.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +73,9 @@ pub struct Artifacts {
     pub heatmap_nifti_gz: Vec<u8>,
 }
 
+/// Larger side of the PNG overlays (pixels).
+pub const OVERLAY_PNG_SIZE: usize = 256;
+
 /// The heatmap NIfTI's file name.
 pub const HEATMAP_FILE: &str = "heatmap.nii.gz";
 /// The report's file name.
@@ -89,26 +87,12 @@ pub fn artifacts(
     sample: &StudySample,
     source: &Volume,
 ) -> Result<Artifacts, InferError> {
-    let [s, c, h, w] = sample.shape;
-    let plane = h * w;
-    let ch = display_channel(&pred.input.windows).min(c.saturating_sub(1));
-    let mut overlays = Vec::with_capacity(pred.key_slices.len());
-    for ks in &pred.key_slices {
-        if ks.slice >= s || pred.heatmap.density.len() != s * plane {
-            return Err(InferError::Invalid(format!(
-                "key slice {} outside the {s}-slice model grid",
-                ks.slice
-            )));
-        }
-        let img = &sample.images[(ks.slice * c + ch) * plane..(ks.slice * c + ch + 1) * plane];
-        let heat = &pred.heatmap.density[ks.slice * plane..(ks.slice + 1) * plane];
-        let f = crate::report::display_factor(w, h, 256);
-        let png = crate::report::render_overlay_png(
-            &crate::report::upscale_nearest(img, w, h, f),
-            &crate::report::upscale_nearest(heat, w, h, f),
-            w * f,
-            h * f,
-        )?;
+    let pictures = super::dicom_results::key_slice_pictures(pred, sample, OVERLAY_PNG_SIZE)?;
+    let mut overlays = Vec::with_capacity(pictures.len());
+    for (ks, pic) in pred.key_slices.iter().zip(pictures) {
+        let png = pic
+            .to_png()
+            .map_err(|e| InferError::Invalid(format!("{}: {e}", ks.overlay)))?;
         overlays.push((ks.overlay.clone(), png));
     }
     let heat = heatmap_on_input_grid(pred, sample, source)?;
@@ -125,11 +109,15 @@ pub fn artifacts(
 /// Write a prediction's files into `dir` (created if needed), each atomically (temp +
 /// rename), `prediction.json` last so its presence means the folder is complete. Returns the
 /// written paths.
+///
+/// With `dicom`, its objects go to `dir/dicom/` (`sr.dcm`, `overlay_NN.dcm`) before
+/// `prediction.json`.
 pub fn write_outputs(
     pred: &Prediction,
     sample: &StudySample,
     source: &Volume,
     dir: &Path,
+    dicom: Option<&DicomResults>,
 ) -> Result<Vec<PathBuf>, InferError> {
     let art = artifacts(pred, sample, source)?;
     std::fs::create_dir_all(dir).map_err(|cause| InferError::Write {
@@ -137,6 +125,18 @@ pub fn write_outputs(
         cause,
     })?;
     let mut written = Vec::new();
+    if let Some(d) = dicom {
+        let ddir = dir.join(DICOM_DIR);
+        std::fs::create_dir_all(&ddir).map_err(|cause| InferError::Write {
+            path: ddir.clone(),
+            cause,
+        })?;
+        for o in d.objects() {
+            let p = ddir.join(&o.file_name);
+            write_file_atomic(&p, &o.bytes)?;
+            written.push(p);
+        }
+    }
     let files = art
         .overlays
         .iter()
@@ -152,11 +152,16 @@ pub fn write_outputs(
 }
 
 /// Write a study's files as one folder, atomically ([`write_dir_atomic`]): `dir` is either
-/// absent, or the complete previous result, or the complete new one.
-pub fn write_study_dir(res: &super::StudyResult, dir: &Path) -> Result<(), InferError> {
+/// absent, or the complete previous result, or the complete new one. `dicom`: also the DICOM
+/// results ([`write_outputs`]).
+pub fn write_study_dir(
+    res: &super::StudyResult,
+    dir: &Path,
+    dicom: Option<&DicomResults>,
+) -> Result<(), InferError> {
     let mut inner: Option<InferError> = None;
     let r = write_dir_atomic(dir, |tmp| {
-        write_outputs(&res.prediction, &res.sample, &res.volume, tmp)
+        write_outputs(&res.prediction, &res.sample, &res.volume, tmp, dicom)
             .map(|_| ())
             .map_err(|e| {
                 let msg = e.to_string();

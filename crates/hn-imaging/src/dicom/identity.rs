@@ -118,8 +118,11 @@ pub struct SourceStudy {
     pub frame_of_reference_uid: Option<String>,
     /// The source series' modality (`CT`, `MR`).
     pub modality: String,
-    /// In the series' slice order as read.
+    /// The chosen series' instances, in the order they were read.
     pub instances: Vec<SourceInstance>,
+    /// For each slice `k` of the volume read, the index into `instances` of the instance it
+    /// came from (a multi-frame instance appears once per frame).
+    pub slice_instances: Vec<usize>,
 }
 
 impl std::fmt::Debug for SourceStudy {
@@ -181,7 +184,13 @@ impl SourceStudy {
                     sop_instance_uid: text(&h.obj, tags::SOP_INSTANCE_UID),
                 })
                 .collect(),
+            slice_instances: Vec::new(),
         }
+    }
+
+    /// The source instance slice `k` of the volume came from.
+    pub fn slice_instance(&self, k: usize) -> Option<&SourceInstance> {
+        self.instances.get(*self.slice_instances.get(k)?)
     }
 
     /// The value of a copied attribute (`None` when absent or not a copied attribute).
@@ -421,6 +430,7 @@ mod tests {
             frame_of_reference_uid: None,
             modality: "CT".into(),
             instances: vec![],
+            slice_instances: vec![],
         };
         let d = format!("{s:?}");
         assert!(!d.contains("DOE") && !d.contains("1.2.3"), "{d}");

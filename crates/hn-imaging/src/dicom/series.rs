@@ -350,8 +350,9 @@ fn read_instances(
         .map(|(i, s)| s.summary(i == idx))
         .collect();
     let chosen = series.into_iter().nth(idx).expect("index from the list");
-    let source = super::identity::SourceStudy::from_headers(&chosen.uid, &chosen.headers);
-    let mut volume = build_volume(chosen, opts, &root)?;
+    let mut source = super::identity::SourceStudy::from_headers(&chosen.uid, &chosen.headers);
+    let (mut volume, slice_instances) = build_volume(chosen, opts, &root)?;
+    source.slice_instances = slice_instances;
     volume
         .provenance
         .notes

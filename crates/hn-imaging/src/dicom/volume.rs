@@ -22,11 +22,13 @@ pub(super) struct Prepared<'a> {
     pub(super) notes: Vec<String>,
 }
 
+/// The series as a volume, and for each slice `k` the index (into `series.headers`) of the
+/// instance it came from.
 pub(super) fn build_volume(
     series: Series,
     opts: &ReadOptions,
     root: &Path,
-) -> Result<Volume, ImagingError> {
+) -> Result<(Volume, Vec<usize>), ImagingError> {
     let first = series.first();
     let (rows, cols) = (first.pix.rows, first.pix.cols);
     for h in &series.headers {
@@ -349,6 +351,7 @@ pub(super) fn build_volume(
         }
     }
     let origin = frames[0].ipp.unwrap_or([0.0; 3]);
+    let slice_files: Vec<usize> = frames.iter().map(|f| f.file_index).collect();
     let mut vol = Volume::new(
         data,
         [cols, rows, nz],
@@ -386,7 +389,7 @@ pub(super) fn build_volume(
         notes,
         warnings,
     };
-    Ok(vol)
+    Ok((vol, slice_files))
 }
 
 pub(super) fn sub(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
@@ -420,4 +423,5 @@ pub fn read_object(
         opts,
         path,
     )
+    .map(|(v, _)| v)
 }

@@ -60,8 +60,8 @@ pub fn secondary_capture(
         &img.sop_instance_uid,
         img.instance_number,
     )?;
-    // General Series: a head is not a paired body part (Type 2C, present and empty).
-    put_str(&mut o, tags::LATERALITY, VR::CS, "");
+    // General Series: the head is an unpaired body part, so Laterality (2C) is absent.
+    put_str(&mut o, tags::BODY_PART_EXAMINED, VR::CS, "HEAD");
     // SC Equipment: made on a workstation from other images.
     put_str(&mut o, tags::CONVERSION_TYPE, VR::CS, "WSD");
     // General Image.
