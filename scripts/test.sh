@@ -4,7 +4,7 @@
 # Python 3:
 #   * Debian tools (dcmtk's dcmdump, dicom3tools' dciodvfy) through apt-get when they are missing and apt-get can be
 #     used (root); otherwise it stops and says what to install;
-#   * the Python peers (pydicom, numpy, nibabel; bench/requirements-test.txt) into a local
+#   * the Python peers (pydicom, numpy, nibabel, highdicom; bench/requirements-test.txt) into a local
 #     virtual environment (.venv-test, or $HN_TEST_VENV), put first on PATH for the tests.
 # The peer checks are real tests: nothing is skipped when a peer is missing.
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p hn-engine`).

@@ -461,6 +461,9 @@ fn demo_predicts_a_heldout_study_and_its_model_serves_predict() {
         serde_json::from_slice(&std::fs::read(preds[0].join("prediction.json")).unwrap()).unwrap();
     assert_eq!(p["model"]["calibrated"], true);
     assert_eq!(p["input"]["format"], "dicom");
+    // The demo also shows what a PACS would receive.
+    assert!(preds[0].join("dicom/sr.dcm").is_file());
+    assert!(preds[0].join("dicom/overlay_01.dcm").is_file());
     let id = p["study"].as_str().unwrap().to_string();
     assert!(id.starts_with("SYNTH-"));
 

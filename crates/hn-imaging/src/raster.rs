@@ -123,6 +123,9 @@ pub fn upscale_nearest(img: &[f32], w: usize, h: usize, factor: usize) -> Vec<f3
     out
 }
 
+/// Opacity of the heat colour where the heat is at its maximum.
+pub const MAX_HEAT_ALPHA: f32 = 0.45;
+
 /// Integer factor that brings the larger side of a `w × h` image to at least `target` pixels.
 pub fn display_factor(w: usize, h: usize, target: usize) -> usize {
     target.div_ceil(w.max(h).max(1)).max(1)
@@ -131,7 +134,8 @@ pub fn display_factor(w: usize, h: usize, target: usize) -> usize {
 /// A gray slice with a heat map over it (both `w × h`, row-major).
 ///
 /// The slice is min–max scaled to gray; the heat is scaled by its maximum (values ≤ 0 are
-/// transparent) and blended with a blue→red→yellow colour map at alpha `0.6·heat`.
+/// transparent) and blended with a blue→red→yellow colour map at alpha `0.45·heat`, light
+/// enough that the anatomy under the hottest cell stays readable.
 pub fn heat_overlay(slice: &[f32], heat: &[f32], w: usize, h: usize) -> Result<RgbImage, String> {
     if slice.len() != w * h || heat.len() != w * h || w == 0 || h == 0 {
         return Err(format!(
@@ -170,7 +174,7 @@ pub fn heat_overlay(slice: &[f32], heat: &[f32], w: usize, h: usize) -> Result<R
         } else {
             (1.0, 2.0 * t - 1.0, 0.0)
         };
-        let a = 0.6 * t;
+        let a = MAX_HEAT_ALPHA * t;
         for c in [r, gg, b] {
             data.push((((1.0 - a) * g + a * c) * 255.0).round() as u8);
         }
@@ -213,7 +217,7 @@ mod tests {
         let img = heat_overlay(&[0.0, 1.0, 0.0, 1.0], &[0.0, 0.0, 0.0, 1.0], 2, 2).unwrap();
         assert_eq!(&img.data[..3], &[0, 0, 0]);
         assert_eq!(&img.data[3..6], &[255, 255, 255]);
-        // Full heat: 0.4 gray + 0.6 yellow.
-        assert_eq!(&img.data[9..12], &[255, 255, 102]);
+        // Full heat on white: 0.55 white + 0.45 yellow.
+        assert_eq!(&img.data[9..12], &[255, 255, 140]);
     }
 }
