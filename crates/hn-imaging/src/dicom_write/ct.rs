@@ -14,7 +14,7 @@ use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::InMemDicomObject;
 
-use super::{DicomWriteError, ds, file_meta, valid_uid};
+use super::{DicomWriteError, ds, file_meta, put_pixel_description, valid_uid};
 use crate::Volume;
 
 /// Identity and description of the series to write. UIDs must be valid DICOM UIDs
@@ -165,14 +165,7 @@ pub fn write_ct_series(
             // PixelSpacing = row spacing (between rows, j) \ column spacing (i).
             strs(vec![ds(vol.spacing[1]), ds(vol.spacing[0])]),
         ));
-        let us = |v: u16| PrimitiveValue::from(v);
-        obj.put(DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, us(1)));
-        obj.put(DataElement::new(tags::ROWS, VR::US, us(ny as u16)));
-        obj.put(DataElement::new(tags::COLUMNS, VR::US, us(nx as u16)));
-        obj.put(DataElement::new(tags::BITS_ALLOCATED, VR::US, us(16)));
-        obj.put(DataElement::new(tags::BITS_STORED, VR::US, us(16)));
-        obj.put(DataElement::new(tags::HIGH_BIT, VR::US, us(15)));
-        obj.put(DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, us(0)));
+        put_pixel_description(&mut obj, ny as u16, nx as u16, 1, 16);
         let px: Vec<u16> = vol
             .slice(k)
             .iter()

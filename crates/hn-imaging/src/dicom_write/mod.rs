@@ -79,6 +79,32 @@ pub(crate) fn valid_uid(u: &str) -> bool {
     crate::dicom::identity::check_value(dicom_core::VR::UI, u).is_ok()
 }
 
+/// The Image Pixel module's unsigned-integer description (pixel data not included):
+/// `samples` per pixel, `bits` allocated = stored, high bit `bits − 1`, unsigned, and for colour
+/// images colour-by-pixel planar configuration.
+pub(crate) fn put_pixel_description(
+    obj: &mut InMemDicomObject,
+    rows: u16,
+    cols: u16,
+    samples: u16,
+    bits: u16,
+) {
+    use dicom_core::value::PrimitiveValue;
+    use dicom_core::{DataElement, VR};
+    use dicom_dictionary_std::tags;
+    let mut us = |tag, v: u16| obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+    us(tags::SAMPLES_PER_PIXEL, samples);
+    if samples > 1 {
+        us(tags::PLANAR_CONFIGURATION, 0);
+    }
+    us(tags::ROWS, rows);
+    us(tags::COLUMNS, cols);
+    us(tags::BITS_ALLOCATED, bits);
+    us(tags::BITS_STORED, bits);
+    us(tags::HIGH_BIT, bits - 1);
+    us(tags::PIXEL_REPRESENTATION, 0);
+}
+
 /// File meta for Explicit VR Little Endian with our implementation identity.
 pub(crate) fn file_meta() -> FileMetaTableBuilder {
     FileMetaTableBuilder::new()

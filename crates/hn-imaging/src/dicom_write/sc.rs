@@ -10,7 +10,7 @@ use dicom_core::{DataElement, VR};
 use dicom_dictionary_std::tags;
 
 use super::derived::{DerivedSeries, derived_object, put_seq, put_str, sop_reference};
-use super::{DicomWriteError, part10_bytes};
+use super::{DicomWriteError, part10_bytes, put_pixel_description};
 use crate::dicom::SourceStudy;
 use crate::raster::RgbImage;
 
@@ -100,16 +100,8 @@ pub fn secondary_capture(
         &series.time,
     );
     // Image Pixel: 8-bit RGB, colour-by-pixel.
-    let us = |v: u16| PrimitiveValue::from(v);
-    o.put(DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, us(3)));
     put_str(&mut o, tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "RGB");
-    o.put(DataElement::new(tags::PLANAR_CONFIGURATION, VR::US, us(0)));
-    o.put(DataElement::new(tags::ROWS, VR::US, us(h as u16)));
-    o.put(DataElement::new(tags::COLUMNS, VR::US, us(w as u16)));
-    o.put(DataElement::new(tags::BITS_ALLOCATED, VR::US, us(8)));
-    o.put(DataElement::new(tags::BITS_STORED, VR::US, us(8)));
-    o.put(DataElement::new(tags::HIGH_BIT, VR::US, us(7)));
-    o.put(DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, us(0)));
+    put_pixel_description(&mut o, h as u16, w as u16, 3, 8);
     let mut px = img.image.data.clone();
     if px.len() % 2 == 1 {
         px.push(0); // OB values have even length.
