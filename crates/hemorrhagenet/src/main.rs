@@ -34,13 +34,16 @@ enum Command {
     /// Score a study (or a shard of a manifest): decision path, uncertainty, review flag,
     /// heatmaps. See docs/PREDICT.md.
     Predict(cmd::predict::PredictArgs),
+    /// Run the triage service: DICOM node (C-ECHO, C-STORE), HTTP and DICOMweb STOW-RS,
+    /// worklist, results back to the PACS. See docs/SERVICE.md.
+    Serve(cmd::serve::ServeArgs),
 }
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HEMORRHAGENET_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,hn_serve=info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -53,6 +56,7 @@ fn main() -> std::process::ExitCode {
         Command::Evaluate(args) => cmd::evaluate::run(args),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Predict(args) => cmd::predict::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
     };
     match result {
         Ok(code) => code,

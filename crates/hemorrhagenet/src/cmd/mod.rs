@@ -5,5 +5,6 @@ pub mod evaluate;
 pub mod inspect;
 pub mod model_summary;
 pub mod predict;
+pub mod serve;
 pub mod synth;
 pub mod train;

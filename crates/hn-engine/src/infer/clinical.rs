@@ -33,14 +33,7 @@ pub fn read_clinical(path: &Path) -> Result<ClinicalRecord, InferError> {
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
     let map = match ext.as_str() {
-        "json" => {
-            let v: Value = serde_json::from_str(&text)
-                .map_err(|e| err(path, format!("not valid JSON: {e}")))?;
-            match v {
-                Value::Object(m) => m,
-                _ => return Err(err(path, "expected a JSON object of clinical features")),
-            }
-        }
+        "json" => json_object(path, &text)?,
         "csv" => csv_row(path, &text)?,
         _ => {
             return Err(err(
@@ -49,6 +42,25 @@ pub fn read_clinical(path: &Path) -> Result<ClinicalRecord, InferError> {
             ));
         }
     };
+    record_from_map(path, map)
+}
+
+/// A clinical record from JSON text (an object of features, as `--clinical FILE.json`);
+/// `origin` names where the text came from in errors (a file, a request field).
+pub fn parse_clinical_json(origin: &Path, text: &str) -> Result<ClinicalRecord, InferError> {
+    record_from_map(origin, json_object(origin, text)?)
+}
+
+fn json_object(path: &Path, text: &str) -> Result<Map<String, Value>, InferError> {
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| err(path, format!("not valid JSON: {e}")))?;
+    match v {
+        Value::Object(m) => Ok(m),
+        _ => Err(err(path, "expected a JSON object of clinical features")),
+    }
+}
+
+fn record_from_map(path: &Path, map: Map<String, Value>) -> Result<ClinicalRecord, InferError> {
     let unknown: Vec<&String> = map
         .keys()
         .filter(|k| !CLINICAL_FEATURES.iter().any(|f| f.name == k.as_str()))

@@ -26,7 +26,7 @@ use crate::sample::{InputMask, StudySample};
 use crate::scoring::{StudyScores, TestTimeAugmentation, score};
 
 pub use batch::{BatchEvent, BatchSummary, FailedStudy, predict_batch, sanitize_key};
-pub use clinical::read_clinical;
+pub use clinical::{parse_clinical_json, read_clinical};
 pub use dicom_results::{DicomObject, DicomResults, dicom_results};
 pub use output::{Artifacts, artifacts, heatmap_on_input_grid, write_outputs, write_study_dir};
 pub use volume::{VolumeEstimateConfig, estimate_volume_ml, estimate_volume_ml_with, volume_gate};

@@ -118,6 +118,15 @@ use attributes::*;
 use header::*;
 pub use identity::{IdentityError, SourceInstance, SourceStudy};
 pub(crate) use open::open_dicom;
+
+/// Parse one instance held in memory (Part-10 with or without preamble, or a bare data set),
+/// with the reader's truncation checks; `name` names it in errors.
+pub fn open_bytes(
+    name: &Path,
+    bytes: &[u8],
+) -> Result<FileDicomObject<InMemDicomObject>, ImagingError> {
+    open::open_dicom_bytes(name, bytes)
+}
 #[allow(unused_imports)]
 use open::*;
 #[allow(unused_imports)]
