@@ -373,6 +373,7 @@ fn dicom_node_scores_a_study_and_forwards_the_results() {
     assert_eq!(sr_uid(&sr_path), first_sr_uid);
 
     let _ = pacs.kill();
+    let _ = pacs.wait();
     assert_clean_log(&srv.log, &[uid]);
 }
 
@@ -571,7 +572,8 @@ print(len(r.ReferencedSOPSequence))
     broken_dcm.truncate(400);
     let clinical_path = format!("/v1/studies/{uid1}/clinical");
     let overlay_path = format!("/v1/studies/{uid1}/overlay/9");
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, Vec<u8>, u16)> = vec![
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u16);
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/v1/studies",
