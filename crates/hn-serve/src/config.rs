@@ -168,6 +168,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_documented_example_parses_and_validates() {
+        let c: ServeConfig = toml::from_str(include_str!("../../../deploy/serve.example.toml"))
+            .expect("deploy/serve.example.toml");
+        c.validate().unwrap();
+        assert_eq!(c.forward.as_deref(), Some("PACS@pacs.example.invalid:104"));
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
     fn toml_fields_and_unknown_fields() {
         let c: ServeConfig = toml::from_str(
             r#"
