@@ -2,7 +2,7 @@
 # The README's test command: sets up the independent peers the tests check our files with,
 # then runs the whole test suite. Works on a fresh machine with only the Rust toolchain and
 # Python 3:
-#   * Debian tools (dcmtk's dcmdump, dicom3tools' dciodvfy) through apt-get when they are missing and apt-get can be
+#   * Debian tools (dcmtk, dicom3tools' dciodvfy, Orthanc as a real PACS) through apt-get when they are missing and apt-get can be
 #     used (root); otherwise it stops and says what to install;
 #   * the Python peers (pydicom, numpy, nibabel, highdicom; bench/requirements-test.txt) into a local
 #     virtual environment (.venv-test, or $HN_TEST_VENV), put first on PATH for the tests.
@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v dcmdump >/dev/null 2>&1 || need_apt+=(dcmtk)
 command -v dciodvfy >/dev/null 2>&1 || need_apt+=(dicom3tools)
+command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ] || need_apt+=(orthanc)
 if ((${#need_apt[@]})); then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     echo "installing ${need_apt[*]} (apt-get)" >&2

@@ -732,3 +732,158 @@ fn acknowledged_studies_survive_kill_9() {
     assert_eq!(s, 404, "a refused study was never acknowledged");
     assert_clean_log(&log, &[study_uid(1), study_uid(2)]);
 }
+
+/// A real PACS: Orthanc (Debian package `orthanc`) holds a study, is told over its REST API to
+/// send it to our node (configured there as a modality), and receives the SR and the overlay
+/// series back into the same study, as its REST API then shows.
+#[test]
+fn orthanc_sends_a_study_and_files_the_results_in_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    save_tiny_model(&root.join("model"));
+    write_dicom(&root.join("s1"), 1);
+    let (orthanc_http, orthanc_dicom, node_dicom) = (free_port(), free_port(), free_port());
+    let cfg = serde_json::json!({
+        "Name": "hn-test-pacs",
+        "StorageDirectory": root.join("orthanc-db"),
+        "IndexDirectory": root.join("orthanc-db"),
+        "HttpPort": orthanc_http,
+        "DicomPort": orthanc_dicom,
+        "DicomAet": "ORTHANC",
+        "RemoteAccessAllowed": false,
+        "AuthenticationEnabled": false,
+        "DicomCheckCalledAet": false,
+        "DicomModalities": { "hnet": ["HNET", "127.0.0.1", node_dicom] },
+        "Plugins": []
+    });
+    std::fs::write(root.join("orthanc.json"), cfg.to_string()).unwrap();
+    let orthanc_bin = ["Orthanc", "/usr/sbin/Orthanc"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok())
+        .unwrap_or_else(|| tool_missing("Orthanc (apt-get install orthanc)"));
+    let mut orthanc = Command::new(orthanc_bin)
+        .arg(root.join("orthanc.json"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pacs = format!("127.0.0.1:{orthanc_http}");
+    let t = Instant::now();
+    while TcpStream::connect(&pacs).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "Orthanc did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = root.join("serve.log");
+    let fwd = format!("ORTHANC@127.0.0.1:{orthanc_dicom}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hemorrhagenet"))
+        .args(["serve", "--model"])
+        .arg(root.join("model"))
+        .arg("--data")
+        .arg(root.join("data"))
+        .args(["--http", "127.0.0.1:0", "--dicom"])
+        .arg(format!("127.0.0.1:{node_dicom}"))
+        .args(["--study-timeout", "1", "--forward", &fwd])
+        .env("HEMORRHAGENET_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let node_http = serde_json::from_str::<Value>(&line).unwrap()["http"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The study goes into Orthanc over its REST API…
+    for e in std::fs::read_dir(root.join("s1")).unwrap() {
+        let (s, _, b) = http(
+            &pacs,
+            "POST",
+            "/instances",
+            &[],
+            &std::fs::read(e.unwrap().path()).unwrap(),
+        );
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    }
+    let (_, _, b) = http(&pacs, "GET", "/studies", &[], b"");
+    let studies: Vec<String> = serde_json::from_slice(&b).unwrap();
+    assert_eq!(studies.len(), 1);
+    // …and Orthanc sends it to our node (C-STORE SCU on its side).
+    let body = format!("\"{}\"", studies[0]);
+    let (s, _, b) = http(
+        &pacs,
+        "POST",
+        "/modalities/hnet/store",
+        &[],
+        body.as_bytes(),
+    );
+    assert_eq!(
+        s,
+        200,
+        "Orthanc could not send to the node: {}",
+        String::from_utf8_lossy(&b)
+    );
+    let uid = study_uid(1);
+    wait_for(&node_http, &uid, 60, |v| v["forward"]["status"] == "sent");
+
+    // Orthanc now shows the SR and the overlay series in the same study.
+    let t = Instant::now();
+    let series = loop {
+        let (_, _, b) = http(
+            &pacs,
+            "GET",
+            &format!("/studies/{}/series", studies[0]),
+            &[],
+            b"",
+        );
+        let v: Vec<Value> = serde_json::from_slice(&b).unwrap();
+        if v.len() >= 3 || t.elapsed() > Duration::from_secs(20) {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut found: Vec<(String, usize)> = series
+        .iter()
+        .map(|s| {
+            (
+                s["MainDicomTags"]["Modality"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                s["Instances"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [("CT".to_string(), 8), ("OT".into(), 3), ("SR".into(), 1)]
+    );
+    let sr = series
+        .iter()
+        .find(|s| s["MainDicomTags"]["Modality"] == "SR")
+        .unwrap();
+    let inst = sr["Instances"][0].as_str().unwrap();
+    let (_, _, b) = http(
+        &pacs,
+        "GET",
+        &format!("/instances/{inst}/simplified-tags"),
+        &[],
+        b"",
+    );
+    let tags: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(tags["StudyInstanceUID"], uid.as_str());
+    assert_eq!(tags["PatientID"], SENTINEL_ID);
+    assert_eq!(tags["SeriesNumber"], "9001");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = orthanc.kill();
+    let _ = orthanc.wait();
+    assert_clean_log(&log, &[uid]);
+}
