@@ -226,7 +226,7 @@ fn dicom_node_scores_a_study_and_forwards_the_results() {
         &root.join("model"),
         &root.join("data"),
         &log,
-        &["--study-timeout", "1", "--forward", &fwd],
+        &["--study-timeout", "2", "--forward", &fwd],
     );
     let o = Command::new("echoscu")
         .args(["-aec", "HNET", "127.0.0.1"])
@@ -356,6 +356,7 @@ fn dicom_node_scores_a_study_and_forwards_the_results() {
 
     // New clinical data: rescored, result replaced, same SR UID.
     let before = v["updated_unix"].as_f64().unwrap();
+    let attempts = v["attempts"].as_u64().unwrap();
     let (s, _, _) = http(
         &srv.http,
         "PUT",
@@ -365,7 +366,9 @@ fn dicom_node_scores_a_study_and_forwards_the_results() {
     );
     assert_eq!(s, 202);
     let v = wait_for(&srv.http, &uid, 60, |v| {
-        done(v) && v["updated_unix"].as_f64().unwrap() > before && v["attempts"] == 2
+        done(v)
+            && v["updated_unix"].as_f64().unwrap() > before
+            && v["attempts"].as_u64() == Some(attempts + 1)
     });
     assert_eq!(v["prediction"]["input"]["clinical_features_given"], 2);
     let (_, _, sr2) = http(&srv.http, "GET", &format!("/v1/studies/{uid}/sr"), &[], b"");
@@ -689,7 +692,7 @@ fn acknowledged_studies_survive_kill_9() {
     // Study 2: acknowledged, then killed before its timeout passes.
     storescu(srv.dicom_port, &root.join("s2"));
     let (_, v) = get_json(&srv.http, &format!("/v1/studies/{}", study_uid(2)));
-    assert_eq!(v["status"], "receiving");
+    assert!(v["status"] == "receiving" || v["status"] == "queued", "{v}");
     // The queue holds one study: study 2 gets queued while study 1 is scored, so a third
     // study is refused.
     wait_for(&srv.http, &study_uid(2), 30, |v| v["status"] == "queued");
@@ -886,4 +889,113 @@ fn orthanc_sends_a_study_and_files_the_results_in_it() {
     let _ = orthanc.kill();
     let _ = orthanc.wait();
     assert_clean_log(&log, &[uid]);
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Load on loopback: 8 DICOM associations (storescu, one study each) at once with 200
+/// concurrent HTTP clients, a quarter of them malformed. Every request is answered with the
+/// expected status in bounded time (no 5xx), every study is scored exactly once, and the
+/// process's peak memory stays bounded.
+#[test]
+fn load_200_http_clients_and_8_associations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    save_tiny_model(&root.join("model"));
+    for i in 1..=8 {
+        write_dicom(&root.join(format!("s{i}")), i);
+    }
+    let log = root.join("serve.log");
+    let srv = start(
+        &root.join("model"),
+        &root.join("data"),
+        &log,
+        &["--study-timeout", "3"],
+    );
+    let started = Instant::now();
+    std::thread::scope(|sc| {
+        let mut dicom = Vec::new();
+        for i in 1..=8 {
+            let dir = root.join(format!("s{i}"));
+            let port = srv.dicom_port;
+            dicom.push(sc.spawn(move || storescu(port, &dir)));
+        }
+        let mut clients = Vec::new();
+        for k in 0..200 {
+            let addr = srv.http.clone();
+            clients.push(sc.spawn(move || {
+                let (want, (got, _, body)) = match k % 4 {
+                    0 => (
+                        415,
+                        http(&addr, "POST", "/v1/studies", &[], b"junk junk junk"),
+                    ),
+                    1 => (200, http(&addr, "GET", "/v1/worklist", &[], b"")),
+                    2 => (
+                        404,
+                        http(&addr, "GET", &format!("/v1/studies/9.{k}"), &[], b""),
+                    ),
+                    _ => (
+                        409,
+                        http(
+                            &addr,
+                            "POST",
+                            "/dicomweb/studies",
+                            &[(
+                                "Content-Type",
+                                "multipart/related; type=\"application/dicom\"; boundary=b",
+                            )],
+                            b"--b\r\nContent-Type: application/dicom\r\n\r\nnope\r\n--b--\r\n",
+                        ),
+                    ),
+                };
+                assert_eq!(got, want, "client {k}: {}", String::from_utf8_lossy(&body));
+            }));
+        }
+        for c in clients {
+            c.join().unwrap();
+        }
+        for d in dicom {
+            d.join().unwrap();
+        }
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "the load took {:?}",
+        started.elapsed()
+    );
+    for i in 1..=8 {
+        let v = wait_for(&srv.http, &study_uid(i), 120, done);
+        assert_eq!(v["instances"], 8);
+        assert_eq!(
+            v["attempts"],
+            1,
+            "study {i} scored once: {v}\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+    }
+    let (_, wl) = get_json(&srv.http, "/v1/worklist");
+    let ids: std::collections::BTreeSet<&str> = wl["studies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 8, "no lost or duplicated study: {wl}");
+    assert_eq!(wl["studies"].as_array().unwrap().len(), 8);
+    let (_, _, m) = http(&srv.http, "GET", "/metrics", &[], b"");
+    let m = String::from_utf8(m).unwrap();
+    assert!(m.contains("hemorrhagenet_studies_scored_total 8"), "{m}");
+    assert!(
+        m.contains("hemorrhagenet_instances_received_total 114"),
+        "64 stored + 50 refused STOW parts: {m}"
+    );
+    let rss = peak_rss_kib(srv.child.id());
+    assert!(rss > 0 && rss < 1_500_000, "peak RSS {rss} KiB");
 }
