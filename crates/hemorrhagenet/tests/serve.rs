@@ -469,6 +469,15 @@ fn http_uploads_stow_and_bad_requests() {
         401
     );
     assert_eq!(http(&srv.http, "GET", "/readyz", &[auth], b"").0, 200);
+    // An unwritable store (its probe path taken by a non-empty folder, as a full or read-only
+    // disk would fail the write): readyz goes false, and true again once it is writable.
+    std::fs::remove_file(root.join("data/.probe")).unwrap();
+    std::fs::create_dir_all(root.join("data/.probe/x")).unwrap();
+    let (s, _, b) = http(&srv.http, "GET", "/readyz", &[auth], b"");
+    assert_eq!(s, 503, "{}", String::from_utf8_lossy(&b));
+    assert!(String::from_utf8_lossy(&b).contains("not writable"));
+    std::fs::remove_dir_all(root.join("data/.probe")).unwrap();
+    assert_eq!(http(&srv.http, "GET", "/readyz", &[auth], b"").0, 200);
 
     // STOW-RS with dicomweb-client.
     let script = r#"
