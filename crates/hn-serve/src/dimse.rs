@@ -33,6 +33,13 @@ fn trim(s: &str) -> String {
 
 /// Parse a command set.
 pub fn parse(bytes: &[u8]) -> Result<Command, String> {
+    // A peer's declared lengths are checked before dicom-rs allocates them.
+    hn_imaging::dicom::check_dataset_lengths(
+        std::path::Path::new("DIMSE command"),
+        bytes,
+        dicom_dictionary_std::uids::IMPLICIT_VR_LITTLE_ENDIAN,
+    )
+    .map_err(|e| format!("unreadable DIMSE command: {e}"))?;
     let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
         .map_err(|e| format!("unreadable DIMSE command: {e}"))?;
     let u16_of = |tag| -> Option<u16> { obj.element(tag).ok()?.to_int::<u16>().ok() };

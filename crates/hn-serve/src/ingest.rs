@@ -163,6 +163,8 @@ pub fn parse_dataset(
     let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
         .get(ts_uid)
         .ok_or_else(|| invalid(format!("transfer syntax {ts_uid} is unknown")))?;
+    hn_imaging::dicom::check_dataset_lengths(Path::new(part), dataset, ts_uid)
+        .map_err(|e| invalid(format!("cannot parse the data set: {e}")))?;
     let obj = InMemDicomObject::read_dataset_with_ts(dataset, ts)
         .map_err(|e| invalid(format!("cannot parse the data set: {e}")))?;
     let (study, sop) = check_object(part, &obj)?;

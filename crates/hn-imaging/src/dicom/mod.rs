@@ -117,6 +117,7 @@ use attributes::*;
 #[allow(unused_imports)]
 use header::*;
 pub use identity::{IdentityError, SourceInstance, SourceStudy};
+pub use open::check_dataset_lengths;
 pub(crate) use open::open_dicom;
 
 /// Parse one instance held in memory (Part-10 with or without preamble, or a bare data set),

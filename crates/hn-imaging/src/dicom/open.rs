@@ -33,23 +33,89 @@ pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Fail fast when a top-level element declares more bytes than the file has left.
+/// Fail fast when any element declares more bytes than the file has left.
 ///
 /// Hand-written on purpose: dicom-rs allocates and zero-fills an element's declared length
 /// before reading it, so one corrupt length field (up to 4 GB) costs seconds and gigabytes
-/// before the truncation error comes. This walk reads only element headers: the file meta
-/// group (always explicit VR little endian), then the data set in the transfer syntax the meta
-/// names. It stops, leaving the verdict to dicom-rs, at anything it cannot judge cheaply
-/// (undefined lengths, deflated data sets, unknown VRs).
+/// before the truncation error comes — from a network peer, a denial of service (found by the
+/// `dicom_instance` fuzz target, docs/FUZZING.md). This walk reads only element headers, the
+/// way dicom-rs's decoders do (an unknown explicit VR is UN with a 4-byte length): the file
+/// meta group (always explicit VR little endian), then the data set in the transfer syntax the
+/// meta names, into sequences and items, skipping only the fragments of encapsulated pixel
+/// data. It stops, leaving the verdict to dicom-rs, only at deflated data sets and at
+/// undefined-length UN elements (implicit VR inside explicit).
 pub(super) fn check_lengths(path: &Path, b: &[u8], magic_at: usize) -> Result<(), ImagingError> {
-    const LONG_VRS: [&[u8; 2]; 13] = [
-        b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"OD", b"OL", b"OV", b"UC", b"UR", b"SV", b"UV",
+    walk_lengths(path, b, magic_at + 4, true, true, false)
+}
+
+/// [`check_lengths`] of a bare data set (no file meta) in the given encoding.
+pub(super) fn check_bare_lengths(
+    path: &Path,
+    b: &[u8],
+    explicit: bool,
+) -> Result<(), ImagingError> {
+    walk_lengths(path, b, 0, false, explicit, false)
+}
+
+/// [`check_lengths`] of a bare data set in transfer syntax `ts_uid` (a C-STORE data set, a
+/// DIMSE command set): every declared length fits the bytes given, so parsing them cannot
+/// allocate more than their size. Deflated data sets are not checked.
+pub fn check_dataset_lengths(name: &Path, b: &[u8], ts_uid: &str) -> Result<(), ImagingError> {
+    match ts_uid.trim_end_matches(['\0', ' ']) {
+        "1.2.840.10008.1.2" => walk_lengths(name, b, 0, false, false, false),
+        "1.2.840.10008.1.2.2" => walk_lengths(name, b, 0, false, true, true),
+        "1.2.840.10008.1.2.1.99" => Ok(()),
+        _ => walk_lengths(name, b, 0, false, true, false),
+    }
+}
+
+fn walk_lengths(
+    path: &Path,
+    b: &[u8],
+    start: usize,
+    mut in_meta: bool,
+    mut explicit: bool,
+    mut big: bool,
+) -> Result<(), ImagingError> {
+    use dicom_core::VR;
+    // VRs with a 2-byte length in explicit VR (PS3.5 7.1.2), as dicom-rs decodes them.
+    const SHORT_VRS: [VR; 21] = [
+        VR::AE,
+        VR::AS,
+        VR::AT,
+        VR::CS,
+        VR::DA,
+        VR::DS,
+        VR::DT,
+        VR::FL,
+        VR::FD,
+        VR::IS,
+        VR::LO,
+        VR::LT,
+        VR::PN,
+        VR::SH,
+        VR::SL,
+        VR::SS,
+        VR::ST,
+        VR::TM,
+        VR::UI,
+        VR::UL,
+        VR::US,
     ];
     let len = b.len();
-    let mut pos = magic_at + 4;
+    let mut pos = start;
     let mut ts: Option<String> = None;
-    let mut in_meta = true;
-    let (mut explicit, mut big) = (true, false);
+    // Open undefined-length elements: true when their items are pixel-data fragments.
+    let mut open: Vec<bool> = Vec::new();
+    let truncated = |pos: usize, group: u16, elem: u16, length: u32, hdr: usize| {
+        ImagingError::Truncated {
+            path: path.to_path_buf(),
+            reason: format!(
+                "element ({group:04X},{elem:04X}) at byte {pos} declares {length} bytes, the file has {} left",
+                len - (pos + hdr).min(len)
+            ),
+        }
+    };
     while pos + 8 <= len {
         let rd16 = |o: usize| {
             let a = [b[o], b[o + 1]];
@@ -80,34 +146,59 @@ pub(super) fn check_lengths(path: &Path, b: &[u8], magic_at: usize) -> Result<()
             continue;
         }
         let elem = rd16(pos + 2);
-        let (hdr, length) = if explicit {
-            let vr = [b[pos + 4], b[pos + 5]];
-            if !vr.iter().all(|c| c.is_ascii_uppercase()) {
-                return Ok(());
+        if group == 0xFFFE {
+            // Item, item delimiter, sequence delimiter: tag and a 4-byte length, no VR.
+            let length = rd32(pos + 4);
+            match elem {
+                0xE000 if length == u32::MAX => pos += 8,
+                0xE000 => {
+                    if pos as u64 + 8 + length as u64 > len as u64 {
+                        return Err(truncated(pos, group, elem, length, 8));
+                    }
+                    // A fragment is raw bytes; an item of a sequence holds elements.
+                    pos += if open.last() == Some(&true) {
+                        8 + length as usize
+                    } else {
+                        8
+                    };
+                }
+                0xE0DD => {
+                    open.pop();
+                    pos += 8;
+                }
+                _ => pos += 8,
             }
-            if LONG_VRS.iter().any(|v| **v == vr) {
+            continue;
+        }
+        let tag = dicom_core::Tag(group, elem);
+        let (hdr, length, vr) = if explicit {
+            let vr = VR::from_binary([b[pos + 4], b[pos + 5]]).unwrap_or(VR::UN);
+            if SHORT_VRS.contains(&vr) {
+                (8, rd16(pos + 6) as u32, vr)
+            } else {
                 if pos + 12 > len {
                     break;
                 }
-                (12, rd32(pos + 8))
-            } else {
-                (8, rd16(pos + 6) as u32)
+                (12, rd32(pos + 8), vr)
             }
         } else {
-            (8, rd32(pos + 4))
+            (
+                8,
+                rd32(pos + 4),
+                super::attributes::dict_vr(tag).unwrap_or(VR::UN),
+            )
         };
         if length == u32::MAX {
-            return Ok(());
+            if explicit && vr == VR::UN {
+                return Ok(());
+            }
+            open.push(tag == dicom_dictionary_std::tags::PIXEL_DATA);
+            pos += hdr;
+            continue;
         }
         let end = pos as u64 + hdr as u64 + length as u64;
         if end > len as u64 {
-            return Err(ImagingError::Truncated {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "element ({group:04X},{elem:04X}) at byte {pos} declares {length} bytes, the file has {} left",
-                    len - (pos + hdr).min(len)
-                ),
-            });
+            return Err(truncated(pos, group, elem, length, hdr));
         }
         if in_meta && elem == 0x0010 {
             let v = &b[pos + hdr..end as usize];
@@ -117,7 +208,12 @@ pub(super) fn check_lengths(path: &Path, b: &[u8], magic_at: usize) -> Result<()
                     .to_string(),
             );
         }
-        pos = end as usize;
+        // Into a defined-length sequence (its items hold elements); past anything else.
+        pos = if vr == VR::SQ {
+            pos + hdr
+        } else {
+            end as usize
+        };
     }
     Ok(())
 }
@@ -181,6 +277,7 @@ pub(super) fn open_dicom_bytes(path: &Path, bytes: &[u8]) -> Result<Obj, Imaging
             "1.2.840.10008.1.2",
         )
     };
+    check_bare_lengths(path, bytes, explicit)?;
     let ds = InMemDicomObject::read_dataset_with_ts(bytes, &ts).map_err(|e| {
         let msg = error_chain(&e);
         if looks_truncated(&msg) {
