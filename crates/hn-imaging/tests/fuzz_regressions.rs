@@ -30,3 +30,18 @@ fn a_declared_length_beyond_the_file_is_refused_before_any_allocation() {
     let e = hn_imaging::dicom::check_dataset_lengths(&p, &bytes[start..], "1.2.840.10008.1.2.1");
     assert!(e.is_err());
 }
+
+/// `dicom_instance` fuzz target, second run: a deflated data set (transfer syntax
+/// 1.2.840.10008.1.2.1.99) whose inflated elements declare gigabytes. The walk now inflates
+/// (bounded) and checks the inflated data set too.
+#[test]
+fn a_deflated_data_set_is_walked_after_a_bounded_inflate() {
+    let p = testdata("fuzz/dicom-oom-deflated.dcm");
+    let bytes = std::fs::read(&p).unwrap();
+    let e = hn_imaging::dicom::open_bytes(&p, &bytes).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("declares") || msg.contains("inflate"),
+        "refused by the walk, not by dicom-rs after allocating: {msg}"
+    );
+}

@@ -42,8 +42,9 @@ pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
 /// way dicom-rs's decoders do (an unknown explicit VR is UN with a 4-byte length): the file
 /// meta group (always explicit VR little endian), then the data set in the transfer syntax the
 /// meta names, into sequences and items, skipping only the fragments of encapsulated pixel
-/// data. It stops, leaving the verdict to dicom-rs, only at deflated data sets and at
-/// undefined-length UN elements (implicit VR inside explicit).
+/// data; a deflated data set is inflated (at most [`MAX_INFLATED_BYTES`]) and walked. It stops,
+/// leaving the verdict to dicom-rs, only at undefined-length UN elements (implicit VR inside
+/// explicit).
 pub(super) fn check_lengths(path: &Path, b: &[u8], magic_at: usize) -> Result<(), ImagingError> {
     walk_lengths(path, b, magic_at + 4, true, true, false)
 }
@@ -57,14 +58,41 @@ pub(super) fn check_bare_lengths(
     walk_lengths(path, b, 0, false, explicit, false)
 }
 
+/// Deflated Explicit VR Little Endian.
+const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+
+/// Most bytes a deflated data set may inflate to: a deflate bomb is refused here, before
+/// dicom-rs inflates it without a bound.
+pub const MAX_INFLATED_BYTES: u64 = 512 << 20;
+
+/// Inflate (bounded) and walk a deflated data set.
+fn check_deflated(path: &Path, deflated: &[u8]) -> Result<(), ImagingError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::DeflateDecoder::new(deflated)
+        .take(MAX_INFLATED_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ImagingError::Truncated {
+            path: path.to_path_buf(),
+            reason: format!("deflated data set does not inflate: {e}"),
+        })?;
+    if out.len() as u64 > MAX_INFLATED_BYTES {
+        return Err(ImagingError::Unsupported {
+            path: path.to_path_buf(),
+            reason: format!("deflated data set inflates to more than {MAX_INFLATED_BYTES} bytes"),
+        });
+    }
+    walk_lengths(path, &out, 0, false, true, false)
+}
+
 /// [`check_lengths`] of a bare data set in transfer syntax `ts_uid` (a C-STORE data set, a
 /// DIMSE command set): every declared length fits the bytes given, so parsing them cannot
-/// allocate more than their size. Deflated data sets are not checked.
+/// allocate more than their size (a deflated one: [`MAX_INFLATED_BYTES`]).
 pub fn check_dataset_lengths(name: &Path, b: &[u8], ts_uid: &str) -> Result<(), ImagingError> {
     match ts_uid.trim_end_matches(['\0', ' ']) {
         "1.2.840.10008.1.2" => walk_lengths(name, b, 0, false, false, false),
         "1.2.840.10008.1.2.2" => walk_lengths(name, b, 0, false, true, true),
-        "1.2.840.10008.1.2.1.99" => Ok(()),
+        DEFLATED => check_deflated(name, b),
         _ => walk_lengths(name, b, 0, false, true, false),
     }
 }
@@ -140,7 +168,8 @@ fn walk_lengths(
             match ts.as_deref() {
                 Some("1.2.840.10008.1.2") => explicit = false,
                 Some("1.2.840.10008.1.2.2") => big = true,
-                Some("1.2.840.10008.1.2.1.99") | None => return Ok(()),
+                Some(DEFLATED) => return check_deflated(path, &b[pos..]),
+                None => return Ok(()),
                 Some(_) => {}
             }
             continue;
