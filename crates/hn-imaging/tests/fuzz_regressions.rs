@@ -45,3 +45,34 @@ fn a_deflated_data_set_is_walked_after_a_bounded_inflate() {
         "refused by the walk, not by dicom-rs after allocating: {msg}"
     );
 }
+
+/// `dicom_instance` fuzz target, third run: an RLE stream that makes dicom-rs's RLE decoder
+/// index out of bounds (a panic inside the dependency). The reader runs decoders under
+/// `catch_unwind`, so the study is refused with an error and the caller (a service worker)
+/// goes on.
+#[test]
+fn a_panicking_codec_is_an_error_not_a_crash() {
+    let p = testdata("fuzz/dicom-rle-decoder-panic.dcm");
+    let r = hn_imaging::dicom::read_series_from_memory(
+        "fuzz",
+        vec![hn_imaging::dicom::MemoryInstance {
+            name: "instance 1".into(),
+            data: hn_imaging::dicom::MemoryData::Bytes(std::fs::read(&p).unwrap()),
+        }],
+        &hn_imaging::ReadOptions::default(),
+    );
+    assert!(r.is_err());
+}
+
+/// `dicom_instance` fuzz target, fourth run: a foreign tag (007A,0003) inside the file meta
+/// group. dicom-rs reads the meta by its group length and goes on to an element declaring
+/// 3.1 GB; the walk now ends the meta where the group length says, as dicom-rs does.
+#[test]
+fn the_meta_group_ends_where_its_group_length_says() {
+    let p = testdata("fuzz/dicom-oom-foreign-tag-in-meta.dcm");
+    let bytes = std::fs::read(&p).unwrap();
+    let msg = hn_imaging::dicom::open_bytes(&p, &bytes)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("declares"), "refused by the walk: {msg}");
+}

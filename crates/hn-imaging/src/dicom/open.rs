@@ -133,6 +133,7 @@ fn walk_lengths(
     let len = b.len();
     let mut pos = start;
     let mut ts: Option<String> = None;
+    let mut meta_end: Option<usize> = None;
     // Open undefined-length elements: true when their items are pixel-data fragments.
     let mut open: Vec<bool> = Vec::new();
     let truncated = |pos: usize, group: u16, elem: u16, length: u32, hdr: usize| {
@@ -162,9 +163,18 @@ fn walk_lengths(
             }
         };
         let group = rd16(pos);
-        if in_meta && group != 0x0002 {
+        // The meta group ends where its group length says (dicom-rs reads it so, whatever the
+        // tags inside), else at the first element of another group.
+        let meta_over = match meta_end {
+            Some(end) => pos >= end,
+            None => group != 0x0002,
+        };
+        if in_meta && meta_over {
             // Leaving the meta group: switch to the data set's encoding.
             in_meta = false;
+            if let Some(end) = meta_end {
+                pos = end;
+            }
             match ts.as_deref() {
                 Some("1.2.840.10008.1.2") => explicit = false,
                 Some("1.2.840.10008.1.2.2") => big = true,
@@ -229,7 +239,11 @@ fn walk_lengths(
         if end > len as u64 {
             return Err(truncated(pos, group, elem, length, hdr));
         }
-        if in_meta && elem == 0x0010 {
+        if in_meta && group == 0x0002 && elem == 0x0000 && length == 4 && meta_end.is_none() {
+            let v = &b[pos + hdr..end as usize];
+            meta_end = Some(end as usize + u32::from_le_bytes([v[0], v[1], v[2], v[3]]) as usize);
+        }
+        if in_meta && group == 0x0002 && elem == 0x0010 {
             let v = &b[pos + hdr..end as usize];
             ts = Some(
                 String::from_utf8_lossy(v)
