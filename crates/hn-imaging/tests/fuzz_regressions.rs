@@ -76,3 +76,16 @@ fn the_meta_group_ends_where_its_group_length_says() {
         .to_string();
     assert!(msg.contains("declares"), "refused by the walk: {msg}");
 }
+
+/// `dicom_instance` fuzz target, fifth run: the meta group length ends inside an element;
+/// dicom-rs finishes that element and starts the data set after it, where a (0000,0000)
+/// element declares 4.3 GB. The walk follows the same rule.
+#[test]
+fn the_meta_group_ends_after_the_element_that_reaches_its_length() {
+    let p = testdata("fuzz/dicom-oom-meta-overshoot.dcm");
+    let bytes = std::fs::read(&p).unwrap();
+    let msg = hn_imaging::dicom::open_bytes(&p, &bytes)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("declares"), "refused by the walk: {msg}");
+}

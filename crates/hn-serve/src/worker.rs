@@ -17,7 +17,11 @@ use crate::store::{InputKind, Outcome, StudyRow, log_name};
 /// Attempts for a study whose scoring failed on our side (a write error, a panic).
 const MAX_ATTEMPTS: u32 = 3;
 
-/// Promote complete studies every quarter second until shutdown.
+/// How often the scheduler looks for complete studies: a tenth of a second adds at most that
+/// (≈ 50 ms on average) to a study's latency for one indexed query.
+const SCHEDULER_TICK: Duration = Duration::from_millis(100);
+
+/// Promote complete studies every [`SCHEDULER_TICK`] until shutdown.
 pub fn scheduler(app: Arc<App>) {
     while !app.shutdown.load(Ordering::SeqCst) {
         match app.store.promote_complete(app.cfg.study_timeout_s) {
@@ -28,7 +32,7 @@ pub fn scheduler(app: Arc<App>) {
             Ok(_) => {}
             Err(e) => app.set_unready(&e.to_string()),
         }
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(SCHEDULER_TICK);
     }
 }
 

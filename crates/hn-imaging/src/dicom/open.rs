@@ -163,8 +163,9 @@ fn walk_lengths(
             }
         };
         let group = rd16(pos);
-        // The meta group ends where its group length says (dicom-rs reads it so, whatever the
-        // tags inside), else at the first element of another group.
+        // The meta group ends with the first element reaching its group length (dicom-rs reads
+        // whole elements until that many bytes are read, whatever their tags), else at the
+        // first element of another group.
         let meta_over = match meta_end {
             Some(end) => pos >= end,
             None => group != 0x0002,
@@ -172,9 +173,6 @@ fn walk_lengths(
         if in_meta && meta_over {
             // Leaving the meta group: switch to the data set's encoding.
             in_meta = false;
-            if let Some(end) = meta_end {
-                pos = end;
-            }
             match ts.as_deref() {
                 Some("1.2.840.10008.1.2") => explicit = false,
                 Some("1.2.840.10008.1.2.2") => big = true,
