@@ -33,13 +33,7 @@ fn trim(s: &str) -> String {
 
 /// Parse a command set.
 pub fn parse(bytes: &[u8]) -> Result<Command, String> {
-    // A peer's declared lengths are checked before dicom-rs allocates them.
-    hn_imaging::dicom::check_dataset_lengths(
-        std::path::Path::new("DIMSE command"),
-        bytes,
-        dicom_dictionary_std::uids::IMPLICIT_VR_LITTLE_ENDIAN,
-    )
-    .map_err(|e| format!("unreadable DIMSE command: {e}"))?;
+    check_command_shape(bytes)?;
     let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
         .map_err(|e| format!("unreadable DIMSE command: {e}"))?;
     let u16_of = |tag| -> Option<u16> { obj.element(tag).ok()?.to_int::<u16>().ok() };
@@ -58,6 +52,36 @@ pub fn parse(bytes: &[u8]) -> Result<Command, String> {
         affected_sop_instance_uid: str_of(tags::AFFECTED_SOP_INSTANCE_UID),
         status: u16_of(tags::STATUS),
     })
+}
+
+/// A command set holds only group-0000 elements with defined lengths (PS3.7 §6.3, E.1), so
+/// anything else is refused before dicom-rs parses it — it would allocate a declared length
+/// before reading it (an 83-byte command found by the `dimse_command` fuzz target asked for
+/// gigabytes through undefined lengths; docs/FUZZING.md).
+fn check_command_shape(b: &[u8]) -> Result<(), String> {
+    let bad = |m: String| Err(format!("malformed DIMSE command: {m}"));
+    let mut pos = 0;
+    while pos < b.len() {
+        if pos + 8 > b.len() {
+            return bad(format!("{} stray byte(s) at the end", b.len() - pos));
+        }
+        let group = u16::from_le_bytes([b[pos], b[pos + 1]]);
+        let elem = u16::from_le_bytes([b[pos + 2], b[pos + 3]]);
+        let len = u32::from_le_bytes([b[pos + 4], b[pos + 5], b[pos + 6], b[pos + 7]]) as usize;
+        if group != 0x0000 {
+            return bad(format!(
+                "element ({group:04X},{elem:04X}) outside the command group"
+            ));
+        }
+        if len > b.len() - pos - 8 {
+            return bad(format!(
+                "element (0000,{elem:04X}) declares {len} bytes, {} remain",
+                b.len() - pos - 8
+            ));
+        }
+        pos += 8 + len;
+    }
+    Ok(())
 }
 
 /// Encode a command set, CommandGroupLength first (computed over the rest).
@@ -129,5 +153,19 @@ mod tests {
         let r = parse(&store_request(9, "1.2", "1.2.3.4")).unwrap();
         assert_eq!((r.field, r.message_id), (C_STORE_RQ, 9));
         assert!(parse(b"junk").is_err());
+    }
+
+    #[test]
+    fn the_fuzzed_command_with_undefined_lengths_is_refused_without_allocating() {
+        let b = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../testdata/fuzz/dimse-oom-undefined-lengths.bin"
+        ))
+        .unwrap();
+        let e = parse(&b).unwrap_err();
+        assert!(
+            e.contains("outside the command group") || e.contains("declares"),
+            "{e}"
+        );
     }
 }
