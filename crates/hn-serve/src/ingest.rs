@@ -65,6 +65,7 @@ impl IngestError {
 /// One instance ready to be admitted.
 pub struct Instance {
     pub study_instance_uid: String,
+    pub sop_class_uid: String,
     pub sop_instance_uid: String,
     /// Part-10 bytes (as received when they were Part-10; else with a file meta group added).
     pub part10: Vec<u8>,
@@ -81,7 +82,10 @@ fn valid_uid(u: &str) -> bool {
 }
 
 /// Check a parsed object and take its UIDs.
-fn check_object(part: &str, obj: &InMemDicomObject) -> Result<(String, String), IngestError> {
+fn check_object(
+    part: &str,
+    obj: &InMemDicomObject,
+) -> Result<(String, String, String), IngestError> {
     let invalid = |reason: &str| IngestError::Invalid {
         part: part.to_string(),
         reason: reason.to_string(),
@@ -105,7 +109,7 @@ fn check_object(part: &str, obj: &InMemDicomObject) -> Result<(String, String), 
     if obj.element(tags::PIXEL_DATA).is_err() {
         return Err(invalid("no Pixel Data"));
     }
-    Ok((study, sop))
+    Ok((study, class, sop))
 }
 
 /// Parse one instance from Part-10 (or bare data set) bytes.
@@ -122,7 +126,7 @@ pub fn parse_part10(part: &str, bytes: Vec<u8>, max_bytes: usize) -> Result<Inst
             reason: format!("not a readable DICOM instance ({})", e.kind()),
         }
     })?;
-    let (study, sop) = check_object(part, &obj)?;
+    let (study, class, sop) = check_object(part, &obj)?;
     let part10 = if bytes.len() > 132 && &bytes[128..132] == b"DICM" {
         bytes
     } else {
@@ -136,6 +140,7 @@ pub fn parse_part10(part: &str, bytes: Vec<u8>, max_bytes: usize) -> Result<Inst
     };
     Ok(Instance {
         study_instance_uid: study,
+        sop_class_uid: class,
         sop_instance_uid: sop,
         part10,
     })
@@ -167,10 +172,9 @@ pub fn parse_dataset(
         .map_err(|e| invalid(format!("cannot parse the data set: {e}")))?;
     let obj = InMemDicomObject::read_dataset_with_ts(dataset, ts)
         .map_err(|e| invalid(format!("cannot parse the data set: {e}")))?;
-    let (study, sop) = check_object(part, &obj)?;
-    let class = text(&obj, tags::SOP_CLASS_UID).unwrap_or_default();
+    let (study, class, sop) = check_object(part, &obj)?;
     let meta = dicom_object::meta::FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid(class)
+        .media_storage_sop_class_uid(class.clone())
         .media_storage_sop_instance_uid(sop.clone())
         .transfer_syntax(ts_uid)
         .implementation_class_uid(hn_imaging::dicom_write::IMPLEMENTATION_CLASS_UID)
@@ -186,6 +190,7 @@ pub fn parse_dataset(
     part10.extend_from_slice(dataset);
     Ok(Instance {
         study_instance_uid: study,
+        sop_class_uid: class,
         sop_instance_uid: sop,
         part10,
     })

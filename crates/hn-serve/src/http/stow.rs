@@ -85,12 +85,8 @@ pub async fn store_instances(
                 .and_then(|inst| ingest::admit(&a.store, &a.cfg, &inst, &part).map(|_| inst));
             match r {
                 Ok(inst) => {
-                    let class = dicom_object::OpenFileOptions::new()
-                        .from_reader(&inst.part10[128..])
-                        .map(|o| o.meta().media_storage_sop_class_uid().to_string())
-                        .unwrap_or_default();
                     stored.push(json!({
-                        "00081150": ui(class.trim_end_matches('\0')),
+                        "00081150": ui(&inst.sop_class_uid),
                         "00081155": ui(&inst.sop_instance_uid),
                     }));
                     a.note_received(&inst.study_instance_uid);
