@@ -674,6 +674,125 @@ print(len(r.ReferencedSOPSequence))
     assert_clean_log(&log, &[uid1, study_uid(3)]);
 }
 
+/// Where the store writes instance `file` of study `idx`: its temporary file, which the test
+/// makes a link to `/dev/full` so that the kernel answers the write with ENOSPC exactly as a
+/// full volume does (no privileges, no real disk to fill).
+fn fill_disk_under(data: &Path, study: &str, file: &Path) -> PathBuf {
+    let obj = dicom_object::open_file(file).unwrap();
+    let sop = obj
+        .element(dicom_dictionary_std::tags::SOP_INSTANCE_UID)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches('\0')
+        .to_string();
+    let part = data
+        .join("studies")
+        .join(hn_serve::store::hashed_name(study))
+        .join("instances")
+        .join(format!("{}.part", hn_serve::store::hashed_name(&sop)));
+    std::fs::create_dir_all(part.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink("/dev/full", &part).unwrap();
+    part
+}
+
+fn sorted_files(dir: &Path) -> Vec<PathBuf> {
+    let mut f: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    f.sort();
+    f
+}
+
+/// A full disk: the instance that cannot be written is refused (C-STORE 0xA700 "out of
+/// resources", HTTP 507 with Retry-After), the log names the cause, `readyz` goes false while
+/// the store cannot write, nothing refused is counted as received, and once space is back
+/// the same studies sent again are scored whole.
+#[test]
+fn a_full_disk_is_refused_clearly_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    save_tiny_model(&root.join("model"));
+    for i in [1, 2] {
+        write_dicom(&root.join(format!("s{i}")), i);
+    }
+    std::fs::write(root.join("serve.toml"), "study_timeout_s = 1.0\n").unwrap();
+    let log = root.join("serve.log");
+    let data = root.join("data");
+    let srv = start(
+        &root.join("model"),
+        &data,
+        &log,
+        &["--config", root.join("serve.toml").to_str().unwrap()],
+    );
+    assert_eq!(http(&srv.http, "GET", "/readyz", &[], b"").0, 200);
+
+    // DICOM: the third instance of study 1 meets a full disk.
+    let s1 = sorted_files(&root.join("s1"));
+    let link = fill_disk_under(&data, &study_uid(1), &s1[2]);
+    let o = Command::new("storescu")
+        .args(["-aet", "CTSCANNER", "-aec", "HNET", "127.0.0.1"])
+        .arg(srv.dicom_port.to_string())
+        .args(&s1)
+        .output()
+        .unwrap_or_else(|_| tool_missing("storescu (dcmtk)"));
+    let said = String::from_utf8_lossy(&o.stderr).to_lowercase();
+    assert!(
+        said.contains("0xa700") || said.contains("out of resources"),
+        "storescu was told the instance is refused: {said}"
+    );
+    assert!(!link.exists(), "the partial file is removed");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("No space left on device"),
+        "the log names the cause: {text}"
+    );
+    let (_, v) = get_json(&srv.http, &format!("/v1/studies/{}", study_uid(1)));
+    assert_eq!(v["instances"], 7, "seven stored, the refused one not: {v}");
+
+    // The store's own probe on a full disk: readyz false, true again once it can write.
+    std::os::unix::fs::symlink("/dev/full", data.join(".probe.part")).unwrap();
+    let (s, _, b) = http(&srv.http, "GET", "/readyz", &[], b"");
+    assert_eq!(s, 503, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(http(&srv.http, "GET", "/readyz", &[], b"").0, 200);
+
+    // HTTP: a zip upload meeting a full disk is 507 with Retry-After, not 500 and not 202.
+    let s2 = sorted_files(&root.join("s2"));
+    fill_disk_under(&data, &study_uid(2), &s2[5]);
+    let z = zip_of(&root.join("s2"), &[]);
+    let (s, head, b) = http(
+        &srv.http,
+        "POST",
+        "/v1/studies",
+        &[("Content-Type", "application/zip")],
+        &z,
+    );
+    let body = String::from_utf8_lossy(&b);
+    assert_eq!(s, 507, "{body}");
+    assert!(head.to_lowercase().contains("retry-after"), "{head}");
+    assert!(body.contains("No space left on device"), "{body}");
+
+    // Space is back: the scanner resends study 1 and the client its zip; both are scored
+    // with every instance.
+    storescu(srv.dicom_port, &root.join("s1"));
+    let (s, _, b) = http(
+        &srv.http,
+        "POST",
+        "/v1/studies",
+        &[("Content-Type", "application/zip")],
+        &z,
+    );
+    assert_eq!(s, 202, "{}", String::from_utf8_lossy(&b));
+    for i in [1, 2] {
+        let v = wait_for(&srv.http, &study_uid(i), 60, |v| {
+            done(v) && v["instances"] == 8
+        });
+        assert!(v["prediction"].is_object(), "{v}");
+    }
+    assert_clean_log(&log, &[study_uid(1), study_uid(2)]);
+}
+
 /// Durability: a study acknowledged by C-STORE survives `kill -9` before its timeout and
 /// while it is being scored; after a restart on the same data every acknowledged study ends
 /// done. And a full queue refuses new studies with 503 + Retry-After.

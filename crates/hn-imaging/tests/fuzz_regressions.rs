@@ -89,3 +89,20 @@ fn the_meta_group_ends_after_the_element_that_reaches_its_length() {
         .to_string();
     assert!(msg.contains("declares"), "refused by the walk: {msg}");
 }
+
+/// `dicom_instance` fuzz target, sixth run: a 3.5 KB JPEG 2000 instance with an element
+/// (0008,DEEE) of unknown VR (so UN) and undefined length. dicom-rs reads it as a sequence in
+/// the same explicit encoding and, inside its item, allocates 2.76 GB for (1D34,160D); the walk
+/// used to stop at undefined-length UN elements and now descends into them the same way.
+#[test]
+fn an_undefined_length_un_element_is_walked_as_a_sequence() {
+    let p = testdata("fuzz/dicom-oom-undefined-length-un.dcm");
+    let bytes = std::fs::read(&p).unwrap();
+    let msg = hn_imaging::dicom::open_bytes(&p, &bytes)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("(1D34,160D)") && msg.contains("declares 2760537443 bytes"),
+        "refused by the walk: {msg}"
+    );
+}

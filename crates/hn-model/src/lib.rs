@@ -15,6 +15,7 @@
 //! See `docs/MODEL.md` for the architecture and the API walk-through.
 
 pub mod clinical;
+pub mod conv;
 pub mod encoder;
 pub mod fusion;
 pub mod graph;

@@ -177,69 +177,78 @@ fn gradient_matches_finite_differences() {
 
 /// The whole-model check (gradcheck.rs) differentiates with respect to the inputs; this one
 /// checks the *weight* gradients of the convolution shapes the encoder uses (stride 2 with
-/// padding, stride 1, 1×1 projection shortcuts), which flex computes with separate kernels.
+/// padding, stride 1, 1×1 projection shortcuts), for burn's flex kernels and for ours
+/// (`hn_model::conv`, which the encoder runs on flex).
 #[test]
 fn conv_weight_gradients_match_finite_differences() {
     let plain = f64_device();
     let ad = plain.clone().autodiff();
-    for (stride, pad, cin, cout, hw, k) in [
-        (2usize, 1usize, 3usize, 8usize, 16usize, 3usize),
-        (1, 1, 8, 8, 8, 3),
-        (2, 0, 4, 6, 9, 1),
-        (2, 1, 16, 32, 32, 3),
-    ] {
-        let (b,) = (2,);
-        let x = noise(1, b * cin * hw * hw);
-        let wv = noise(2, cout * cin * k * k);
-        let r = noise(3, 100000);
-        let opts = ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1);
-        let f = |dev: &Device, wv: &[f64], rq: bool| -> (Tensor<1>, Tensor<4>) {
-            let xt = Tensor::<4>::from_data(TensorData::new(x.clone(), [b, cin, hw, hw]), dev);
-            let mut wt =
-                Tensor::<4>::from_data(TensorData::new(wv.to_vec(), [cout, cin, k, k]), dev);
-            if rq {
-                wt = wt.require_grad();
+    for ours in [false, true] {
+        for (stride, pad, cin, cout, hw, k) in [
+            (2usize, 1usize, 3usize, 8usize, 16usize, 3usize),
+            (1, 1, 8, 8, 8, 3),
+            (2, 0, 4, 6, 9, 1),
+            (2, 1, 16, 32, 32, 3),
+        ] {
+            let (b,) = (2,);
+            let x = noise(1, b * cin * hw * hw);
+            let wv = noise(2, cout * cin * k * k);
+            let r = noise(3, 100000);
+            let opts = ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1);
+            let f = |dev: &Device, wv: &[f64], rq: bool| -> (Tensor<1>, Tensor<4>) {
+                let xt = Tensor::<4>::from_data(TensorData::new(x.clone(), [b, cin, hw, hw]), dev);
+                let mut wt =
+                    Tensor::<4>::from_data(TensorData::new(wv.to_vec(), [cout, cin, k, k]), dev);
+                if rq {
+                    wt = wt.require_grad();
+                }
+                let y = if ours {
+                    hn_model::conv::conv2d_tensor(xt, wt.clone(), None, opts.clone())
+                } else {
+                    conv2d(xt, wt.clone(), None, opts.clone())
+                };
+                let [_, _, ho, wo] = y.dims();
+                let n = b * cout * ho * wo;
+                let rt = Tensor::<4>::from_data(
+                    TensorData::new(r[..n].to_vec(), [b, cout, ho, wo]),
+                    dev,
+                );
+                ((y * rt).sum(), wt)
+            };
+            let (l, wt) = f(&ad, &wv, true);
+            let g = l.backward();
+            let gw: Vec<f64> = wt
+                .grad(&g)
+                .unwrap()
+                .into_data()
+                .convert::<f64>()
+                .try_to_vec()
+                .unwrap();
+            let mut maxrel: f64 = 0.0;
+            for idx in [0usize, 1, 5, cout * cin * k * k / 2, cout * cin * k * k - 1] {
+                let mut wp = wv.clone();
+                wp[idx] += 1e-6;
+                let mut wm = wv.clone();
+                wm[idx] -= 1e-6;
+                let lp: f64 = f(&plain, &wp, false)
+                    .0
+                    .into_data()
+                    .convert::<f64>()
+                    .try_to_vec::<f64>()
+                    .unwrap()[0];
+                let lm: f64 = f(&plain, &wm, false)
+                    .0
+                    .into_data()
+                    .convert::<f64>()
+                    .try_to_vec::<f64>()
+                    .unwrap()[0];
+                let fd = (lp - lm) / 2e-6;
+                maxrel = maxrel.max((fd - gw[idx]).abs() / fd.abs().max(1e-9));
             }
-            let y = conv2d(xt, wt.clone(), None, opts.clone());
-            let [_, _, ho, wo] = y.dims();
-            let n = b * cout * ho * wo;
-            let rt =
-                Tensor::<4>::from_data(TensorData::new(r[..n].to_vec(), [b, cout, ho, wo]), dev);
-            ((y * rt).sum(), wt)
-        };
-        let (l, wt) = f(&ad, &wv, true);
-        let g = l.backward();
-        let gw: Vec<f64> = wt
-            .grad(&g)
-            .unwrap()
-            .into_data()
-            .convert::<f64>()
-            .try_to_vec()
-            .unwrap();
-        let mut maxrel: f64 = 0.0;
-        for idx in [0usize, 1, 5, cout * cin * k * k / 2, cout * cin * k * k - 1] {
-            let mut wp = wv.clone();
-            wp[idx] += 1e-6;
-            let mut wm = wv.clone();
-            wm[idx] -= 1e-6;
-            let lp: f64 = f(&plain, &wp, false)
-                .0
-                .into_data()
-                .convert::<f64>()
-                .try_to_vec::<f64>()
-                .unwrap()[0];
-            let lm: f64 = f(&plain, &wm, false)
-                .0
-                .into_data()
-                .convert::<f64>()
-                .try_to_vec::<f64>()
-                .unwrap()[0];
-            let fd = (lp - lm) / 2e-6;
-            maxrel = maxrel.max((fd - gw[idx]).abs() / fd.abs().max(1e-9));
+            assert!(
+                maxrel < 1e-5,
+                "ours {ours}, stride {stride} pad {pad} cin {cin} k {k}: relative error {maxrel:.2e}"
+            );
         }
-        assert!(
-            maxrel < 1e-5,
-            "stride {stride} pad {pad} cin {cin} k {k}: relative error {maxrel:.2e}"
-        );
     }
 }

@@ -46,6 +46,8 @@ impl IngestError {
             IngestError::Unsupported { .. } => 415,
             IngestError::TooLarge { .. } => 413,
             IngestError::QueueFull => 503,
+            // 507 Insufficient Storage (RFC 4918): the store's disk is full, retry later.
+            IngestError::Store(e) if e.is_disk_full() => 507,
             IngestError::Store(_) => 500,
         }
     }

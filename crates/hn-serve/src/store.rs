@@ -109,6 +109,24 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the disk (or the service user's quota) is full: nothing is wrong with the
+    /// request, and the client may send it again once space is freed.
+    pub fn is_disk_full(&self) -> bool {
+        use std::io::ErrorKind;
+        match self {
+            StoreError::Io { cause, .. } => matches!(
+                cause.kind(),
+                ErrorKind::StorageFull | ErrorKind::QuotaExceeded
+            ),
+            StoreError::Db(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            StoreError::Db(_) => false,
+        }
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |cause| StoreError::Io {
         path: path.to_path_buf(),
@@ -146,10 +164,14 @@ pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let tmp = path.with_extension("part");
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        // A partial file on a full disk holds space the next write needs.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(&tmp)(e));
     }
     std::fs::rename(&tmp, path).map_err(io(path))?;
     std::fs::File::open(dir)

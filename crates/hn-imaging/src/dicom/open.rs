@@ -42,9 +42,7 @@ pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
 /// way dicom-rs's decoders do (an unknown explicit VR is UN with a 4-byte length): the file
 /// meta group (always explicit VR little endian), then the data set in the transfer syntax the
 /// meta names, into sequences and items, skipping only the fragments of encapsulated pixel
-/// data; a deflated data set is inflated (at most [`MAX_INFLATED_BYTES`]) and walked. It stops,
-/// leaving the verdict to dicom-rs, only at undefined-length UN elements (implicit VR inside
-/// explicit).
+/// data; a deflated data set is inflated (at most [`MAX_INFLATED_BYTES`]) and walked.
 pub(super) fn check_lengths(path: &Path, b: &[u8], magic_at: usize) -> Result<(), ImagingError> {
     walk_lengths(path, b, magic_at + 4, true, true, false)
 }
@@ -226,9 +224,9 @@ fn walk_lengths(
             )
         };
         if length == u32::MAX {
-            if explicit && vr == VR::UN {
-                return Ok(());
-            }
+            // dicom-rs reads every undefined-length element but encapsulated pixel data as a
+            // sequence in the same encoding (an undefined-length UN included, whatever its
+            // VR said), so the walk descends the same way.
             open.push(tag == dicom_dictionary_std::tags::PIXEL_DATA);
             pos += hdr;
             continue;

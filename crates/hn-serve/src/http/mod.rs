@@ -23,7 +23,7 @@ use crate::App;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
-    /// Seconds, for 503 (queue full).
+    /// Seconds, for 503 (queue full) and 507 (disk full).
     pub retry_after: Option<u32>,
 }
 
@@ -32,7 +32,7 @@ impl ApiError {
         ApiError {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             message: message.into(),
-            retry_after: (status == 503).then_some(RETRY_AFTER_S),
+            retry_after: matches!(status, 503 | 507).then_some(RETRY_AFTER_S),
         }
     }
     pub fn not_found(what: &str) -> Self {

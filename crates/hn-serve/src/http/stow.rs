@@ -74,10 +74,12 @@ pub async fn store_instances(
         return Err(ApiError::new(400, "STOW-RS body without parts"));
     }
     let a = app.clone();
-    let (stored, failed, queue_full) = blocking(move || {
+    let (stored, failed, refusal) = blocking(move || {
         let mut stored: Vec<Value> = Vec::new();
         let mut failed: Vec<Value> = Vec::new();
-        let mut queue_full = false;
+        // A refusal that is the node's state, not the part's: answered as such (503 / 507)
+        // when nothing was stored, so that the client retries.
+        let mut refusal: Option<IngestError> = None;
         for (k, bytes) in parts.into_iter().enumerate() {
             let part = format!("part {}", k + 1);
             a.metrics.instances_received.inc();
@@ -96,21 +98,23 @@ pub async fn store_instances(
                     if matches!(e, IngestError::Store(_)) {
                         a.set_unready(&e.to_string());
                     }
-                    queue_full |= matches!(e, IngestError::QueueFull);
                     tracing::warn!("STOW-RS {part} refused: {e}");
                     // FailureReason (0008,1197): the C-STORE status codes (PS3.18 Table 10.5.3-1).
                     failed.push(json!({
                         "00081197": { "vr": "US", "Value": [e.dimse_status()] },
                         "00000902": { "vr": "LO", "Value": [e.to_string()] },
                     }));
+                    if matches!(e.http_status(), 503 | 507) {
+                        refusal = Some(e);
+                    }
                 }
             }
         }
-        Ok((stored, failed, queue_full))
+        Ok((stored, failed, refusal))
     })
     .await?;
-    if stored.is_empty() && queue_full {
-        return Err(IngestError::QueueFull.into());
+    if let (true, Some(e)) = (stored.is_empty(), refusal) {
+        return Err(e.into());
     }
     let status = match (stored.is_empty(), failed.is_empty()) {
         (false, true) => StatusCode::OK,
