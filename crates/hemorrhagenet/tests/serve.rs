@@ -732,14 +732,19 @@ fn a_full_disk_is_refused_clearly_and_loses_nothing() {
     let s1 = sorted_files(&root.join("s1"));
     let link = fill_disk_under(&data, &study_uid(1), &s1[2]);
     let o = Command::new("storescu")
-        .args(["-aet", "CTSCANNER", "-aec", "HNET", "127.0.0.1"])
+        .args(["-v", "-aet", "CTSCANNER", "-aec", "HNET", "127.0.0.1"])
         .arg(srv.dicom_port.to_string())
         .args(&s1)
         .output()
         .unwrap_or_else(|_| tool_missing("storescu (dcmtk)"));
-    let said = String::from_utf8_lossy(&o.stderr).to_lowercase();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+    .to_lowercase();
     assert!(
-        said.contains("0xa700") || said.contains("out of resources"),
+        said.contains("refused: outofresources"),
         "storescu was told the instance is refused: {said}"
     );
     assert!(!link.exists(), "the partial file is removed");
@@ -749,7 +754,8 @@ fn a_full_disk_is_refused_clearly_and_loses_nothing() {
         "the log names the cause: {text}"
     );
     let (_, v) = get_json(&srv.http, &format!("/v1/studies/{}", study_uid(1)));
-    assert_eq!(v["instances"], 7, "seven stored, the refused one not: {v}");
+    // storescu stops at the refusal: the two instances before it are stored, nothing after.
+    assert_eq!(v["instances"], 2, "two stored, the refused one not: {v}");
 
     // The store's own probe on a full disk: readyz false, true again once it can write.
     std::os::unix::fs::symlink("/dev/full", data.join(".probe.part")).unwrap();

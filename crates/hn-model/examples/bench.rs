@@ -9,6 +9,9 @@
 //! `HN_INFERENCE_ONLY=1` skips the timed train steps (one untimed step, then inference): for
 //! profiling inference alone, e.g. under `perf record`.
 //!
+//! `HN_CONV=burn` runs flex's own convolution kernels instead of hn-model's (`hn_model::conv`),
+//! for an A/B comparison in one build.
+//!
 //! `HN_DEVICE=cuda` (with `--features cuda`), `HN_DEVICE=libtorch` or `HN_DEVICE=libtorch-cuda`
 //! (with `--features tch`; GPU 0) runs the same measurement on those backends; the default is
 //! `flex`.
@@ -89,6 +92,9 @@ fn stats(mut ms: Vec<f64>) -> (f64, f64) {
 
 fn main() {
     let started = Instant::now();
+    if std::env::var("HN_CONV").as_deref() == Ok("burn") {
+        hn_model::conv::set_fast_kernels(false);
+    }
     let b = arg(1, 2);
     let mut cfg = HemorrhageNetConfig::new()
         .with_slices(arg(2, 24))

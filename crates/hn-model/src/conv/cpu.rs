@@ -273,6 +273,26 @@ fn inner_parallelism(outer: bool) -> Parallelism {
     }
 }
 
+/// Run `one(scratch, (n, out[n]))` for every sample's slice of `out` (`len` elements each): on
+/// the rayon pool with a scratch buffer per worker when `outer`, else in order.
+fn per_sample<T: Real>(
+    out: &mut [T],
+    len: usize,
+    outer: bool,
+    one: impl Fn(&mut Vec<T>, (usize, &mut [T])) + Sync + Send,
+) {
+    let chunks = out.chunks_mut(len.max(1)).enumerate();
+    if outer {
+        chunks
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .for_each_init(Vec::new, one);
+    } else {
+        let mut col = Vec::new();
+        chunks.for_each(|c| one(&mut col, c));
+    }
+}
+
 /// Forward: `y[n] = W · im2col(x[n])`, `[N, C_out, Ho, Wo]`.
 pub fn forward<T: Real>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> {
     let (k, p) = (g.k(), g.p());
@@ -301,16 +321,7 @@ pub fn forward<T: Real>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> {
             par,
         );
     };
-    let chunks = y.chunks_mut(g.out_len().max(1)).enumerate();
-    if outer {
-        chunks
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .for_each_init(Vec::new, one);
-    } else {
-        let mut col = Vec::new();
-        chunks.for_each(|c| one(&mut col, c));
-    }
+    per_sample(&mut y, g.out_len(), outer, one);
     y
 }
 
@@ -334,16 +345,7 @@ pub fn backward_input<T: Real>(g: &ConvGeometry, w: &[T], dy: &[T]) -> Vec<T> {
             col2im(g, col, dxn);
         }
     };
-    let chunks = dx.chunks_mut(g.in_len().max(1)).enumerate();
-    if outer {
-        chunks
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .for_each_init(Vec::new, one);
-    } else {
-        let mut col = Vec::new();
-        chunks.for_each(|c| one(&mut col, c));
-    }
+    per_sample(&mut dx, g.in_len(), outer, one);
     dx
 }
 

@@ -217,9 +217,17 @@ impl<B: Backend + FastConv, C: CheckpointStrategy> FastConv for Autodiff<B, C> {
     }
 }
 
-/// Whether `x` lives on flex (with or without autodiff): our kernels run there.
+static FAST_KERNELS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Use our kernels on flex (the default) or burn's own there too: for A/B benchmarks and
+/// equivalence checks, process-wide.
+pub fn set_fast_kernels(on: bool) {
+    FAST_KERNELS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether `x` lives on flex (with or without autodiff) and our kernels are on: they run then.
 fn on_flex(x: &Tensor<4>) -> bool {
-    x.device().inner() == Device::flex()
+    FAST_KERNELS.load(std::sync::atomic::Ordering::Relaxed) && x.device().inner() == Device::flex()
 }
 
 /// `conv.forward(x)`, on our kernels where `x` is on flex.
