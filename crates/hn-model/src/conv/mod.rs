@@ -283,6 +283,15 @@ mod tests {
     use super::*;
     use burn::tensor::Distribution;
 
+    /// Input shape, weight shape, stride, padding, dilation.
+    type Case = (
+        [usize; 4],
+        [usize; 4],
+        [usize; 2],
+        [(usize, usize); 2],
+        [usize; 2],
+    );
+
     fn max_rel(a: Tensor<4>, b: Tensor<4>) -> f32 {
         assert_eq!(a.dims(), b.dims());
         let scale = b.clone().abs().max().into_scalar::<f32>().max(1e-3);
@@ -296,13 +305,7 @@ mod tests {
     fn fast_convolution_equals_burns_forward_and_backward() {
         let device = Device::flex().autodiff();
         device.seed(11);
-        let cases: [(
-            [usize; 4],
-            [usize; 4],
-            [usize; 2],
-            [(usize, usize); 2],
-            [usize; 2],
-        ); 7] = [
+        let cases: [Case; 7] = [
             (
                 [2, 3, 17, 13],
                 [8, 3, 3, 3],
