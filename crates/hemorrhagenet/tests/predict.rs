@@ -9,7 +9,7 @@ use hn_data::synth::{SynthConfig, generate_study};
 use serde_json::Value;
 
 mod common;
-use common::{save_tiny_model, write_dicom};
+use common::{dicom_text, save_tiny_model, tool_missing, write_dicom};
 
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -412,14 +412,6 @@ fn demo_predicts_a_heldout_study_and_its_model_serves_predict() {
     assert!(!String::from_utf8_lossy(&o.stdout).contains("SYNTHETIC^PATIENT"));
 }
 
-fn tool_missing(what: &str) -> ! {
-    panic!(
-        "{what} is required by this test and was not found; install it (apt-get install dcmtk \
-         dicom3tools; python3 -m pip install -r bench/requirements-test.txt; or run \
-         scripts/test.sh, which installs them)"
-    )
-}
-
 fn run_tool(cmd: &str, args: &[&Path]) -> (bool, String, String) {
     let o = Command::new(cmd)
         .args(args)
@@ -433,18 +425,9 @@ fn run_tool(cmd: &str, args: &[&Path]) -> (bool, String, String) {
 }
 
 fn sop_uids(path: &Path) -> (String, String) {
-    let o = dicom_object::open_file(path).unwrap();
-    let get = |t| {
-        o.element(t)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .trim_end_matches('\0')
-            .to_string()
-    };
     (
-        get(dicom_dictionary_std::tags::SOP_INSTANCE_UID),
-        get(dicom_dictionary_std::tags::SERIES_INSTANCE_UID),
+        dicom_text(path, dicom_dictionary_std::tags::SOP_INSTANCE_UID),
+        dicom_text(path, dicom_dictionary_std::tags::SERIES_INSTANCE_UID),
     )
 }
 

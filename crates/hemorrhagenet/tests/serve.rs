@@ -12,14 +12,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{SENTINEL_ID, SENTINEL_NAME, save_tiny_model, study_uid, write_dicom};
-
-fn tool_missing(what: &str) -> ! {
-    panic!(
-        "{what} is required by this test and was not found; install it (apt-get install dcmtk; \
-         python3 -m pip install -r bench/requirements-test.txt; or run scripts/test.sh)"
-    )
-}
+use common::{
+    SENTINEL_ID, SENTINEL_NAME, dicom_text, save_tiny_model, study_uid, tool_missing, write_dicom,
+};
 
 /// A running service; killed when dropped.
 struct Server {
@@ -678,14 +673,7 @@ print(len(r.ReferencedSOPSequence))
 /// makes a link to `/dev/full` so that the kernel answers the write with ENOSPC exactly as a
 /// full volume does (no privileges, no real disk to fill).
 fn fill_disk_under(data: &Path, study: &str, file: &Path) -> PathBuf {
-    let obj = dicom_object::open_file(file).unwrap();
-    let sop = obj
-        .element(dicom_dictionary_std::tags::SOP_INSTANCE_UID)
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .trim_end_matches('\0')
-        .to_string();
+    let sop = dicom_text(file, dicom_dictionary_std::tags::SOP_INSTANCE_UID);
     let part = data
         .join("studies")
         .join(hn_serve::store::hashed_name(study))

@@ -94,3 +94,24 @@ pub fn write_dicom(dir: &Path, idx: usize) {
     };
     write_ct_series(dir, &st.volume, &meta).unwrap();
 }
+
+/// A test's peer tool is missing: say what to install (the peers are required, never skipped).
+pub fn tool_missing(what: &str) -> ! {
+    panic!(
+        "{what} is required by this test and was not found; install it (apt-get install dcmtk \
+         dicom3tools orthanc; python3 -m pip install -r bench/requirements-test.txt; or run \
+         scripts/test.sh, which installs them)"
+    )
+}
+
+/// A text attribute of a DICOM file, trailing padding removed.
+pub fn dicom_text(path: &Path, tag: dicom_object::Tag) -> String {
+    dicom_object::open_file(path)
+        .unwrap()
+        .element(tag)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .trim_end_matches(['\0', ' '])
+        .to_string()
+}

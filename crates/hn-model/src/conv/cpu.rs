@@ -168,9 +168,9 @@ fn im2col<T: Real>(g: &ConvGeometry, x: &[T], col: &mut [T]) {
     }
 }
 
-/// col2im of one sample: the adjoint of [`im2col`], accumulating into `dx` (zeroed here).
+/// col2im of one sample: the adjoint of [`im2col`], accumulating into `dx` (which the caller
+/// gives zeroed).
 fn col2im<T: Real>(g: &ConvGeometry, col: &[T], dx: &mut [T]) {
-    dx.fill(T::ZERO);
     let p = g.p();
     for ci in 0..g.c_in {
         let plane = &mut dx[ci * g.h * g.w..(ci + 1) * g.h * g.w];
