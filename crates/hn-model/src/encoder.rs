@@ -125,9 +125,10 @@ impl ImageEncoderConfig {
 }
 
 /// A 1×1 convolution of stride `s` is the 1×1 stride-1 convolution of every `s`-th row and
-/// column: the same numbers. Written this way because burn's `flex` backend runs a strided 1×1
-/// through its general im2col path but a stride-1 1×1 straight as one GEMM (faster forward
-/// and backward at the demo's shapes; figures in docs/BENCHMARKS.md). The rows and columns are
+/// column: the same numbers. Used where hn-model's own kernels do not run
+/// ([`crate::conv::runs_fast_kernels`]): burn's `flex` kernels run a strided 1×1 through their
+/// general im2col path but a stride-1 1×1 straight as one GEMM (faster forward and backward at
+/// the demo's shapes; figures in docs/BENCHMARKS.md). The rows and columns are
 /// picked by a reshape and a plain slice, not a stepped slice: libtorch's backward of a
 /// stepped slice fails in burn-tch 0.22 ("view size is not compatible"). Sizes that are not
 /// multiples of the stride use the plain convolution.

@@ -225,8 +225,9 @@ pub fn set_fast_kernels(on: bool) {
     FAST_KERNELS.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Whether `x` lives on flex (with or without autodiff) and our kernels are on: they run then.
-fn on_flex(x: &Tensor<4>) -> bool {
+/// Whether [`conv2d`] runs our kernels for `x`: it lives on flex (with or without autodiff) and
+/// they are on. Callers keep rewrites meant for burn's kernels for the other case.
+pub fn runs_fast_kernels(x: &Tensor<4>) -> bool {
     FAST_KERNELS.load(std::sync::atomic::Ordering::Relaxed) && x.device().inner() == Device::flex()
 }
 
@@ -255,7 +256,7 @@ pub fn conv2d_tensor(
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
-    if !on_flex(&x) || options.groups != 1 {
+    if !runs_fast_kernels(&x) || options.groups != 1 {
         return burn::tensor::module::conv2d(x, weight, bias, options);
     }
     let y = Tensor::<4>::from_dispatch(<burn::backend::Dispatch as FastConv>::fast_conv2d(
@@ -270,12 +271,6 @@ pub fn conv2d_tensor(
         }
         None => y,
     }
-}
-
-/// Whether [`conv2d`] runs our kernels for `x` (callers keep backend-specific rewrites for the
-/// other case).
-pub fn runs_fast_kernels(x: &Tensor<4>) -> bool {
-    on_flex(x)
 }
 
 #[cfg(test)]
