@@ -56,6 +56,7 @@ fn save_model_with(dir: &Path, tta: TestTimeAugmentation) {
             n_validation: 0,
             n_test: 0,
             sha256: "not-this-cohort".into(),
+            train_labels: None,
         },
         epoch: 1,
         validation: serde_json::json!({}),
@@ -208,12 +209,12 @@ fn assert_rows_match_predict(rows: &[PredictionRow], preds: &HashMap<String, Val
             ),
             (
                 "mortality_30d",
-                r.mortality_30d,
+                r.mortality_30d.unwrap(),
                 pr["mortality_30d"].as_f64().unwrap(),
             ),
             (
                 "poor_outcome_90d",
-                r.poor_outcome_90d,
+                r.poor_outcome_90d.unwrap(),
                 pr["poor_outcome_90d"].as_f64().unwrap(),
             ),
             (

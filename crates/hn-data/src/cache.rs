@@ -438,22 +438,30 @@ mod tests {
         )
         .unwrap();
         let cfg = config(CacheDtype::F16);
+        // Input slice 1 of 4 shows a subdural bleed.
+        let subdural = StudyLabels {
+            any: true,
+            subtypes: [false, true, false, false, false],
+        };
+        let mut labels = vec![StudyLabels::default(); 4];
+        labels[1] = subdural;
         // shape [3, 4, 5] = S, H, W
-        let s = preprocess(
-            vol.clone(),
-            None,
-            Some(vec![StudyLabels::default(); 4]),
-            &cfg,
-        )
-        .unwrap();
+        let s = preprocess(vol.clone(), None, Some(labels), &cfg).unwrap();
         assert_eq!(s.shape, [2, 3, 4, 5]);
         assert_eq!(s.data.len(), 2 * 3 * 4 * 5);
         // 40 HU: brain window 40/80 -> 0.5; window 80/200 -> (40 - (-20)) / 200 = 0.3
         assert!(s.data[..60].iter().all(|v| (v - 0.5).abs() < 1e-5));
         assert!(s.data[60..].iter().all(|v| (v - 0.3).abs() < 1e-5));
-        assert!(
-            s.slice_labels.is_none(),
-            "slices resampled 4 -> 3: labels dropped"
+        // 4 -> 3 slices: model slice 0 spans input [0, 4/3), a quarter of it slice 1 (under
+        // the third that makes it positive); model slice 1 spans [4/3, 8/3), half slice 1.
+        assert_eq!(
+            s.slice_labels,
+            Some(vec![
+                StudyLabels::default(),
+                subdural,
+                StudyLabels::default()
+            ]),
+            "slice labels carried through resampling by coverage"
         );
         let mut keep = cfg.clone();
         keep.shape = None;

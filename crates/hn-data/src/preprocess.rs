@@ -108,8 +108,8 @@ pub struct CachedStudy {
 /// Preprocess a decoded volume with `cfg` through `hn-imaging` transforms: resample to
 /// `cfg.shape` (`[S, H, W]`; area-averaged where an axis shrinks when `cfg.antialias`, else
 /// trilinear) when set, else to `cfg.spacing_mm` when set, then stack
-/// the HU windows as channels in [0, 1]. Slice labels are kept only when the slice count is
-/// unchanged (resampling along k would misalign them).
+/// the HU windows as channels in [0, 1]. Slice labels (one per input slice, in the volume's
+/// slice order) are carried to the output slices by [`resample_slice_labels`].
 pub fn preprocess(
     volume: hn_imaging::Volume,
     labels: Option<StudyLabels>,
@@ -159,9 +159,46 @@ pub fn preprocess(
         shape: [windows.len(), nz, ny, nx],
         data,
         labels,
-        slice_labels: slice_labels.filter(|s| nz == nz_in && s.len() == nz),
+        slice_labels: slice_labels
+            .filter(|s| s.len() == nz_in)
+            .map(|s| resample_slice_labels(&s, nz)),
         spacing_mm: vol.spacing,
     })
+}
+
+/// Fraction of a model slice that positive input slices must cover for the model slice to be
+/// positive. A third: when 40 input slices of 5 mm become 16 of 12.5 mm, a bleed seen on one
+/// input slice covers 40 % of its model slice, whose voxels hold that blood averaged in, so the
+/// model slice is labelled positive; a bleed that only grazes a model slice's edge (under a
+/// third of it) is not.
+pub const SLICE_LABEL_COVERAGE: f64 = 1.0 / 3.0;
+
+/// Labels of `n_out` resampled slices from the labels of the input slices: per label, a model
+/// slice is positive when the input slices positive for that label cover at least
+/// [`SLICE_LABEL_COVERAGE`] of its thickness (the footprints of
+/// [`hn_imaging::transforms::slice_footprints`], the same geometry the resampler uses); `any`
+/// is also set when a subtype is. With the same count this is the identity.
+pub fn resample_slice_labels(input: &[StudyLabels], n_out: usize) -> Vec<StudyLabels> {
+    // A hair under the rule so that a footprint of exactly a third, summed in floating point,
+    // counts.
+    let cut = SLICE_LABEL_COVERAGE - 1e-9;
+    hn_imaging::transforms::slice_footprints(input.len(), n_out)
+        .into_iter()
+        .map(|fp| {
+            let covered = |label: &dyn Fn(&StudyLabels) -> bool| -> bool {
+                fp.iter()
+                    .filter(|(i, _)| label(&input[*i]))
+                    .map(|(_, w)| w)
+                    .sum::<f64>()
+                    >= cut
+            };
+            let subtypes: [bool; 5] = std::array::from_fn(|k| covered(&|l| l.subtypes[k]));
+            StudyLabels {
+                any: covered(&|l| l.any) || subtypes.iter().any(|b| *b),
+                subtypes,
+            }
+        })
+        .collect()
 }
 
 /// Lower-case hex of `b`.
@@ -217,4 +254,49 @@ pub fn check_head_ct(volume: &hn_imaging::Volume) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(k: usize) -> StudyLabels {
+        let mut subtypes = [false; 5];
+        subtypes[k] = true;
+        StudyLabels {
+            any: true,
+            subtypes,
+        }
+    }
+
+    #[test]
+    fn slice_labels_follow_the_coverage_rule() {
+        // 40 slices to 16: each model slice spans 2.5 input slices, so one positive input slice
+        // covers 40 % of the model slice it lies inside (positive) and 20 % of a model slice
+        // it only shares with a neighbour (negative).
+        let mut input = vec![StudyLabels::default(); 40];
+        input[11] = pos(2); // inside model slice 4 ([10, 12.5))
+        input[12] = pos(2); // half in model slice 4, half in 5 ([12.5, 15))
+        let out = resample_slice_labels(&input, 16);
+        let positive: Vec<usize> = (0..16).filter(|&t| out[t].subtypes[2]).collect();
+        // Model slice 4: 1 + 0.5 of 2.5 = 60 %; model slice 5: 0.5 of 2.5 = 20 %.
+        assert_eq!(positive, vec![4]);
+        assert!(out[4].any);
+        // A subtype without `any` in the input still sets `any` (a label set never says
+        // "subdural but no bleed").
+        let odd = vec![StudyLabels {
+            any: false,
+            subtypes: [true, false, false, false, false],
+        }];
+        assert!(resample_slice_labels(&odd, 2).iter().all(|l| l.any));
+        // Growing 8 -> 24 copies each label onto the three slices inside it.
+        let mut input = vec![StudyLabels::default(); 8];
+        input[3] = pos(0);
+        let out = resample_slice_labels(&input, 24);
+        let positive: Vec<usize> = (0..24).filter(|&t| out[t].any).collect();
+        assert_eq!(positive, vec![9, 10, 11]);
+        // The same count is the identity.
+        let same: Vec<StudyLabels> = (0..6).map(|k| pos(k % 5)).collect();
+        assert_eq!(resample_slice_labels(&same, 6), same);
+    }
 }

@@ -59,6 +59,7 @@ fn main() {
             n_validation: 0,
             n_test: 0,
             sha256: String::new(),
+            train_labels: None,
         },
         epoch: 1,
         validation: serde_json::json!({}),

@@ -159,6 +159,45 @@ pub struct DatasetDigest {
     pub n_test: usize,
     /// SHA-256 over the sorted `key,split,labels,outcomes` lines of every study.
     pub sha256: String,
+    /// What the training split could teach each head; `null` in cards written before it was
+    /// recorded (their heads are taken as trained).
+    #[serde(default)]
+    pub train_labels: Option<TrainingLabelCounts>,
+}
+
+/// How many studies of the training split carried each kind of label. A head that none of
+/// them supervised never learned: its outputs are withheld (`null` with a reason) in
+/// `prediction.json`, the SR, the service's result and `evaluate`, instead of reporting what
+/// an untrained layer happens to say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainingLabelCounts {
+    /// Studies with study-level hemorrhage labels (any + subtypes).
+    pub detection: usize,
+    /// Studies with per-slice labels (encoder pre-training and the slice loss).
+    pub slices: usize,
+    /// Studies with a known 30-day outcome.
+    pub mortality_30d: usize,
+    /// Studies with a known 90-day mRS.
+    pub mrs_90d: usize,
+}
+
+/// The network's outputs that can be withheld when their head never learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// 30-day mortality.
+    Mortality30d,
+    /// 90-day mRS (its distribution and the poor-outcome probability).
+    Mrs90d,
+}
+
+impl Head {
+    /// The output's name in `prediction.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Head::Mortality30d => "mortality_30d",
+            Head::Mrs90d => "mrs_90d",
+        }
+    }
 }
 
 /// `card.json`: everything needed to know what a model is and to run it the same way.
@@ -202,6 +241,22 @@ impl ModelCard {
             h.update(part.as_bytes());
         }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Why `head`'s outputs are withheld, when no training study carried its label (`None`:
+    /// the head learned, or the card predates the record).
+    pub fn untrained(&self, head: Head) -> Option<String> {
+        let counts = self.dataset.train_labels?;
+        let (n, what) = match head {
+            Head::Mortality30d => (counts.mortality_30d, "a 30-day outcome"),
+            Head::Mrs90d => (counts.mrs_90d, "a 90-day mRS"),
+        };
+        (n == 0).then(|| {
+            format!(
+                "not reported: no study of the training data ({}, {} studies) had {what}, so this head never learned",
+                self.dataset.name, self.dataset.n_train
+            )
+        })
     }
 
     /// Check every value a request would later rely on, against the network `net` the card

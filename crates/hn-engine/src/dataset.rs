@@ -75,6 +75,25 @@ impl Dataset {
 
     /// Identity of the data for the model card: counts and a SHA-256 over the sorted
     /// `key,split,labels,outcomes` lines.
+    /// What the training split can teach each head.
+    pub fn train_label_counts(&self) -> crate::checkpoint::TrainingLabelCounts {
+        let train = || {
+            self.samples
+                .iter()
+                .zip(&self.splits)
+                .filter(|(_, sp)| **sp == Split::Train)
+                .map(|(s, _)| s)
+        };
+        crate::checkpoint::TrainingLabelCounts {
+            detection: train().filter(|s| s.labels.is_some()).count(),
+            slices: train().filter(|s| s.slice_labels.is_some()).count(),
+            mortality_30d: train()
+                .filter(|s| s.outcomes.mortality_30d.is_some())
+                .count(),
+            mrs_90d: train().filter(|s| s.outcomes.mrs_90d.is_some()).count(),
+        }
+    }
+
     pub fn digest(&self) -> DatasetDigest {
         let mut lines: Vec<String> = self
             .samples
@@ -104,6 +123,7 @@ impl Dataset {
             n_validation: count(Split::Validation),
             n_test: count(Split::Test),
             sha256: h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+            train_labels: Some(self.train_label_counts()),
         }
     }
 

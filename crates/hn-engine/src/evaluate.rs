@@ -293,8 +293,22 @@ pub fn evaluate(
             |sc| sc.mrs_logits[POOR_OUTCOME_THRESHOLD],
         ),
     ];
+    // A head that never learned is not reported (prediction.json's `withheld`), so neither
+    // is its AUC or its ablations: they would measure an untrained layer.
+    let withheld = crate::infer::assemble::withheld(&model.card);
+    let unlearned = |name: &str| {
+        let head = if name == "mortality_30d" {
+            crate::checkpoint::Head::Mortality30d
+        } else {
+            crate::checkpoint::Head::Mrs90d
+        };
+        withheld.iter().any(|w| w.output == head.name())
+    };
     let mut prognosis = Vec::new();
     for (name, get, logit) in outcomes {
+        if unlearned(name) {
+            continue;
+        }
         let (mut vl, mut vy, mut tl, mut ty) = (vec![], vec![], vec![], vec![]);
         for (k, &i) in val_idx.iter().enumerate() {
             if let Some(y) = get(&data.samples[i]) {
@@ -378,7 +392,12 @@ pub fn evaluate(
         } else {
             t.mrs_calibration()
         };
-        for (abl, sc) in [("image_only", &img_only), ("clinical_only", &clin_only)] {
+        let ablations: &[(&str, &Vec<StudyScores>)] = if unlearned(name) {
+            &[]
+        } else {
+            &[("image_only", &img_only), ("clinical_only", &clin_only)]
+        };
+        for &(abl, sc) in ablations {
             bl.push(BaselineInputs {
                 name: abl.into(),
                 task: name.into(),
@@ -551,6 +570,7 @@ pub fn evaluate(
         )),
         test_time_augmentation: tta,
         overlays,
+        withheld,
     };
     let (report, plots) = report::evaluate(&inputs)?;
     Ok(Evaluation {
@@ -654,9 +674,10 @@ pub fn compare_calibrations(
         data.samples.iter().map(|s| (s.key.as_str(), s)).collect();
     let check = |rows: &[PredictionRow], card: &crate::checkpoint::ModelCard| {
         type Get = fn(&StudySample) -> Option<bool>;
-        type Prob = fn(&PredictionRow) -> f64;
+        // `None`: a head that never learned (an empty cell of predictions.csv).
+        type Prob = fn(&PredictionRow) -> Option<f64>;
         let tasks: [(Get, Prob); 3] = [
-            (|s| s.labels.map(|l| l.any), |r| r.any),
+            (|s| s.labels.map(|l| l.any), |r| Some(r.any)),
             (|s| s.outcomes.mortality_30d, |r| r.mortality_30d),
             (|s| s.outcomes.poor_outcome_90d(), |r| r.poor_outcome_90d),
         ];
@@ -665,7 +686,7 @@ pub fn compare_calibrations(
         for (j, (get, prob)) in tasks.iter().enumerate() {
             let (p, y): (Vec<f64>, Vec<bool>) = rows
                 .iter()
-                .filter_map(|r| Some((prob(r), get(by_key.get(r.study_key.as_str())?)?)))
+                .filter_map(|r| Some((prob(r)?, get(by_key.get(r.study_key.as_str())?)?)))
                 .unzip();
             ece[j] = metrics::ece(&p, &y, metrics::ECE_BINS).ok();
             brier[j] = metrics::brier(&p, &y).ok();

@@ -26,8 +26,9 @@ pub struct PredictionRow {
     pub subarachnoid: f64,
     pub intraparenchymal: f64,
     pub intraventricular: f64,
-    pub mortality_30d: f64,
-    pub poor_outcome_90d: f64,
+    /// Empty when the model's head never learned (`prediction.json`'s `withheld`).
+    pub mortality_30d: Option<f64>,
+    pub poor_outcome_90d: Option<f64>,
     /// 1 when the study is referred for review.
     pub review_flag: u8,
     /// The card's referral uncertainty measure (nats).
@@ -39,6 +40,7 @@ impl PredictionRow {
     pub fn new(key: &str, split: &str, card: &ModelCard, scores: &StudyScores) -> Self {
         let p = scores.calibrated(&assemble::temperatures(card));
         let r = assemble::review(card.calibration.as_ref(), scores);
+        let reported = assemble::probabilities(&p, &assemble::withheld(card));
         let [
             epidural,
             subdural,
@@ -55,8 +57,8 @@ impl PredictionRow {
             subarachnoid,
             intraparenchymal,
             intraventricular,
-            mortality_30d: p.mortality_30d,
-            poor_outcome_90d: p.poor_outcome_90d(),
+            mortality_30d: reported.mortality_30d,
+            poor_outcome_90d: reported.poor_outcome_90d,
             review_flag: u8::from(r.flag),
             uncertainty: r.uncertainty,
         }
@@ -93,8 +95,8 @@ mod tests {
             subarachnoid: 0.3,
             intraparenchymal: 0.4,
             intraventricular: 0.5,
-            mortality_30d: 0.25,
-            poor_outcome_90d: 0.75,
+            mortality_30d: Some(0.25),
+            poor_outcome_90d: Some(0.75),
             review_flag: 1,
             uncertainty: 0.125,
         };
@@ -108,6 +110,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("predictions.csv");
         std::fs::write(&p, &text).unwrap();
-        assert_eq!(read_csv(&p).unwrap(), vec![row]);
+        assert_eq!(read_csv(&p).unwrap(), vec![row.clone()]);
+        // A head that never learned is an empty cell, read back as `None`.
+        let unlearned = PredictionRow {
+            mortality_30d: None,
+            poor_outcome_90d: None,
+            ..row
+        };
+        let text = String::from_utf8(to_csv(std::slice::from_ref(&unlearned)).unwrap()).unwrap();
+        assert!(text.lines().nth(1).unwrap().contains(",0.5,,,1,"), "{text}");
+        std::fs::write(&p, &text).unwrap();
+        assert_eq!(read_csv(&p).unwrap(), vec![unlearned]);
     }
 }

@@ -23,7 +23,8 @@ pub fn default_preprocess(slices: usize, size: usize) -> PreprocessConfig {
         shape: Some([slices, size, size]),
         spacing_mm: None,
         dtype: hn_data::cache::CacheDtype::F16,
-        pipeline_version: "hn-engine-1".into(),
+        // -2: cache entries of -1 dropped the slice labels of resampled studies.
+        pipeline_version: "hn-engine-2".into(),
         antialias: true,
     }
 }

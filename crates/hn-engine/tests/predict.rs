@@ -33,6 +33,7 @@ fn card(calibration: Option<Calibration>) -> ModelCard {
             n_validation: 0,
             n_test: 0,
             sha256: String::new(),
+            train_labels: None,
         },
         epoch: 1,
         validation: serde_json::json!({}),
@@ -228,9 +229,12 @@ fn predict_dicom_and_nifti_end_to_end() {
     );
     let mc = pr.uncertainty.any.mc_mean.unwrap();
     assert!((0.0..=1.0).contains(&mc) && pr.uncertainty.any.sd.unwrap() >= 0.0);
-    let mrs_sum: f64 = pr.probabilities.mrs.iter().sum();
+    let mrs_sum: f64 = pr.probabilities.mrs.unwrap().iter().sum();
     assert!((mrs_sum - 1.0).abs() < 1e-4, "mRS sums to {mrs_sum}");
-    assert!((pr.probabilities.poor_outcome_90d - pr.probabilities.mrs_at_least[3]).abs() < 1e-12);
+    let poor = pr.probabilities.poor_outcome_90d.unwrap();
+    assert!((poor - pr.probabilities.mrs_at_least.unwrap()[3]).abs() < 1e-12);
+    // A card written before training label counts were recorded withholds nothing.
+    assert!(pr.withheld.is_empty() && pr.decision_path.level_3.withheld.is_empty());
     let u = &pr.uncertainty.any;
     assert!(u.predictive_entropy >= 0.0 && u.predictive_entropy <= 2f64.ln() + 1e-9);
     assert!(u.mutual_information >= 0.0 && u.mutual_information <= u.predictive_entropy + 1e-9);
@@ -469,8 +473,8 @@ fn facts_read_out_and_platt_bias_follow_the_card() {
     // Platt bias: a bias of +2 on the mortality logit raises P(death) as sigmoid says.
     let mut platt = calibration(0.0, 1e9);
     platt.temperatures.mortality_bias = 2.0;
-    let p0 = plain.probabilities.mortality_30d;
-    let p2 = run(platt).probabilities.mortality_30d;
+    let p0 = plain.probabilities.mortality_30d.unwrap();
+    let p2 = run(platt).probabilities.mortality_30d.unwrap();
     let logit = |p: f64| (p / (1.0 - p)).ln();
     assert!((logit(p2) - logit(p0) - 2.0).abs() < 1e-4, "{p0} → {p2}");
 }
@@ -787,4 +791,83 @@ fn studies_in_memory_score_like_files_and_artifacts_are_the_files() {
         .err()
         .unwrap();
     assert_eq!(e.fault(), hn_imaging::Fault::Internal, "{e}");
+}
+
+/// A model whose training data had no outcomes (RSNA, CQ500) reports no prognosis: `null`
+/// with the reason in `prediction.json`, its uncertainty, `predictions.csv` and the SR; a
+/// model that learned only the mRS head reports that one alone.
+#[test]
+fn heads_that_never_learned_are_withheld_with_a_reason() {
+    use hn_engine::checkpoint::TrainingLabelCounts;
+    let dir = tempfile::tempdir().unwrap();
+    let (dicom, _) = studies(dir.path());
+    let net = net();
+    let with_counts = |mortality_30d: usize, mrs_90d: usize| {
+        let mut c = card(Some(calibration(0.0, 1e9)));
+        c.dataset.name = "rsna-2019".into();
+        c.dataset.n_train = 40;
+        c.dataset.train_labels = Some(TrainingLabelCounts {
+            detection: 40,
+            slices: 40,
+            mortality_30d,
+            mrs_90d,
+        });
+        Predictor::new(net.clone(), c, Device::flex()).unwrap()
+    };
+
+    // No outcome at all: level 1 says bleed (threshold 0), level 3 is not evaluated.
+    let p = with_counts(0, 0);
+    let res = p
+        .predict_path("s", &dicom, ClinicalRecord::default())
+        .unwrap();
+    let pr = &res.prediction;
+    assert!(pr.decision_path.level_1.decision);
+    let probs = &pr.probabilities;
+    assert_eq!(
+        (
+            probs.mortality_30d,
+            probs.poor_outcome_90d,
+            probs.mrs,
+            probs.mrs_at_least
+        ),
+        (None, None, None, None)
+    );
+    assert!(pr.uncertainty.mortality_30d.is_none() && pr.uncertainty.mrs_90d.is_none());
+    let names: Vec<&str> = pr.withheld.iter().map(|w| w.output.as_str()).collect();
+    assert_eq!(names, ["mortality_30d", "mrs_90d"]);
+    assert!(
+        pr.withheld[0].reason.contains("never learned"),
+        "{:?}",
+        pr.withheld
+    );
+    assert!(pr.withheld[0].reason.contains("rsna-2019"));
+    let l3 = &pr.decision_path.level_3;
+    assert!(!l3.evaluated && l3.p_mortality_30d.is_none() && l3.mrs_distribution.is_none());
+    assert!(l3.skipped.as_deref().unwrap().contains("no prognosis head"));
+    let json = serde_json::to_value(pr).unwrap();
+    assert!(json["probabilities"]["mortality_30d"].is_null());
+    let sr = p.dicom_results(&res).unwrap().sr.bytes;
+    assert!(contains(&sr, "WITHHELD") && contains(&sr, "never learned"));
+    assert!(
+        !contains(&sr, "MORT30"),
+        "no mortality probability in the SR"
+    );
+
+    // Only the mRS head learned: level 3 is evaluated with the mRS alone.
+    let pr = with_counts(0, 25)
+        .predict_path("s", &dicom, ClinicalRecord::default())
+        .unwrap()
+        .prediction;
+    let l3 = &pr.decision_path.level_3;
+    assert!(l3.evaluated && l3.p_mortality_30d.is_none() && l3.high_mortality_risk.is_none());
+    assert!(l3.p_poor_outcome_90d.is_some() && l3.mrs_distribution.is_some());
+    assert_eq!(l3.withheld.len(), 1);
+    assert!(pr.probabilities.mortality_30d.is_none() && pr.probabilities.mrs.is_some());
+
+    // Both learned: nothing withheld.
+    let pr = with_counts(30, 30)
+        .predict_path("s", &dicom, ClinicalRecord::default())
+        .unwrap()
+        .prediction;
+    assert!(pr.withheld.is_empty() && pr.probabilities.mortality_30d.is_some());
 }

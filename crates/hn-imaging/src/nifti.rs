@@ -343,19 +343,26 @@ fn volume_from_bytes(
         ));
     }
     let nvox = nx * ny * nz;
-    let start128 =
-        h.vox_offset as u128 + (opts.volume_index as u128) * (nvox as u128) * (esize as u128);
-    let end128 = start128 + (nvox as u128) * (esize as u128);
-    if (bytes.len() as u128) < end128 {
-        let end = end128;
+    // Every volume the header declares must be there, not only the one asked for: a file cut
+    // short is a damaged copy, and reading its first volume as if nothing were wrong would
+    // hide that from whoever sent it.
+    let declared_end = h.vox_offset as u128 + total * (esize as u128);
+    if (bytes.len() as u128) < declared_end {
         return Err(ImagingError::Truncated {
             path: path.to_path_buf(),
             reason: format!(
-                "voxel data needs bytes up to {end}, file (decompressed) has {}",
-                bytes.len()
+                "the header declares {} voxel(s) of {esize} byte(s) ({} volume(s) of {nx}×{ny}×{nz}) from byte {}, so {declared_end} bytes; the file (decompressed) has {}: {} bytes missing",
+                total,
+                nvol,
+                h.vox_offset,
+                bytes.len(),
+                declared_end - bytes.len() as u128
             ),
         });
     }
+    let start128 =
+        h.vox_offset as u128 + (opts.volume_index as u128) * (nvox as u128) * (esize as u128);
+    let end128 = start128 + (nvox as u128) * (esize as u128);
     let (start, end) = (start128 as usize, end128 as usize);
     let raw = bytes[start..end].to_vec();
     let data = typed_to_f32(raw, h.endianness, dtype)

@@ -306,16 +306,35 @@ fn axis_weights(n_in: usize, n_out: usize) -> Vec<Vec<(usize, f32)>> {
                     vec![(x0, (1.0 - f) as f32), (x0 + 1, f as f32)]
                 }
             } else {
-                let (lo, hi) = (t as f64 * scale, ((t + 1) as f64 * scale).min(n_in as f64));
-                (lo.floor() as usize..(hi.ceil() as usize).min(n_in))
-                    .map(|i| {
-                        let overlap = hi.min(i as f64 + 1.0) - lo.max(i as f64);
-                        (i, (overlap / scale) as f32)
-                    })
-                    .filter(|&(_, w)| w > 0.0)
+                footprint(n_in, n_out, t)
+                    .map(|(i, w)| (i, w as f32))
                     .collect()
             }
         })
+        .collect()
+}
+
+/// The input voxels `[i, i+1)` that output voxel `t`'s footprint `[t·s, (t+1)·s)` overlaps
+/// (`s = n_in / n_out`: both grids span the same extent, as in [`Resample`]), each with the
+/// fraction of the footprint it covers; the fractions sum to 1.
+fn footprint(n_in: usize, n_out: usize, t: usize) -> impl Iterator<Item = (usize, f64)> {
+    let scale = n_in as f64 / n_out as f64;
+    let (lo, hi) = (t as f64 * scale, ((t + 1) as f64 * scale).min(n_in as f64));
+    (lo.floor() as usize..(hi.ceil() as usize).min(n_in))
+        .map(move |i| (i, (hi.min(i as f64 + 1.0) - lo.max(i as f64)) / scale))
+        .filter(|&(_, w)| w > 0.0)
+}
+
+/// For each of `n_out` slices resampled from `n_in` over the same extent (what [`Resample`]
+/// does along k), the input slices it covers and the fraction of its thickness each covers
+/// (summing to 1), whether the count shrinks or grows. Labels attached to input slices are
+/// carried to the resampled grid with it (`hn_data::preprocess`).
+pub fn slice_footprints(n_in: usize, n_out: usize) -> Vec<Vec<(usize, f64)>> {
+    if n_in == 0 {
+        return vec![Vec::new(); n_out];
+    }
+    (0..n_out)
+        .map(|t| footprint(n_in, n_out, t).collect())
         .collect()
 }
 
@@ -733,5 +752,32 @@ mod tests {
             ThresholdMask::skull().apply(v).unwrap().data,
             vec![0.0, 0.0, 1.0]
         );
+    }
+
+    #[test]
+    fn slice_footprints_cover_each_output_slice_once() {
+        // 5 → 2: slice 0 spans input [0, 2.5): slices 0, 1 whole and half of 2.
+        let f = slice_footprints(5, 2);
+        assert_eq!(f[0], vec![(0, 0.4), (1, 0.4), (2, 0.2)]);
+        assert_eq!(f[1], vec![(2, 0.2), (3, 0.4), (4, 0.4)]);
+        // 2 → 4: each output slice lies inside one input slice.
+        assert_eq!(
+            slice_footprints(2, 4),
+            vec![
+                vec![(0, 1.0)],
+                vec![(0, 1.0)],
+                vec![(1, 1.0)],
+                vec![(1, 1.0)]
+            ]
+        );
+        // 3 → 2 and 7 → 3 sum to 1 per output slice; the same count is the identity.
+        for (a, b) in [(3, 2), (7, 3), (40, 16), (16, 24)] {
+            for (t, w) in slice_footprints(a, b).iter().enumerate() {
+                let sum: f64 = w.iter().map(|x| x.1).sum();
+                assert!((sum - 1.0).abs() < 1e-12, "{a}→{b} slice {t}: {sum}");
+            }
+        }
+        let same = slice_footprints(4, 4);
+        assert!(same.iter().enumerate().all(|(t, w)| w == &vec![(t, 1.0)]));
     }
 }

@@ -243,6 +243,30 @@ fn four_d_volume_index_selects_and_is_checked() {
     assert!(e.to_string().contains("example4d.nii.gz"));
 }
 
+/// A 4-D file cut inside its last volume is an error even when the volume asked for is whole:
+/// the message names the file and the bytes missing.
+#[test]
+fn truncated_four_d_file_is_an_error_even_for_a_whole_volume() {
+    use std::io::Read;
+    let gz = std::fs::read(data("nifti/example4d.nii.gz")).unwrap();
+    let mut raw = Vec::new();
+    flate2::read::MultiGzDecoder::new(&gz[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("cut4d.nii");
+    // example4d holds 2 volumes; dropping the last 1 000 bytes leaves volume 0 whole.
+    std::fs::write(&p, &raw[..raw.len() - 1000]).unwrap();
+    let e = read_volume(&p, &NiftiReadOptions::default()).unwrap_err();
+    assert!(matches!(e, ImagingError::Truncated { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("cut4d.nii"), "{msg}");
+    assert!(msg.contains("1000 bytes missing"), "{msg}");
+    // The whole file still reads.
+    std::fs::write(&p, &raw).unwrap();
+    read_volume(&p, &NiftiReadOptions::default()).unwrap();
+}
+
 #[test]
 fn dicom_to_nifti_round_trip_is_lossless() {
     let dicom = read_series(

@@ -149,6 +149,12 @@ fn short_pixel_data_is_truncated() {
     let o = slice(&[0, 1, 2], 2, 2, 0.0);
     let e = read_object(file(o), p(), &ReadOptions::default()).unwrap_err();
     assert!(matches!(e, ImagingError::Truncated { .. }), "{e}");
+    // One 16-bit sample short of 2 × 2, named with the file.
+    let msg = e.to_string();
+    assert!(
+        msg.contains("2 bytes missing") && msg.contains("synthetic.dcm"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -44,6 +44,7 @@ pub fn save_tiny_model(dir: &Path) {
             n_validation: 0,
             n_test: 0,
             sha256: String::new(),
+            train_labels: None,
         },
         epoch: 1,
         validation: serde_json::json!({}),

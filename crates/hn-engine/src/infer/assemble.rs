@@ -7,13 +7,13 @@ use hn_data::{ClinicalRecord, SUBTYPES};
 use hn_model::HemorrhageNetConfig;
 
 use super::schema::*;
-use crate::checkpoint::{Calibration, ModelCard, TemperatureSet};
+use crate::checkpoint::{Calibration, Head, ModelCard, TemperatureSet};
 use crate::sample::StudySample;
 use crate::scoring::{CalibratedProbabilities, StudyScores, StudyUncertainty};
 use crate::uncertainty::UncertaintyMeasure;
 
 /// Version of the `prediction.json` schema.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Clinical features listed in `feature_weights` by default.
 pub const DEFAULT_TOP_FEATURES: usize = 5;
@@ -42,17 +42,37 @@ fn thresholds(cal: Option<&Calibration>) -> [f64; hn_model::N_LABELS] {
         .unwrap_or([0.5; hn_model::N_LABELS])
 }
 
-/// Every calibrated probability, named as in the report.
-pub fn probabilities(p: &CalibratedProbabilities) -> Probabilities {
+/// The outputs `card`'s model does not report because their head never learned
+/// ([`ModelCard::untrained`]).
+pub fn withheld(card: &ModelCard) -> Vec<WithheldOutput> {
+    [Head::Mortality30d, Head::Mrs90d]
+        .into_iter()
+        .filter_map(|h| {
+            card.untrained(h).map(|reason| WithheldOutput {
+                output: h.name().into(),
+                reason,
+            })
+        })
+        .collect()
+}
+
+fn learned(withheld: &[WithheldOutput], head: Head) -> bool {
+    !withheld.iter().any(|w| w.output == head.name())
+}
+
+/// Every calibrated probability, named as in the report; `null` for the heads in `withheld`.
+pub fn probabilities(p: &CalibratedProbabilities, withheld: &[WithheldOutput]) -> Probabilities {
     let names = subtype_names();
+    let mort = learned(withheld, Head::Mortality30d);
+    let mrs = learned(withheld, Head::Mrs90d);
     Probabilities {
         any: p.any,
         subtypes: names.iter().cloned().zip(p.subtypes).collect(),
         subtypes_given_bleed: names.into_iter().zip(p.given_bleed).collect(),
-        mortality_30d: p.mortality_30d,
-        poor_outcome_90d: p.poor_outcome_90d(),
-        mrs_at_least: p.mrs_at_least,
-        mrs: p.mrs,
+        mortality_30d: mort.then_some(p.mortality_30d),
+        poor_outcome_90d: mrs.then(|| p.poor_outcome_90d()),
+        mrs_at_least: mrs.then_some(p.mrs_at_least),
+        mrs: mrs.then_some(p.mrs),
     }
 }
 
@@ -61,8 +81,13 @@ fn subtype_names() -> Vec<String> {
 }
 
 /// The hierarchical decision path: bleed? → which types? → prognosis, each level evaluated
-/// only when the one above said yes.
-pub fn decision_path(p: &CalibratedProbabilities, cal: Option<&Calibration>) -> DecisionPath {
+/// only when the one above said yes; level 3 only with a head that learned, and without the
+/// outputs in `withheld`.
+pub fn decision_path(
+    p: &CalibratedProbabilities,
+    cal: Option<&Calibration>,
+    withheld: &[WithheldOutput],
+) -> DecisionPath {
     let thr = thresholds(cal);
     let bleed = p.any >= thr[0];
     let level_1 = HemorrhageDecision {
@@ -94,16 +119,38 @@ pub fn decision_path(p: &CalibratedProbabilities, cal: Option<&Calibration>) -> 
             Vec::new()
         },
     };
-    let mort_thr = cal.map(|c| c.mortality_threshold).and_then(finite);
+    let mort = learned(withheld, Head::Mortality30d);
+    let mrs = learned(withheld, Head::Mrs90d);
+    let evaluated = bleed && (mort || mrs);
+    let skipped = if !bleed {
+        Some(not_bleed)
+    } else if !evaluated {
+        Some("no prognosis head of this model learned (see withheld)".to_string())
+    } else {
+        None
+    };
+    let (bm, br) = (bleed && mort, bleed && mrs);
+    let mort_thr = cal
+        .map(|c| c.mortality_threshold)
+        .and_then(finite)
+        .filter(|_| bm);
     let level_3 = PrognosisLevel {
         question: LEVEL_QUESTIONS[2].into(),
-        evaluated: bleed,
-        skipped: (!bleed).then_some(not_bleed),
-        p_mortality_30d: bleed.then_some(p.mortality_30d),
-        mortality_threshold: mort_thr.filter(|_| bleed),
-        high_mortality_risk: mort_thr.filter(|_| bleed).map(|t| p.mortality_30d >= t),
-        p_poor_outcome_90d: bleed.then_some(p.poor_outcome_90d()),
-        mrs_distribution: bleed.then_some(p.mrs),
+        evaluated,
+        skipped,
+        p_mortality_30d: bm.then_some(p.mortality_30d),
+        mortality_threshold: mort_thr,
+        high_mortality_risk: mort_thr.map(|t| p.mortality_30d >= t),
+        p_poor_outcome_90d: br.then(|| p.poor_outcome_90d()),
+        mrs_distribution: br.then_some(p.mrs),
+        withheld: if bleed {
+            withheld
+                .iter()
+                .map(|w| format!("{}: {}", w.output, w.reason))
+                .collect()
+        } else {
+            Vec::new()
+        },
     };
     DecisionPath {
         level_1,
@@ -112,8 +159,8 @@ pub fn decision_path(p: &CalibratedProbabilities, cal: Option<&Calibration>) -> 
     }
 }
 
-/// The uncertainty section of the report.
-pub fn uncertainty_report(u: &StudyUncertainty) -> UncertaintyReport {
+/// The uncertainty section of the report (`null` for the heads in `withheld`).
+pub fn uncertainty_report(u: &StudyUncertainty, withheld: &[WithheldOutput]) -> UncertaintyReport {
     UncertaintyReport {
         method: if u.passes == 0 {
             "deterministic".into()
@@ -122,8 +169,8 @@ pub fn uncertainty_report(u: &StudyUncertainty) -> UncertaintyReport {
         },
         passes: u.passes,
         any: u.any,
-        mortality_30d: u.mortality_30d,
-        mrs_90d: u.mrs_90d,
+        mortality_30d: learned(withheld, Head::Mortality30d).then_some(u.mortality_30d),
+        mrs_90d: learned(withheld, Head::Mrs90d).then_some(u.mrs_90d),
     }
 }
 
@@ -358,7 +405,8 @@ pub fn assemble(
     let cal = card.calibration.as_ref();
     let t = temperatures(card);
     let p = scores.calibrated(&t);
-    let decision_path = decision_path(&p, cal);
+    let withheld = withheld(card);
+    let decision_path = decision_path(&p, cal, &withheld);
     let bleed = decision_path.level_1.decision;
     let facts = estimated_facts(scores, cal, bleed);
     let [_, _, gh, gw] = sample.shape;
@@ -376,10 +424,11 @@ pub fn assemble(
         model: model_info(card),
         input,
         decision_path,
-        probabilities: probabilities(&p),
-        uncertainty: uncertainty_report(&scores.uncertainty(&t)),
+        probabilities: probabilities(&p, &withheld),
+        uncertainty: uncertainty_report(&scores.uncertainty(&t), &withheld),
         review: review(cal, scores),
         feature_weights: feature_weights(&scores.feature_gates, &sample.clinical, top_features),
+        withheld,
         hematoma_volume_ml: volume,
         hematoma_volume_method: method,
         estimated_facts: facts,

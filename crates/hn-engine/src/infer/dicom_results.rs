@@ -98,6 +98,7 @@ const HN_CODES: &[(&str, &str)] = &[
     ("MRS90-6", "Probability of 90-day mRS 6"),
     ("REVIEW", "Referral for expert review"),
     ("REVIEW-REASON", "Reason for expert review decision"),
+    ("WITHHELD", "Output not reported: its head never learned"),
     ("UNCERT", "Model uncertainty"),
     ("UNCERT-MEASURE", "Uncertainty measure"),
     ("UNCERT-THR", "Referral uncertainty threshold"),
@@ -364,6 +365,17 @@ fn sr_tree(base: &UidBase<'_>, pred: &Prediction, source: &SourceStudy) -> Vec<C
             for (k, p) in dist.iter().enumerate() {
                 rows.push(prob(hn(&format!("MRS90-{k}")), *p));
             }
+        }
+        for w in &l3.withheld {
+            rows.push(text(Contains, hn("WITHHELD"), w));
+        }
+        groups.push(group(base, pred, "level 3: prognosis", rows));
+    } else if !l3.withheld.is_empty() {
+        // The bleed decision opened level 3 but no prognosis head learned: say so, rather
+        // than leave a reader to wonder why a positive study has no prognosis.
+        let mut rows = vec![code(Contains, dcm("121071", "Finding"), hn("PROGNOSIS"))];
+        for w in &l3.withheld {
+            rows.push(text(Contains, hn("WITHHELD"), w));
         }
         groups.push(group(base, pred, "level 3: prognosis", rows));
     }

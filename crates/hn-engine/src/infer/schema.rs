@@ -17,6 +17,10 @@ pub struct Prediction {
     pub uncertainty: UncertaintyReport,
     pub review: Review,
     pub feature_weights: Vec<FeatureWeight>,
+    /// Outputs left `null` because their head never learned (the model card's training label
+    /// counts), each with the reason.
+    #[serde(default)]
+    pub withheld: Vec<WithheldOutput>,
     /// Hematoma volume (mL): the facts read-out's estimate when the card says it was trained
     /// ([`EstimatedFacts`]), else the crude image-derived estimate ([`estimate_volume_ml`]);
     /// `null` when not estimable.
@@ -146,6 +150,10 @@ pub struct PrognosisLevel {
     pub p_poor_outcome_90d: Option<f64>,
     /// P(mRS = 0..6 at 90 days).
     pub mrs_distribution: Option<[f64; hn_model::N_MRS_CLASSES]>,
+    /// Why an output of this level is `null` although the level was evaluated (its head never
+    /// learned), one line each.
+    #[serde(default)]
+    pub withheld: Vec<String>,
 }
 
 /// Every calibrated probability (deterministic forward with the card's temperatures), whatever
@@ -156,11 +164,21 @@ pub struct Probabilities {
     /// Subtype names in [`SUBTYPES`] order with P(subtype).
     pub subtypes: Vec<(String, f64)>,
     pub subtypes_given_bleed: Vec<(String, f64)>,
-    pub mortality_30d: f64,
-    pub poor_outcome_90d: f64,
-    /// P(mRS ≥ k), k = 1..=6.
-    pub mrs_at_least: [f64; hn_model::N_MRS_THRESHOLDS],
-    pub mrs: [f64; hn_model::N_MRS_CLASSES],
+    /// `null` when the head never learned (the reason is in [`Prediction::withheld`]).
+    pub mortality_30d: Option<f64>,
+    /// `null` when the mRS head never learned.
+    pub poor_outcome_90d: Option<f64>,
+    /// P(mRS ≥ k), k = 1..=6; `null` when the mRS head never learned.
+    pub mrs_at_least: Option<[f64; hn_model::N_MRS_THRESHOLDS]>,
+    pub mrs: Option<[f64; hn_model::N_MRS_CLASSES]>,
+}
+
+/// An output the model does not report, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WithheldOutput {
+    /// `"mortality_30d"` or `"mrs_90d"`.
+    pub output: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,8 +187,9 @@ pub struct UncertaintyReport {
     pub method: String,
     pub passes: usize,
     pub any: HeadUncertainty,
-    pub mortality_30d: HeadUncertainty,
-    pub mrs_90d: HeadUncertainty,
+    /// `null` when the head never learned.
+    pub mortality_30d: Option<HeadUncertainty>,
+    pub mrs_90d: Option<HeadUncertainty>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -172,6 +172,8 @@ pub struct EvalInputs {
     pub test_time_augmentation: TestTimeAugmentation,
     /// Overlay PNGs for the attention section.
     pub overlays: Vec<(String, Vec<u8>)>,
+    /// The model's outputs left unreported because their head never learned.
+    pub withheld: Vec<crate::infer::WithheldOutput>,
 }
 
 /// Referral fractions of the report's curve: 0, 5, ..., 50 %.
@@ -294,6 +296,7 @@ pub fn evaluate(inp: &EvalInputs) -> Result<(MetricsReport, ReportPlots), Report
             hematoma_facts: inp.hematoma_facts,
             test_time_augmentation: inp.test_time_augmentation,
             recalibration: None,
+            withheld: inp.withheld.clone(),
         },
         plots,
     ))

@@ -31,6 +31,10 @@ pub struct MetricsReport {
     /// calibration and under the one refitted on this data (the rest of this report).
     #[serde(default)]
     pub recalibration: Option<RecalibrationReport>,
+    /// Outputs the model does not report (their head never learned, by the card's training
+    /// label counts): no `prognosis` entry or model ablation for them, the reason here.
+    #[serde(default)]
+    pub withheld: Vec<crate::infer::WithheldOutput>,
 }
 
 /// The same studies under two calibrations.

@@ -75,6 +75,7 @@ fn fake() -> (MetricsReport, ReportPlots) {
         }),
         test_time_augmentation: TestTimeAugmentation::Flip,
         recalibration: None,
+        withheld: Vec::new(),
     };
     let (w, h) = (32, 24);
     let slice: Vec<f32> = (0..w * h)
@@ -223,6 +224,7 @@ fn evaluate_assembles_all_sections() {
         hematoma_facts: None,
         test_time_augmentation: TestTimeAugmentation::Flip,
         overlays: vec![],
+        withheld: Vec::new(),
     };
     let (r, plots) = evaluate(&inp).unwrap();
     assert_eq!(r.detection.len(), 6);

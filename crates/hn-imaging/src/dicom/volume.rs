@@ -81,11 +81,12 @@ pub(super) fn build_volume(
                 return Err(ImagingError::Truncated {
                     path: h.path.clone(),
                     reason: format!(
-                        "pixel data holds {have} samples, {} frame(s) of {}x{} need {}",
+                        "pixel data holds {have} samples, {} frame(s) of {}x{} need {}: {} bytes missing",
                         pix.frames,
                         pix.cols,
                         pix.rows,
-                        per_frame * pix.frames
+                        per_frame * pix.frames,
+                        (per_frame * pix.frames - have) * (pix.bits_allocated as usize / 8)
                     ),
                 });
             }
