@@ -79,6 +79,7 @@ fn save_model_with(dir: &Path, tta: TestTimeAugmentation) {
             facts: None,
         }),
         intended_use: INTENDED_USE.into(),
+        envelope: None,
     };
     save_model(dir, &net, &card).unwrap();
 }

@@ -460,3 +460,69 @@ fn encoder_pretraining_runs_first_and_is_deterministic() {
     assert!(!out.join("pretrain.json").exists());
     assert_ne!(history(&out)[0]["train_loss"], ha[0]["train_loss"]);
 }
+
+/// A synthetic cohort written as DICOM at another resolution than the model grid and arranged
+/// as an RSNA-2019 tree trains with encoder pre-training: its slice labels survive resampling
+/// (10 input slices onto the 6 model slices), where before pre-training was skipped.
+#[test]
+fn rsna_layout_at_scanner_resolution_keeps_slice_labels_for_pretraining() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rsna");
+    let o = bin()
+        .args(["synth", "--studies", "24", "--size", "48", "--slices", "10"])
+        .args(["--seed", "9", "--layout", "rsna", "--out"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("arranged as RSNA-2019"), "{err}");
+    let files = std::fs::read_dir(root.join("stage_2_train"))
+        .unwrap()
+        .count();
+    assert!(files >= 24 * 9, "{files} slice files");
+    let csv = std::fs::read_to_string(root.join("stage_2_train.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        1 + 6 * files,
+        "six label rows per slice file"
+    );
+    assert!(csv.lines().nth(1).unwrap().starts_with("ID_SYNTH-"));
+
+    let cfg = dir.path().join("pre.toml");
+    std::fs::write(
+        &cfg,
+        TINY.replace("epochs = 3", "epochs = 1").replace(
+            "pretrain_epochs = 0",
+            "pretrain_epochs = 1\npretrain_batch = 16",
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("run");
+    let o = bin()
+        .args(["train", "--dataset", "rsna", "--root"])
+        .arg(&root)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("pre-training skipped"), "{err}");
+    assert!(err.contains("pre-training epoch 1"), "{err}");
+    let pre: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("pretrain.json")).unwrap()).unwrap();
+    assert!(pre[0]["slices"].as_u64().unwrap() > 0);
+    // The card records what the data could teach: study and slice labels, no outcomes (so
+    // the prognosis heads are withheld), and the envelope of the resampled inputs.
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("model/card.json")).unwrap())
+            .unwrap();
+    let counts = &card["dataset"]["train_labels"];
+    assert!(counts["slices"].as_u64().unwrap() > 0, "{counts}");
+    assert_eq!(counts["slices"], counts["detection"]);
+    assert_eq!(counts["mortality_30d"], 0);
+    assert!(card["envelope"]["coverage_mm"]["lo"].as_f64().unwrap() > 50.0);
+}

@@ -78,6 +78,7 @@ fn main() {
             facts: None,
         }),
         intended_use: INTENDED_USE.into(),
+        envelope: None,
     };
     let synth = synth_config_for(s, size);
     let samples: Vec<StudySample> = (0..n)

@@ -219,6 +219,10 @@ pub struct ModelCard {
     pub calibration: Option<Calibration>,
     /// Intended use and limits, shown in every report.
     pub intended_use: String,
+    /// What the training inputs looked like; studies are checked against it before scoring
+    /// (`null` in cards written before it was recorded: no gate beyond the head-CT checks).
+    #[serde(default)]
+    pub envelope: Option<crate::envelope::TrainingEnvelope>,
 }
 
 /// Most MC-dropout passes a card may ask for (each is a decode of the whole study).

@@ -234,7 +234,7 @@ pub fn evaluate(
         .zip(&test)
         .map(|(&i, sc)| {
             let sample = &data.samples[i];
-            PredictionRow::new(&sample.key, data.splits[i].name(), &model.card, sc)
+            PredictionRow::new(data.splits[i].name(), &model.card, sample, sc)
         })
         .collect();
     let calibration = match &model.card.calibration {
@@ -645,11 +645,17 @@ pub fn evaluate_recalibrated(
         ..opts.clone()
     };
     let mut after = evaluate(&recalibrated, data, &opts)?;
+    let by_key: std::collections::HashMap<&str, &StudySample> =
+        data.samples.iter().map(|s| (s.key.as_str(), s)).collect();
     let before: Vec<PredictionRow> = after
         .predictions
         .iter()
         .zip(&after.scores)
-        .map(|(row, sc)| PredictionRow::new(&row.study_key, &row.split, &model.card, sc))
+        .map(|(row, sc)| {
+            // Every row was made from one of `data`'s samples.
+            let sample = by_key[row.study_key.as_str()];
+            PredictionRow::new(&row.split, &model.card, sample, sc)
+        })
         .collect();
     after.report.recalibration = Some(compare_calibrations(
         data,

@@ -36,10 +36,18 @@ pub struct PredictionRow {
 }
 
 impl PredictionRow {
-    /// The row `predict` would report for `scores` under `card`.
-    pub fn new(key: &str, split: &str, card: &ModelCard, scores: &StudyScores) -> Self {
+    /// The row `predict` would report for `sample`'s `scores` under `card` (the review flag
+    /// includes the training-envelope check).
+    pub fn new(
+        split: &str,
+        card: &ModelCard,
+        sample: &crate::sample::StudySample,
+        scores: &StudyScores,
+    ) -> Self {
+        let key = &sample.key;
         let p = scores.calibrated(&assemble::temperatures(card));
-        let r = assemble::review(card.calibration.as_ref(), scores);
+        let gate = assemble::input_gate(card, sample);
+        let r = assemble::gated_review(card.calibration.as_ref(), scores, gate.as_ref());
         let reported = assemble::probabilities(&p, &assemble::withheld(card));
         let [
             epidural,

@@ -39,6 +39,7 @@ fn card(calibration: Option<Calibration>) -> ModelCard {
         validation: serde_json::json!({}),
         calibration,
         intended_use: INTENDED_USE.into(),
+        envelope: None,
     }
 }
 
@@ -870,4 +871,78 @@ fn heads_that_never_learned_are_withheld_with_a_reason() {
         .unwrap()
         .prediction;
     assert!(pr.withheld.is_empty() && pr.probabilities.mortality_30d.is_some());
+}
+
+/// The input gate: a study like the training studies is inside the card's envelope; one whose
+/// field of view the model never saw is scored but referred, the reason saying so; the real
+/// 4-slice, 16-pixel GE series (a 5 mm slab, 8 mm across) is refused.
+#[test]
+fn studies_outside_the_training_envelope_are_flagged_or_refused() {
+    use hn_engine::envelope::{Range, TrainingEnvelope, Verdict};
+    let dir = tempfile::tempdir().unwrap();
+    let (dicom, _) = studies(dir.path());
+    let net = net();
+    let plain = predictor(&net, Some(calibration(0.5, 1e9)));
+    let read = hn_imaging::read_any(&dicom, &Default::default()).unwrap();
+    let sample = plain
+        .preprocess("s", read.volume, ClinicalRecord::default())
+        .unwrap();
+    let envelope = TrainingEnvelope::of([&sample]).unwrap();
+    let with = |e: TrainingEnvelope| {
+        let mut c = card(Some(calibration(0.5, 1e9)));
+        c.envelope = Some(e);
+        Predictor::new(net.clone(), c, Device::flex()).unwrap()
+    };
+
+    // The study the envelope was taken from: inside, not referred (referral threshold 1e9).
+    let pr = with(envelope.clone())
+        .predict_path("s", &dicom, ClinicalRecord::default())
+        .unwrap()
+        .prediction;
+    let gate = pr.input_gate.as_ref().unwrap();
+    assert_eq!(gate.verdict, Verdict::Inside, "{gate:?}");
+    assert_eq!(
+        gate.checks.len(),
+        2 + 2 * 3,
+        "coverage, field of view, 2 per window"
+    );
+    assert!(!pr.review.flag, "{}", pr.review.reason);
+
+    // Training saw only fields of view 30–40 % wider: scored, referred, and said why.
+    let f = envelope.fov_mm.lo;
+    let wider = TrainingEnvelope {
+        fov_mm: Range {
+            lo: 1.3 * f,
+            hi: 1.4 * f,
+        },
+        ..envelope.clone()
+    };
+    let pr = with(wider)
+        .predict_path("s", &dicom, ClinicalRecord::default())
+        .unwrap()
+        .prediction;
+    assert_eq!(pr.input_gate.as_ref().unwrap().verdict, Verdict::Outside);
+    assert!(pr.review.flag);
+    assert!(
+        pr.review
+            .reason
+            .starts_with("outside the training envelope (fov_mm"),
+        "{}",
+        pr.review.reason
+    );
+    let json = serde_json::to_value(&pr).unwrap();
+    assert_eq!(json["input_gate"]["verdict"], "outside");
+
+    // The real 16-pixel series: refused before scoring, naming the file's key and the cause.
+    let real = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/real-imaging/dicom/series-ct-head-16px");
+    let Err(e) = with(envelope).predict_path("ge-16px", &real, ClinicalRecord::default()) else {
+        panic!("the 16-pixel series was scored");
+    };
+    let msg = e.to_string();
+    assert!(matches!(e, InferError::Unusable { .. }), "{msg}");
+    assert!(
+        msg.contains("ge-16px") && msg.contains("training envelope") && msg.contains("coverage_mm"),
+        "{msg}"
+    );
 }

@@ -30,6 +30,11 @@ pub struct SynthArgs {
     /// Number of slices (overrides the config; 0 = draw thickness from the config range).
     #[arg(long)]
     pub slices: Option<usize>,
+    /// How the DICOM files are arranged: `cohort` (a folder per study, with the cohort CSVs)
+    /// or `rsna` (also the RSNA-2019 tree: `stage_2_train/ID_<slice>.dcm` and
+    /// `stage_2_train.csv`, read back with `--dataset rsna`).
+    #[arg(long, default_value = "cohort", value_parser = ["cohort", "rsna"])]
+    pub layout: String,
     /// Write a PNG montage (negative + one study per subtype, window 40/80) to this path.
     #[arg(long)]
     pub montage: Option<PathBuf>,
@@ -107,7 +112,19 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
     if let Some(out) = &args.out {
         did = true;
         let t0 = std::time::Instant::now();
+        if args.layout == "rsna" && !matches!(args.format, OutputFormat::Dicom | OutputFormat::Both)
+        {
+            bail!("--layout rsna needs DICOM images (--format dicom or both)");
+        }
         let m = synth::write_cohort(&cfg, out, args.studies, seed, args.format)?;
+        if args.layout == "rsna" {
+            let n = synth::arrange_as_rsna(out)
+                .with_context(|| format!("arranging {} as RSNA-2019", out.display()))?;
+            eprintln!(
+                "arranged as RSNA-2019: {n} slices in {}",
+                out.join("stage_2_train").display()
+            );
+        }
         let dt = t0.elapsed().as_secs_f64();
         eprintln!(
             "wrote {} synthetic studies ({}x{}, seed {}) to {} in {:.1} s ({:.2} studies/s)",

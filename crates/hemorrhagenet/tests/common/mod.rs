@@ -63,6 +63,7 @@ pub fn save_tiny_model(dir: &Path) {
             facts: None,
         }),
         intended_use: INTENDED_USE.into(),
+        envelope: None,
     };
     save_model(dir, &net, &card).unwrap();
 }

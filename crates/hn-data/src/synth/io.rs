@@ -626,3 +626,45 @@ pub fn read_cohort(dir: &Path) -> Result<Cohort, SynthError> {
 pub fn study_dir(out_dir: &Path, id: &str) -> PathBuf {
     out_dir.join("studies").join(id)
 }
+
+/// Re-arrange a cohort written as DICOM (`studies/<id>/dicom/IM####.dcm`) into the RSNA-2019
+/// layout the `rsna` reader expects (`hn_data::layouts::rsna`): every slice file moved to
+/// `stage_2_train/ID_<slice id>.dcm`, and `stage_2_train.csv` with the six `ID_<slice>_<label>`
+/// rows of each slice written (a slice the generator left out, to mimic a gap, has no file and no
+/// rows). The cohort's own CSVs stay beside it; the emptied `dicom/` folders are removed.
+/// Returns the number of slices moved.
+pub fn arrange_as_rsna(dir: &Path) -> Result<usize, SynthError> {
+    let cohort = read_cohort(dir)?;
+    let images = dir.join("stage_2_train");
+    std::fs::create_dir_all(&images).map_err(io_err(&images))?;
+    let csv_path = dir.join("stage_2_train.csv");
+    let mut w = csv::Writer::from_path(&csv_path).map_err(csv_err(&csv_path))?;
+    w.write_record(["ID", "Label"])
+        .map_err(csv_err(&csv_path))?;
+    let mut moved = 0;
+    for st in &cohort.studies {
+        let dicom = study_dir(dir, &st.id).join("dicom");
+        for (k, (slice_id, labels)) in st.slice_labels.iter().enumerate() {
+            let src = dicom.join(format!("IM{:04}.dcm", k + 1));
+            if !src.exists() {
+                continue;
+            }
+            let id = format!("ID_{slice_id}");
+            let dst = images.join(format!("{id}.dcm"));
+            std::fs::rename(&src, &dst).map_err(io_err(&src))?;
+            let flag = |b: bool| if b { "1" } else { "0" };
+            w.write_record([format!("{id}_any").as_str(), flag(labels.any)])
+                .map_err(csv_err(&csv_path))?;
+            for (t, present) in crate::SUBTYPES.iter().zip(labels.subtypes) {
+                w.write_record([format!("{id}_{}", t.rsna_name()).as_str(), flag(present)])
+                    .map_err(csv_err(&csv_path))?;
+            }
+            moved += 1;
+        }
+        if dicom.is_dir() {
+            std::fs::remove_dir(&dicom).map_err(io_err(&dicom))?;
+        }
+    }
+    w.flush().map_err(io_err(&csv_path))?;
+    Ok(moved)
+}

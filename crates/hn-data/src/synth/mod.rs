@@ -33,7 +33,7 @@ use std::path::PathBuf;
 pub use case::{ImageFacts, OracleProbabilities, sample_case};
 pub use config::SynthConfig;
 pub use io::{
-    Cohort, CohortManifest, CohortStudy, OutputFormat, read_cohort, write_cohort,
+    Cohort, CohortManifest, CohortStudy, OutputFormat, arrange_as_rsna, read_cohort, write_cohort,
     write_cohort_with_progress,
 };
 pub use phantom::{Acuity, Bone, IphSite};

@@ -174,6 +174,31 @@ pub fn uncertainty_report(u: &StudyUncertainty, withheld: &[WithheldOutput]) -> 
     }
 }
 
+/// `sample` against `card`'s training envelope, when the card has one.
+pub fn input_gate(card: &ModelCard, sample: &StudySample) -> Option<crate::envelope::InputGate> {
+    let envelope = card.envelope.as_ref()?;
+    Some(envelope.check(&crate::envelope::InputProfile::of(sample)))
+}
+
+/// [`review`], and a study outside the training envelope is referred whatever its
+/// uncertainty, the reason saying so first. What `predict` and `predictions.csv` report.
+pub fn gated_review(
+    cal: Option<&Calibration>,
+    scores: &StudyScores,
+    gate: Option<&crate::envelope::InputGate>,
+) -> Review {
+    let mut r = review(cal, scores);
+    if let Some(g) = gate.filter(|g| g.verdict != crate::envelope::Verdict::Inside) {
+        r.flag = true;
+        r.reason = format!(
+            "outside the training envelope ({}): refer to a clinician; {}",
+            g.describe(),
+            r.reason
+        );
+    }
+    r
+}
+
 /// The referral decision: the card's policy on the card's uncertainty measure; an
 /// uncalibrated model refers every case.
 pub fn review(cal: Option<&Calibration>, scores: &StudyScores) -> Review {
@@ -406,6 +431,7 @@ pub fn assemble(
     let t = temperatures(card);
     let p = scores.calibrated(&t);
     let withheld = withheld(card);
+    let gate = input_gate(card, sample);
     let decision_path = decision_path(&p, cal, &withheld);
     let bleed = decision_path.level_1.decision;
     let facts = estimated_facts(scores, cal, bleed);
@@ -426,8 +452,9 @@ pub fn assemble(
         decision_path,
         probabilities: probabilities(&p, &withheld),
         uncertainty: uncertainty_report(&scores.uncertainty(&t), &withheld),
-        review: review(cal, scores),
+        review: gated_review(cal, scores, gate.as_ref()),
         feature_weights: feature_weights(&scores.feature_gates, &sample.clinical, top_features),
+        input_gate: gate,
         withheld,
         hematoma_volume_ml: volume,
         hematoma_volume_method: method,

@@ -203,13 +203,17 @@ impl Predictor {
                 source,
             })?
             .quantized(cfg.dtype);
-        Ok(StudySample::from_cached(
-            key,
-            key,
-            cached,
-            clinical,
-            Outcomes::default(),
-        ))
+        let sample = StudySample::from_cached(key, key, cached, clinical, Outcomes::default());
+        if let Some(gate) = assemble::input_gate(&self.card, &sample)
+            && gate.verdict == crate::envelope::Verdict::Refused
+        {
+            return Err(unusable(format!(
+                "clearly outside the model's training envelope ({}); a model trained on such \
+                 studies is needed",
+                gate.describe()
+            )));
+        }
+        Ok(sample)
     }
 
     /// MC-dropout passes: the caller's, else the card's, else [`DEFAULT_MC_PASSES`](crate::scoring::DEFAULT_MC_PASSES)

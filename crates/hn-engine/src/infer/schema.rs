@@ -17,6 +17,10 @@ pub struct Prediction {
     pub uncertainty: UncertaintyReport,
     pub review: Review,
     pub feature_weights: Vec<FeatureWeight>,
+    /// The study against the model's training envelope (`null` for a card without one):
+    /// every check, and the verdict (`inside`, or `outside`: scored and flagged for review).
+    #[serde(default)]
+    pub input_gate: Option<crate::envelope::InputGate>,
     /// Outputs left `null` because their head never learned (the model card's training label
     /// counts), each with the reason.
     #[serde(default)]

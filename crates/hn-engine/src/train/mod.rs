@@ -413,6 +413,8 @@ pub fn train_on(
         .map_err(io_err(out_dir))
         .map_err(TrainError::from)?;
     let digest = data.digest();
+    let envelope =
+        crate::envelope::TrainingEnvelope::of(train_idx.iter().map(|&i| &data.samples[i]));
     let model_cfg = cfg.net.model_config(shape[1]);
     let device = main_device.clone().autodiff();
     device.seed(cfg.seed);
@@ -559,7 +561,8 @@ pub fn train_on(
             state.best_score = val.score;
             state.best_epoch = epoch + 1;
             state.epochs_since_best = 0;
-            let card = epoch_card(cfg, &digest, shape, epoch + 1, &val);
+            let mut card = epoch_card(cfg, &digest, shape, epoch + 1, &val);
+            card.envelope = envelope.clone();
             checkpoint::save_model(&model_dir, &net, &card)?;
         } else {
             state.epochs_since_best += 1;

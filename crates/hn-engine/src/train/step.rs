@@ -117,5 +117,6 @@ pub(super) fn epoch_card(
         validation: serde_json::to_value(val).expect("metrics serialise"),
         calibration: None,
         intended_use: INTENDED_USE.into(),
+        envelope: None,
     }
 }
