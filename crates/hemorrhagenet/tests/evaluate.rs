@@ -77,6 +77,7 @@ fn save_model_with(dir: &Path, tta: TestTimeAugmentation) {
             mortality_threshold: 0.3,
             tta,
             facts: None,
+            distance: None,
         }),
         intended_use: INTENDED_USE.into(),
         envelope: None,

@@ -384,6 +384,26 @@ fn demo_predicts_a_heldout_study_and_its_model_serves_predict() {
         serde_json::from_slice(&std::fs::read(preds[0].join("prediction.json")).unwrap()).unwrap();
     assert_eq!(p["model"]["calibrated"], true);
     assert_eq!(p["input"]["format"], "dicom");
+    // The trained card gates inputs by its training envelope and refers atypical studies by
+    // their feature distance; the held-out study of the same generator is inside.
+    assert_eq!(p["input_gate"]["verdict"], "inside", "{}", p["input_gate"]);
+    assert!(p["review"]["feature_distance"].as_f64().unwrap() >= 0.0);
+    assert!(p["review"]["distance_threshold"].as_f64().unwrap() > 0.0);
+    let card: Value =
+        serde_json::from_slice(&std::fs::read(out.join("run/model/card.json")).unwrap()).unwrap();
+    assert!(card["envelope"]["n_studies"].as_u64().unwrap() > 0);
+    let dist = &card["calibration"]["distance"];
+    assert!(dist["density"]["n"].as_u64().unwrap() > 0, "{dist}");
+    let metrics: Value =
+        serde_json::from_slice(&std::fs::read(out.join("report/metrics.json")).unwrap()).unwrap();
+    let rd = &metrics["referral"]["distance"];
+    assert_eq!(
+        rd["curve_combined"].as_array().unwrap().len(),
+        metrics["referral"]["curve"].as_array().unwrap().len()
+    );
+    assert!(
+        rd["test_rate"].as_f64().unwrap() <= metrics["referral"]["test_rate"].as_f64().unwrap()
+    );
     // The demo also shows what a PACS would receive.
     assert!(preds[0].join("dicom/sr.dcm").is_file());
     assert!(preds[0].join("dicom/overlay_01.dcm").is_file());

@@ -76,6 +76,7 @@ fn main() {
             tta: TestTimeAugmentation::Flip,
             mortality_threshold: 0.5,
             facts: None,
+            distance: None,
         }),
         intended_use: INTENDED_USE.into(),
         envelope: None,

@@ -147,6 +147,11 @@ pub struct Calibration {
     /// trained. `predict` and the model-estimated ICH score use the read-out only then.
     #[serde(default)]
     pub facts: Option<metrics::FactsAgreement>,
+    /// The training embeddings' density and the distance beyond which a study is referred as
+    /// atypical (`crate::distance`); `null` for cards calibrated before it existed, which
+    /// refer on uncertainty alone.
+    #[serde(default)]
+    pub distance: Option<crate::distance::DistancePolicy>,
 }
 
 /// Dataset identity of a training run.

@@ -256,6 +256,7 @@ pub fn evaluate(
                 tta,
                 mortality_threshold: 0.5,
                 facts: crate::scoring::facts_agreement(&data.samples, &val_idx, &val),
+                distance: None,
             }
         }
     };
@@ -357,6 +358,20 @@ pub fn evaluate(
             .iter()
             .map(|&k| test[k].referral_uncertainty(measure, &t))
             .collect(),
+        distance: calibration
+            .distance
+            .as_ref()
+            .map(|p| report::DistanceInputs {
+                threshold: p.threshold,
+                val: val
+                    .iter()
+                    .map(|s| p.density.distance(&s.embedding))
+                    .collect(),
+                test: known
+                    .iter()
+                    .map(|&k| p.density.distance(&test[k].embedding))
+                    .collect(),
+            }),
     });
 
     // Baselines and ablations on the prognosis tasks.
@@ -612,8 +627,12 @@ pub fn recalibrate(
         ..defaults
     };
     let measure = old.map(|c| c.uncertainty).unwrap_or_default();
+    let density = crate::train::Density::Keep(
+        old.and_then(|c| c.distance.as_ref())
+            .map(|d| d.density.clone()),
+    );
     let calibration =
-        crate::train::calibrate_with(&model.net, data, &cfg, measure, &model.device())
+        crate::train::calibrate_with(&model.net, data, &cfg, measure, density, &model.device())
             .map_err(|e| EvalError::Invalid(format!("recalibration: {e}")))?;
     let mut card = model.card.clone();
     card.calibration = Some(calibration);

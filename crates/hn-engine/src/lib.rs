@@ -10,6 +10,7 @@ pub mod baselines;
 pub mod checkpoint;
 pub mod dataset;
 pub mod devices;
+pub mod distance;
 pub mod envelope;
 pub mod evaluate;
 pub mod infer;

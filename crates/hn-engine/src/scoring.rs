@@ -84,6 +84,7 @@ fn decode_tta(
         o.subtype_cond_logits = (o.subtype_cond_logits + g.subtype_cond_logits) / 2.0;
         o.mrs_logits = (o.mrs_logits + g.mrs_logits) / 2.0;
         o.facts = (o.facts + g.facts) / 2.0;
+        o.embedding = (o.embedding + g.embedding) / 2.0;
         o.slice_logits = (o.slice_logits + g.slice_logits) / 2.0;
         // Cell j of the mirror's map covers the original's cell w − 1 − j.
         o.heatmap = (o.heatmap + g.heatmap.flip([3])) / 2.0;
@@ -163,6 +164,9 @@ pub struct StudyScores {
     pub heatmap_shape: [usize; 3],
     /// Raw hematoma-facts read-out (`hn_model::HematomaFacts::decode` reads it).
     pub facts: [f32; hn_model::N_FACTS],
+    /// The fused study embedding (mean with the mirror's under test-time augmentation): what
+    /// the feature distance (`crate::distance`) measures.
+    pub embedding: Vec<f32>,
 }
 
 /// One study's calibrated probabilities: what `prediction.json` reports and `predictions.csv`
@@ -321,6 +325,8 @@ fn study_scores(
     let mort = host(o.mortality_logit.clone());
     let mrs = host(o.mrs_logits.clone().reshape([b * N_MRS_THRESHOLDS]));
     let facts = host(o.facts.clone().reshape([b * hn_model::N_FACTS]));
+    let d_emb = o.embedding.dims()[1];
+    let emb = host(o.embedding.clone().reshape([b * d_emb]));
     let slice_all = host(o.probabilities().slices.reshape([b * s * N_LABELS]));
     let slice_any: Vec<f64> = (0..b * s).map(|r| slice_all[r * N_LABELS]).collect();
     let f = o.feature_gates.dims()[1];
@@ -369,6 +375,10 @@ fn study_scores(
             heatmap: heat[k * n_heat..(k + 1) * n_heat].to_vec(),
             heatmap_shape: [hs, hh, hw],
             facts: std::array::from_fn(|j| facts[k * hn_model::N_FACTS + j] as f32),
+            embedding: emb[k * d_emb..(k + 1) * d_emb]
+                .iter()
+                .map(|&v| v as f32)
+                .collect(),
         });
     }
     out

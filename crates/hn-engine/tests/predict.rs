@@ -60,6 +60,7 @@ fn calibration(any_threshold: f64, referral_threshold: f64) -> Calibration {
         mortality_threshold: 0.4,
         tta: Default::default(),
         facts: None,
+        distance: None,
     }
 }
 
@@ -945,4 +946,58 @@ fn studies_outside_the_training_envelope_are_flagged_or_refused() {
         msg.contains("ge-16px") && msg.contains("training envelope") && msg.contains("coverage_mm"),
         "{msg}"
     );
+}
+
+/// A card with a feature-distance policy refers a study whose embedding lies far from the
+/// training density, whatever its uncertainty, and says so; at the density's mean it does not.
+#[test]
+fn atypical_features_are_referred_by_distance() {
+    use hn_engine::distance::{DistancePolicy, FeatureDensity};
+    let dir = tempfile::tempdir().unwrap();
+    let (dicom, _) = studies(dir.path());
+    let net = net();
+    let plain = predictor(&net, Some(calibration(0.5, 1e9)));
+    let read = hn_imaging::read_any(&dicom, &Default::default()).unwrap();
+    let sample = plain
+        .preprocess("s", read.volume, ClinicalRecord::default())
+        .unwrap();
+    let emb = plain.score(&[&sample]).pop().unwrap().embedding;
+    let d = emb.len();
+    let policy = |shift: f64| {
+        let mut cal = calibration(0.5, 1e9);
+        let mut precision = vec![0.0; d * d];
+        (0..d).for_each(|i| precision[i * d + i] = 1.0);
+        cal.distance = Some(DistancePolicy {
+            density: FeatureDensity {
+                n: 10,
+                mean: emb.iter().map(|&v| f64::from(v) + shift).collect(),
+                precision,
+            },
+            threshold: 1.0,
+            validation_rate: 0.025,
+        });
+        Predictor::new(net.clone(), card(Some(cal)), Device::flex()).unwrap()
+    };
+    let at_mean = policy(0.0)
+        .predict_path("s", &dicom, ClinicalRecord::default())
+        .unwrap()
+        .prediction
+        .review;
+    assert!(!at_mean.flag, "{}", at_mean.reason);
+    assert!(at_mean.feature_distance.unwrap() < 1e-3);
+    assert!(
+        at_mean.reason.contains("is within the threshold 1.00"),
+        "{}",
+        at_mean.reason
+    );
+    let far = policy(10.0)
+        .predict_path("s", &dicom, ClinicalRecord::default())
+        .unwrap()
+        .prediction
+        .review;
+    assert!(far.flag);
+    let want = 10.0 * (d as f64).sqrt();
+    assert!((far.feature_distance.unwrap() - want).abs() < 1e-3 * want);
+    assert_eq!(far.distance_threshold, Some(1.0));
+    assert!(far.reason.contains("atypical study"), "{}", far.reason);
 }

@@ -61,6 +61,7 @@ pub fn save_tiny_model(dir: &Path) {
             mortality_threshold: 0.3,
             tta: hn_engine::scoring::TestTimeAugmentation::Flip,
             facts: None,
+            distance: None,
         }),
         intended_use: INTENDED_USE.into(),
         envelope: None,

@@ -214,27 +214,51 @@ pub fn review(cal: Option<&Calibration>, scores: &StudyScores) -> Review {
             threshold: None,
             target_referral_rate: None,
             validation_referral_rate: None,
+            feature_distance: None,
+            distance_threshold: None,
         };
     };
     let u = scores.referral_uncertainty(c.uncertainty, &c.temperatures);
     let pol = &c.referral;
-    let flag = pol.refer(u);
+    let uncertain = pol.refer(u);
+    let distance = c
+        .distance
+        .as_ref()
+        .map(|p| (p, p.density.distance(&scores.embedding)));
+    let atypical = distance.is_some_and(|(p, d)| p.atypical(d));
+    let flag = uncertain || atypical;
     let rate = pol.target_rate * 100.0;
-    let relation = if flag { "above" } else { "within" };
+    let relation = if uncertain { "above" } else { "within" };
     let action = if flag { ": refer to a clinician" } else { "" };
+    let mut reason = format!(
+        "{} {u:.3} nats is {relation} the referral threshold {:.3} chosen on validation \
+         for a {rate:.0}% referral rate",
+        c.uncertainty.describe(),
+        pol.threshold
+    );
+    if let Some((p, d)) = distance {
+        let relation = if atypical { "above" } else { "within" };
+        reason = format!(
+            "{reason}; the feature distance from the training data, {d:.2}, is {relation} the \
+             threshold {:.2} chosen on validation{}",
+            p.threshold,
+            if atypical {
+                " (an atypical study for this model)"
+            } else {
+                ""
+            }
+        );
+    }
     Review {
         flag,
-        reason: format!(
-            "{} {u:.3} nats is {relation} the referral threshold {:.3} chosen on validation \
-             for a {rate:.0}% referral rate{action}",
-            c.uncertainty.describe(),
-            pol.threshold
-        ),
+        reason: reason + action,
         uncertainty_measure: c.uncertainty.name().into(),
         uncertainty: u,
         threshold: finite(pol.threshold),
         target_referral_rate: Some(pol.target_rate),
         validation_referral_rate: Some(pol.validation_rate),
+        feature_distance: distance.map(|(_, d)| d).and_then(finite),
+        distance_threshold: distance.map(|(p, _)| p.threshold),
     }
 }
 

@@ -208,6 +208,13 @@ pub struct Review {
     pub threshold: Option<f64>,
     pub target_referral_rate: Option<f64>,
     pub validation_referral_rate: Option<f64>,
+    /// Mahalanobis distance of the study's features from the training data's (`null` when the
+    /// card has no feature density), and the distance above which a study is referred as
+    /// atypical (chosen on validation).
+    #[serde(default)]
+    pub feature_distance: Option<f64>,
+    #[serde(default)]
+    pub distance_threshold: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

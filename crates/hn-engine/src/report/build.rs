@@ -145,6 +145,16 @@ pub struct ReferralInputs {
     pub test_probs: Vec<f64>,
     pub test_labels: Vec<bool>,
     pub test_uncertainty: Vec<f64>,
+    /// The feature distance, when the card has a distance policy.
+    pub distance: Option<DistanceInputs>,
+}
+
+/// Feature distances of the validation and evaluated cases, and the card's threshold.
+#[derive(Debug, Clone)]
+pub struct DistanceInputs {
+    pub threshold: f64,
+    pub val: Vec<f64>,
+    pub test: Vec<f64>,
 }
 
 /// A baseline's (or ablation's) scores on the same cases as the model for `task`
@@ -248,22 +258,39 @@ pub fn evaluate(inp: &EvalInputs) -> Result<(MetricsReport, ReportPlots), Report
                 Some(p) => p,
                 None => ReferralPolicy::fit(&r.val_uncertainty, r.target_rate)?,
             };
-            let referred = r
-                .test_uncertainty
-                .iter()
-                .filter(|u| policy.refer(**u))
+            let atypical = |k: usize| {
+                r.distance
+                    .as_ref()
+                    .is_some_and(|d| !d.test[k].is_finite() || d.test[k] > d.threshold)
+            };
+            let n = r.test_uncertainty.len().max(1) as f64;
+            let referred = (0..r.test_uncertainty.len())
+                .filter(|&k| policy.refer(r.test_uncertainty[k]) || atypical(k))
                 .count();
+            let curve = |score: &[f64]| {
+                metrics::referral_curve(&r.test_probs, &r.test_labels, score, &REFERRAL_FRACTIONS)
+            };
+            let distance = match &r.distance {
+                Some(d) => Some(DistanceReferral {
+                    threshold: d.threshold,
+                    test_rate: (0..d.test.len()).filter(|&k| atypical(k)).count() as f64 / n,
+                    curve: curve(&d.test)?,
+                    curve_combined: curve(&crate::distance::combined_scores(
+                        &r.val_uncertainty,
+                        &d.val,
+                        &r.test_uncertainty,
+                        &d.test,
+                    ))?,
+                }),
+                None => None,
+            };
             Some(ReferralReport {
                 task: r.task.clone(),
                 uncertainty: r.uncertainty.clone(),
                 policy,
-                test_rate: referred as f64 / r.test_uncertainty.len().max(1) as f64,
-                curve: metrics::referral_curve(
-                    &r.test_probs,
-                    &r.test_labels,
-                    &r.test_uncertainty,
-                    &REFERRAL_FRACTIONS,
-                )?,
+                test_rate: referred as f64 / n,
+                curve: curve(&r.test_uncertainty)?,
+                distance,
             })
         }
         None => None,

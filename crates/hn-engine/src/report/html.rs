@@ -177,6 +177,17 @@ validation rate {}, rate on these cases {}).</p><div class=\"plots\">{}</div>",
             f3(rf.test_rate),
             referral_svg(rf)?
         );
+        if let Some(d) = &rf.distance {
+            let _ = write!(
+                h,
+                "<p>Feature distance from the training data: refer when above {} (rate on these \
+cases {}); the review flag is atypical <em>or</em> uncertain, so the rate above includes \
+both. The chart also ranks by distance alone and by the larger validation rank of the two \
+(combined).</p>",
+                f3(d.threshold),
+                f3(d.test_rate)
+            );
+        }
     }
     if let Some(f) = &r.hematoma_facts {
         let _ = write!(

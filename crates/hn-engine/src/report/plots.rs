@@ -137,22 +137,30 @@ pub fn reliability_svg(p: &PrognosisMetrics) -> Result<String, ReportError> {
 
 /// Referral curve (AUC and accuracy of retained cases vs fraction referred) as SVG.
 pub fn referral_svg(r: &ReferralReport) -> Result<String, ReportError> {
-    let auc: Vec<(f64, f64)> = r
-        .curve
-        .iter()
-        .filter_map(|p| p.auc.map(|a| (p.fraction_referred, a)))
-        .collect();
-    let acc: Vec<(f64, f64)> = r
-        .curve
-        .iter()
-        .filter(|p| p.accuracy.is_finite())
-        .map(|p| (p.fraction_referred, p.accuracy))
-        .collect();
+    let auc = |c: &[ReferralPoint]| -> Vec<(f64, f64)> {
+        c.iter()
+            .filter_map(|p| p.auc.map(|a| (p.fraction_referred, a)))
+            .collect()
+    };
+    let acc = |c: &[ReferralPoint]| -> Vec<(f64, f64)> {
+        c.iter()
+            .filter(|p| p.accuracy.is_finite())
+            .map(|p| (p.fraction_referred, p.accuracy))
+            .collect()
+    };
+    let mut series = vec![
+        ("AUC (uncertainty)", auc(&r.curve)),
+        ("accuracy (uncertainty)", acc(&r.curve)),
+    ];
+    if let Some(d) = &r.distance {
+        series.push(("accuracy (distance)", acc(&d.curve)));
+        series.push(("accuracy (combined)", acc(&d.curve_combined)));
+    }
     line_chart_svg(
         &format!("Referral: {}", r.task),
         "fraction referred",
         "metric on retained cases",
-        &[("AUC", auc), ("accuracy", acc)],
+        &series,
         false,
     )
 }

@@ -132,9 +132,27 @@ pub struct ReferralReport {
     pub uncertainty: String,
     /// Policy fitted on validation.
     pub policy: ReferralPolicy,
-    /// Referral rate that policy gives on the evaluated cases.
+    /// Rate of the review flag on the evaluated cases: the uncertainty policy, or (with a
+    /// distance policy) atypical or uncertain.
     pub test_rate: f64,
+    /// Retained-case metrics when the most uncertain cases are referred.
     pub curve: Vec<ReferralPoint>,
+    /// The feature distance from the training data, when the card has a distance policy.
+    #[serde(default)]
+    pub distance: Option<DistanceReferral>,
+}
+
+/// Referral by feature distance (`crate::distance`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DistanceReferral {
+    /// Refer when the distance is above this (chosen on validation).
+    pub threshold: f64,
+    /// Fraction of the evaluated cases above it.
+    pub test_rate: f64,
+    /// Retained-case metrics when the most distant cases are referred.
+    pub curve: Vec<ReferralPoint>,
+    /// ... when referred by the larger validation rank of uncertainty and distance.
+    pub curve_combined: Vec<ReferralPoint>,
 }
 
 /// A baseline or ablation on one task.

@@ -54,6 +54,7 @@ fn fake() -> (MetricsReport, ReportPlots) {
             test_rate: unc.iter().filter(|u| policy.refer(**u)).count() as f64 / n as f64,
             policy,
             curve: metrics::referral_curve(&s, &y, &unc, &fr).unwrap(),
+            distance: None,
         }),
         baselines: vec![
             baseline_result("ich_score", "mortality_30d", &base, &y, true, 200, 1).unwrap(),
@@ -212,6 +213,7 @@ fn evaluate_assembles_all_sections() {
             test_probs: any_p,
             test_labels: any_y,
             test_uncertainty: unc,
+            distance: None,
         }),
         baselines: vec![BaselineInputs {
             name: "ich_score".into(),

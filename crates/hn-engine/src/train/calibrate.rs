@@ -63,16 +63,34 @@ pub fn calibrate(
     cfg: &TrainConfig,
     device: &Device,
 ) -> Result<Calibration, TrainError> {
-    calibrate_with(net, data, cfg, UncertaintyMeasure::default(), device)
+    calibrate_with(
+        net,
+        data,
+        cfg,
+        UncertaintyMeasure::default(),
+        Density::FitOnTrainingSplit,
+        device,
+    )
+}
+
+/// Where the feature density of a calibration comes from.
+#[derive(Debug, Clone)]
+pub enum Density {
+    /// Fitted on `data`'s training split (training: the model's own training data).
+    FitOnTrainingSplit,
+    /// The card's (a recalibration on another site keeps the density of the data the model
+    /// was trained on; `None` for a card without one, which then refers on uncertainty alone).
+    Keep(Option<crate::distance::FeatureDensity>),
 }
 
 /// [`calibrate`] with the referral policy fitted on `uncertainty` (a recalibration keeps the
-/// measure the card had).
+/// measure the card had) and the feature density of the model's training data ([`Density`]).
 pub fn calibrate_with(
     net: &HemorrhageNet,
     data: &Dataset,
     cfg: &TrainConfig,
     uncertainty: UncertaintyMeasure,
+    density: Density,
     device: &Device,
 ) -> Result<Calibration, TrainError> {
     let idx = data.indices(Split::Validation);
@@ -125,7 +143,67 @@ pub fn calibrate_with(
         .iter()
         .map(|s| s.referral_uncertainty(uncertainty, &temps))
         .collect();
-    let referral = metrics::ReferralPolicy::fit(&unc, cfg.target_referral_rate)?;
+    // The feature distance from the training data: its density from the training split's
+    // embeddings (one deterministic forward, the card's test-time augmentation, no MC), its
+    // threshold from validation.
+    let density = match density {
+        Density::Keep(d) => d,
+        Density::FitOnTrainingSplit => {
+            let train = data.indices(Split::Train);
+            let emb: Vec<Vec<f32>> = score(
+                net,
+                &crate::scoring::pick(&data.samples, &train),
+                16,
+                InputMask::default(),
+                0,
+                cfg.tta,
+                device,
+            )
+            .into_iter()
+            .map(|s| s.embedding)
+            .collect();
+            crate::distance::FeatureDensity::fit(&emb)
+        }
+    };
+    let distance = density.and_then(|d| {
+        let dist: Vec<f64> = scores.iter().map(|s| d.distance(&s.embedding)).collect();
+        crate::distance::DistancePolicy::fit(d, &dist)
+    });
+    // Referral is "atypical OR uncertain": the distance refers what it refers, and the
+    // uncertainty threshold is chosen among the other validation studies so that together
+    // they refer the target rate.
+    let flagged_by_distance: Vec<bool> = scores
+        .iter()
+        .map(|s| {
+            distance
+                .as_ref()
+                .is_some_and(|p| p.atypical(p.density.distance(&s.embedding)))
+        })
+        .collect();
+    let n_dist = flagged_by_distance.iter().filter(|&&f| f).count();
+    let rest: Vec<f64> = unc
+        .iter()
+        .zip(&flagged_by_distance)
+        .filter(|(_, f)| !**f)
+        .map(|(u, _)| *u)
+        .collect();
+    let want = (cfg.target_referral_rate * unc.len() as f64).round() as usize;
+    let referral = if rest.is_empty() || n_dist == 0 {
+        metrics::ReferralPolicy::fit(&unc, cfg.target_referral_rate)?
+    } else {
+        let rate = want.saturating_sub(n_dist) as f64 / rest.len() as f64;
+        let mut p = metrics::ReferralPolicy::fit(&rest, rate.clamp(0.0, 1.0))?;
+        // Recorded as the policy of the whole referral: the target asked for, and the rate the
+        // union reaches on validation.
+        let union = unc
+            .iter()
+            .zip(&flagged_by_distance)
+            .filter(|(u, f)| **f || p.refer(**u))
+            .count();
+        p.target_rate = cfg.target_referral_rate;
+        p.validation_rate = union as f64 / unc.len() as f64;
+        p
+    };
     Ok(Calibration {
         temperatures: temps,
         thresholds,
@@ -135,6 +213,7 @@ pub fn calibrate_with(
         tta: cfg.tta,
         mortality_threshold,
         facts: crate::scoring::facts_agreement(&data.samples, &idx, &scores),
+        distance,
     })
 }
 
