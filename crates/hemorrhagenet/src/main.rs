@@ -37,6 +37,9 @@ enum Command {
     /// Run the triage service: DICOM node (C-ECHO, C-STORE), HTTP and DICOMweb STOW-RS,
     /// worklist, results back to the PACS. See docs/SERVICE.md.
     Serve(cmd::serve::ServeArgs),
+    /// Score a trained model on shifted synthetic cohorts written as DICOM (scanner, slice
+    /// thickness, case mix), before and after site recalibration: one table.
+    ShiftSuite(cmd::shift_suite::ShiftSuiteArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -57,6 +60,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Predict(args) => cmd::predict::run(args),
         Command::Serve(args) => cmd::serve::run(args),
+        Command::ShiftSuite(args) => cmd::shift_suite::run(args),
     };
     match result {
         Ok(code) => code,

@@ -178,24 +178,14 @@ impl TrainingEnvelope {
             ),
             check("fov_mm", profile.fov_mm, self.fov_mm, 5.0, true),
         ];
-        let windows = self.window_mean.len().min(profile.window_mean.len());
-        for k in 0..windows {
-            checks.push(check(
-                &format!("window_mean[{k}]"),
-                profile.window_mean[k],
-                self.window_mean[k],
-                0.01,
-                false,
-            ));
-        }
-        for k in 0..self.window_inside.len().min(profile.window_inside.len()) {
-            checks.push(check(
-                &format!("window_inside[{k}]"),
-                profile.window_inside[k],
-                self.window_inside[k],
-                0.01,
-                false,
-            ));
+        let summaries = [
+            ("window_mean", &self.window_mean, &profile.window_mean),
+            ("window_inside", &self.window_inside, &profile.window_inside),
+        ];
+        for (name, ranges, values) in summaries {
+            for (k, (range, value)) in ranges.iter().zip(values).enumerate() {
+                checks.push(check(&format!("{name}[{k}]"), *value, *range, 0.01, false));
+            }
         }
         InputGate {
             verdict: checks
@@ -262,15 +252,11 @@ mod tests {
     #[test]
     fn inside_edge_and_refused_follow_the_margins() {
         let e = envelope();
+        let verdict =
+            |coverage: f64, fov: f64, mean: f64| e.check(&profile(coverage, fov, mean)).verdict;
         // Inside, and inside the margin (160 + 0.1·40 + 5 = 169).
-        assert_eq!(
-            e.check(&profile(140.0, 230.0, 0.25)).verdict,
-            Verdict::Inside
-        );
-        assert_eq!(
-            e.check(&profile(168.0, 230.0, 0.25)).verdict,
-            Verdict::Inside
-        );
+        assert_eq!(verdict(140.0, 230.0, 0.25), Verdict::Inside);
+        assert_eq!(verdict(168.0, 230.0, 0.25), Verdict::Inside);
         // Beyond the margin but under 2×: outside, named in the description.
         let g = e.check(&profile(200.0, 230.0, 0.25));
         assert_eq!(g.verdict, Verdict::Outside);
@@ -280,23 +266,11 @@ mod tests {
             g.describe()
         );
         // An intensity summary far off only flags.
-        assert_eq!(
-            e.check(&profile(140.0, 230.0, 0.9)).verdict,
-            Verdict::Outside
-        );
+        assert_eq!(verdict(140.0, 230.0, 0.9), Verdict::Outside);
         // A 5 mm slab or a 8 mm field of view is refused; so is a non-finite value.
-        assert_eq!(
-            e.check(&profile(5.0, 230.0, 0.25)).verdict,
-            Verdict::Refused
-        );
-        assert_eq!(
-            e.check(&profile(140.0, 7.8, 0.25)).verdict,
-            Verdict::Refused
-        );
-        assert_eq!(
-            e.check(&profile(f64::NAN, 230.0, 0.25)).verdict,
-            Verdict::Refused
-        );
+        assert_eq!(verdict(5.0, 230.0, 0.25), Verdict::Refused);
+        assert_eq!(verdict(140.0, 7.8, 0.25), Verdict::Refused);
+        assert_eq!(verdict(f64::NAN, 230.0, 0.25), Verdict::Refused);
     }
 
     #[test]

@@ -346,7 +346,10 @@ pub fn evaluate(
     let referral = (!known.is_empty()).then(|| ReferralInputs {
         task: "any".into(),
         uncertainty: measure.name().into(),
-        fixed: external.then_some(calibration.referral),
+        // The card's policy (fitted on validation at training, or here for an uncalibrated
+        // card): with a distance policy it is the uncertainty part of "atypical or uncertain",
+        // which a refit on uncertainty alone would not reproduce.
+        fixed: Some(calibration.referral),
         val_uncertainty: val
             .iter()
             .map(|s| s.referral_uncertainty(measure, &t))

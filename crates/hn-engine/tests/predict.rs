@@ -874,6 +874,26 @@ fn heads_that_never_learned_are_withheld_with_a_reason() {
     assert!(pr.withheld.is_empty() && pr.probabilities.mortality_30d.is_some());
 }
 
+/// The DICOM study of [`studies`], the test network, a calibrated predictor without envelope
+/// or distance policy, and the study as that predictor preprocesses it.
+fn preprocessed_study(
+    root: &Path,
+) -> (
+    PathBuf,
+    hn_model::HemorrhageNet,
+    Predictor,
+    hn_engine::sample::StudySample,
+) {
+    let (dicom, _) = studies(root);
+    let net = net();
+    let plain = predictor(&net, Some(calibration(0.5, 1e9)));
+    let read = hn_imaging::read_any(&dicom, &Default::default()).unwrap();
+    let sample = plain
+        .preprocess("s", read.volume, ClinicalRecord::default())
+        .unwrap();
+    (dicom, net, plain, sample)
+}
+
 /// The input gate: a study like the training studies is inside the card's envelope; one whose
 /// field of view the model never saw is scored but referred, the reason saying so; the real
 /// 4-slice, 16-pixel GE series (a 5 mm slab, 8 mm across) is refused.
@@ -881,13 +901,7 @@ fn heads_that_never_learned_are_withheld_with_a_reason() {
 fn studies_outside_the_training_envelope_are_flagged_or_refused() {
     use hn_engine::envelope::{Range, TrainingEnvelope, Verdict};
     let dir = tempfile::tempdir().unwrap();
-    let (dicom, _) = studies(dir.path());
-    let net = net();
-    let plain = predictor(&net, Some(calibration(0.5, 1e9)));
-    let read = hn_imaging::read_any(&dicom, &Default::default()).unwrap();
-    let sample = plain
-        .preprocess("s", read.volume, ClinicalRecord::default())
-        .unwrap();
+    let (dicom, net, _, sample) = preprocessed_study(dir.path());
     let envelope = TrainingEnvelope::of([&sample]).unwrap();
     let with = |e: TrainingEnvelope| {
         let mut c = card(Some(calibration(0.5, 1e9)));
@@ -954,13 +968,7 @@ fn studies_outside_the_training_envelope_are_flagged_or_refused() {
 fn atypical_features_are_referred_by_distance() {
     use hn_engine::distance::{DistancePolicy, FeatureDensity};
     let dir = tempfile::tempdir().unwrap();
-    let (dicom, _) = studies(dir.path());
-    let net = net();
-    let plain = predictor(&net, Some(calibration(0.5, 1e9)));
-    let read = hn_imaging::read_any(&dicom, &Default::default()).unwrap();
-    let sample = plain
-        .preprocess("s", read.volume, ClinicalRecord::default())
-        .unwrap();
+    let (dicom, net, plain, sample) = preprocessed_study(dir.path());
     let emb = plain.score(&[&sample]).pop().unwrap().embedding;
     let d = emb.len();
     let policy = |shift: f64| {

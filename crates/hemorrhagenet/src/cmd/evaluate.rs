@@ -123,7 +123,7 @@ fn run_recalibration(
     Ok(ev)
 }
 
-fn options(split: EvalSplit, bootstrap: usize, seed: u64) -> EvalOptions {
+pub(crate) fn options(split: EvalSplit, bootstrap: usize, seed: u64) -> EvalOptions {
     EvalOptions {
         split,
         bootstrap_resamples: bootstrap,
@@ -180,7 +180,7 @@ fn evaluate_only(
 }
 
 /// metrics.json, report.html and predictions.csv.
-fn write_outputs(ev: &Evaluation, out: &Path) -> anyhow::Result<()> {
+pub(crate) fn write_outputs(ev: &Evaluation, out: &Path) -> anyhow::Result<()> {
     let (json, html) = hn_engine::report::write_report(out, &ev.report, &ev.plots)?;
     let csv = out.join("predictions.csv");
     let bytes = hn_engine::predictions::to_csv(&ev.predictions)

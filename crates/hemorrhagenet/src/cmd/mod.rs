@@ -6,5 +6,6 @@ pub mod inspect;
 pub mod model_summary;
 pub mod predict;
 pub mod serve;
+pub mod shift_suite;
 pub mod synth;
 pub mod train;

@@ -158,3 +158,60 @@ impl SynthConfig {
         Ok(())
     }
 }
+
+/// A named variation of the generator for the shift suite (`hemorrhagenet shift-suite`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShiftPreset {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub config: SynthConfig,
+}
+
+/// The shift suite's built-in cohorts: the generator's own distribution brought through the
+/// scanner-resolution path, and shifts of scanner, slice thickness and case mix away from it.
+/// Chosen to probe what a new site changes, not tuned to any one model.
+pub fn shift_presets() -> Vec<ShiftPreset> {
+    let base = SynthConfig {
+        n_slices: None,
+        ..SynthConfig::default()
+    };
+    vec![
+        ShiftPreset {
+            name: "reference",
+            description: "the generator's defaults at 128², 2.5–5 mm slices, through DICOM and resampling",
+            config: base.clone(),
+        },
+        ShiftPreset {
+            name: "scanner",
+            description: "256², wider field of view (230–280 mm), noise 8–16 HU, beam hardening ×2, 30 % gantry tilt",
+            config: SynthConfig {
+                size: 256,
+                fov_mm: [230.0, 280.0],
+                noise_sd_hu: [8.0, 16.0],
+                beam_hardening: 2.0,
+                p_gantry_tilt: 0.3,
+                ..base.clone()
+            },
+        },
+        ShiftPreset {
+            name: "thick_slices",
+            description: "7–10 mm slices (older or fast protocols), 128²",
+            config: SynthConfig {
+                slice_thickness_mm: [7.0, 10.0],
+                ..base.clone()
+            },
+        },
+        ShiftPreset {
+            name: "case_mix",
+            description: "35 % bleeding; more small (40 %), thin subdural (60 %), subacute (30 %) and hyperacute (15 %) bleeds",
+            config: SynthConfig {
+                prevalence_bleed: 0.35,
+                p_small_bleed: 0.4,
+                p_thin_subdural: 0.6,
+                p_subacute: 0.3,
+                p_hyperacute: 0.15,
+                ..base
+            },
+        },
+    ]
+}

@@ -668,3 +668,56 @@ pub fn arrange_as_rsna(dir: &Path) -> Result<usize, SynthError> {
     w.flush().map_err(io_err(&csv_path))?;
     Ok(moved)
 }
+
+/// Write `manifest.csv` for a cohort written as DICOM: one row per study with its DICOM folder
+/// (`studies/<id>/dicom`), its six labels, its clinical record and its outcomes, joined from the
+/// cohort's CSVs by study id — the generic manifest layout (`hn_data::layouts::manifest`), so the
+/// cohort can be read back the way a user's own archive is, through decoding and resampling.
+/// Returns the manifest's path.
+pub fn write_manifest(dir: &Path) -> Result<PathBuf, SynthError> {
+    fn table(path: &Path) -> Result<(Vec<String>, Vec<Vec<String>>), SynthError> {
+        let mut r = csv::Reader::from_path(path).map_err(csv_err(path))?;
+        let header: Vec<String> = r
+            .headers()
+            .map_err(csv_err(path))?
+            .iter()
+            .map(str::to_string)
+            .collect();
+        let rows = r
+            .records()
+            .map(|rec| rec.map(|r| r.iter().map(str::to_string).collect()))
+            .collect::<Result<Vec<Vec<String>>, _>>()
+            .map_err(csv_err(path))?;
+        Ok((header, rows))
+    }
+    let parts = ["labels_study.csv", "clinical.csv", "outcomes.csv"]
+        .map(|f| dir.join(f))
+        .map(|p| table(&p).map(|t| (p, t)));
+    let [labels, clinical, outcomes] = parts;
+    let (labels, clinical, outcomes) = (labels?, clinical?, outcomes?);
+    let out = dir.join("manifest.csv");
+    let mut w = csv::Writer::from_path(&out).map_err(csv_err(&out))?;
+    let mut header = vec!["study_key".to_string(), "path".to_string()];
+    for (_, (h, _)) in [&labels, &clinical, &outcomes] {
+        header.extend(h.iter().skip(1).cloned());
+    }
+    w.write_record(&header).map_err(csv_err(&out))?;
+    let (_, (_, label_rows)) = &labels;
+    for (i, row) in label_rows.iter().enumerate() {
+        let id = &row[0];
+        let mut rec = vec![id.clone(), format!("studies/{id}/dicom")];
+        for (p, (_, rows)) in [&labels, &clinical, &outcomes] {
+            let r = rows
+                .get(i)
+                .filter(|r| r.first() == Some(id))
+                .ok_or_else(|| SynthError::Format {
+                    path: p.clone(),
+                    msg: format!("row {} is not study {id} (the cohort CSVs disagree)", i + 2),
+                })?;
+            rec.extend(r.iter().skip(1).cloned());
+        }
+        w.write_record(&rec).map_err(csv_err(&out))?;
+    }
+    w.flush().map_err(io_err(&out))?;
+    Ok(out)
+}

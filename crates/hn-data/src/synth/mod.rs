@@ -31,10 +31,10 @@ pub mod render;
 use std::path::PathBuf;
 
 pub use case::{ImageFacts, OracleProbabilities, sample_case};
-pub use config::SynthConfig;
+pub use config::{ShiftPreset, SynthConfig, shift_presets};
 pub use io::{
     Cohort, CohortManifest, CohortStudy, OutputFormat, arrange_as_rsna, read_cohort, write_cohort,
-    write_cohort_with_progress,
+    write_cohort_with_progress, write_manifest,
 };
 pub use phantom::{Acuity, Bone, IphSite};
 pub use render::ScanGeometry;

@@ -1,0 +1,72 @@
+//! `hemorrhagenet shift-suite` on the built binary: shifted cohorts written as DICOM, read back
+//! through a manifest, scored as they are and after recalibration, one table.
+
+use std::process::Command;
+
+mod common;
+use common::save_tiny_model;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hemorrhagenet"))
+}
+
+#[test]
+fn shift_suite_writes_one_row_per_cohort_and_refuses_bad_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    save_tiny_model(&model);
+    // A cohort of the user's own beside two built-in ones.
+    let own = dir.path().join("own.toml");
+    std::fs::write(&own, "size = 64\nprevalence_bleed = 0.7\n").unwrap();
+    let out = dir.path().join("suite");
+    let o = bin()
+        .args(["shift-suite", "--studies", "24", "--bootstrap", "20"])
+        .args(["--only", "reference,case_mix", "--model"])
+        .arg(&model)
+        .arg("--cohort")
+        .arg(format!("mine={}", own.display()))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let table = std::fs::read_to_string(out.join("shift_suite.md")).unwrap();
+    for name in ["| reference |", "| case_mix |", "| mine |"] {
+        assert!(table.contains(name), "{name} missing:\n{table}");
+    }
+    let rows: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("shift_suite.json")).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for r in rows {
+        assert_eq!(r["n"], 24, "every study reported with --split all: {r}");
+        let auc = r["any_auc"]["estimate"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&auc));
+        assert!(r["mortality_ece_recalibrated"].as_f64().is_some(), "{r}");
+    }
+    // Each cohort's reports are there; its images were removed once scored.
+    assert!(out.join("reference/report/metrics.json").is_file());
+    assert!(out.join("reference/recalibrated/metrics.json").is_file());
+    assert!(out.join("reference/cohort/manifest.csv").is_file());
+    assert!(!out.join("reference/cohort/studies").exists());
+
+    let o = bin()
+        .args(["shift-suite", "--only", "nonesuch", "--model"])
+        .arg(&model)
+        .arg("--out")
+        .arg(dir.path().join("x"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nonesuch"));
+    let o = bin()
+        .args(["shift-suite", "--cohort", "noequals", "--model"])
+        .arg(&model)
+        .arg("--out")
+        .arg(dir.path().join("y"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("NAME=FILE"));
+}
