@@ -151,8 +151,10 @@ pub fn synth_config_for(slices: usize, size: usize) -> SynthConfig {
     }
 }
 
-/// Generate `n` synthetic studies (cohort `seed`) at the preprocessing grid and split them.
-/// `progress(done, total)` is called as chunks finish.
+/// Generate `n` synthetic studies (cohort `seed`) with `synth`, bring them to the
+/// preprocessing grid (resampled like a decoded DICOM study when `synth` renders another
+/// grid; slice labels follow by coverage) and split them. `progress(done, total)` is called
+/// as chunks finish.
 pub fn synthetic(
     synth: &SynthConfig,
     n: usize,
@@ -161,18 +163,14 @@ pub fn synthetic(
     split: &SplitConfig,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Dataset, DatasetError> {
-    let Some([s, h, w]) = pre.shape else {
+    if pre.shape.is_none() {
         return Err(DatasetError::Invalid(
             "synthetic data needs a fixed preprocessing shape".into(),
         ));
-    };
-    if synth.size != w || h != w || synth.n_slices != Some(s) {
-        return Err(DatasetError::Invalid(format!(
-            "synthetic grid {}²×{:?} must equal the model grid {w}×{h}×{s} (per-slice labels \
-             would not align otherwise)",
-            synth.size, synth.n_slices
-        )));
     }
+    synth
+        .validate()
+        .map_err(|m| DatasetError::Invalid(format!("synthetic generator config: {m}")))?;
     let mut samples = Vec::with_capacity(n);
     const CHUNK: usize = 64;
     let mut start = 0;
@@ -311,8 +309,28 @@ mod tests {
         assert_eq!(again.digest(), d1, "same seed, same data, same digest");
         let other = synthetic(&synth, 20, 10, &pre, &split, &mut |_, _| {}).unwrap();
         assert_ne!(other.digest().sha256, d1.sha256);
-        // Grid mismatch is refused (slice labels would not align).
-        let bad = synth_config_for(5, 16);
+        // Rendered as a scanner would (32², 10 slices) and brought to the 16² × 4 grid by
+        // the preprocessing: the grid of the model, slice labels carried along (a negative
+        // study has no positive slice; bleeding studies keep positive slices).
+        let scanner = synth_config_for(10, 32);
+        let ds = synthetic(&scanner, 12, 9, &pre, &split, &mut |_, _| {}).unwrap();
+        let mut bleeding_with_slices = 0;
+        for s in &ds.samples {
+            assert_eq!(s.shape, [4, 3, 16, 16]);
+            let sl = s.slice_labels.as_ref().unwrap();
+            assert_eq!(sl.len(), 4);
+            let any_slice = sl.iter().any(|l| l.any);
+            if !s.labels.unwrap().any {
+                assert!(!any_slice, "{}", s.key);
+            }
+            bleeding_with_slices += usize::from(any_slice);
+        }
+        assert!(bleeding_with_slices > 0);
+        // An invalid generator config is an error, not a panic.
+        let bad = SynthConfig {
+            fov_mm: [10.0, 5.0],
+            ..scanner
+        };
         assert!(synthetic(&bad, 4, 9, &pre, &split, &mut |_, _| {}).is_err());
     }
 }
@@ -328,6 +346,9 @@ pub struct DataSource {
     pub synth_seed: u64,
     /// Preprocessing cache folder (default: ROOT/.hn-cache, beside a manifest file).
     pub cache: Option<PathBuf>,
+    /// Synthetic cohort: the generator config (`None`: rendered at the model grid,
+    /// [`synth_config_for`]).
+    pub synth: Option<SynthConfig>,
 }
 
 /// What [`load`] reports while it works.
@@ -353,8 +374,9 @@ impl DataSource {
                     "synthetic data needs a fixed preprocessing shape".into(),
                 ));
             };
+            let grid = synth_config_for(s, w);
             return synthetic(
-                &synth_config_for(s, w),
+                self.synth.as_ref().unwrap_or(&grid),
                 self.studies,
                 self.synth_seed,
                 pre,

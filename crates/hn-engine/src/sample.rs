@@ -104,8 +104,8 @@ impl StudySample {
         }
     }
 
-    /// From a generated synthetic study, preprocessed with `cfg` (its grid must already be the
-    /// model grid: generate at `size` × `n_slices`, so per-slice labels stay aligned).
+    /// From a generated synthetic study, preprocessed with `cfg` (resampled to its grid like a
+    /// decoded DICOM study when rendered at another one; slice labels follow by coverage).
     pub fn from_synthetic(
         study: &SyntheticStudy,
         cfg: &PreprocessConfig,

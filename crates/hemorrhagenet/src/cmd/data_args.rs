@@ -40,13 +40,16 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    pub fn source(&self) -> DataSource {
+    /// Where the data comes from; `synth` is the training config's generator config for the
+    /// synthetic cohort (`None`: rendered at the model grid).
+    pub fn source(&self, synth: Option<&hn_data::synth::SynthConfig>) -> DataSource {
         DataSource {
             kind: self.dataset,
             root: self.root.clone(),
             studies: self.studies,
             synth_seed: self.synth_seed,
             cache: self.cache.clone(),
+            synth: synth.cloned(),
         }
     }
 }
@@ -67,6 +70,7 @@ pub fn load(
     args: &DataArgs,
     pre: &PreprocessConfig,
     split: &SplitConfig,
+    synth: Option<&hn_data::synth::SynthConfig>,
 ) -> anyhow::Result<Dataset> {
     let what = if args.dataset == DatasetKind::Synthetic {
         "synthesis"
@@ -74,7 +78,7 @@ pub fn load(
         "decoding"
     };
     let pb = bar(0, what);
-    let ds = args.source().load(pre, split, &mut |p| match p {
+    let ds = args.source(synth).load(pre, split, &mut |p| match p {
         LoadProgress::Warning(w) => tracing::warn!("{w}"),
         LoadProgress::Studies { done, total } => {
             pb.set_length(total as u64);

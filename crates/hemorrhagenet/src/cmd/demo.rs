@@ -65,6 +65,16 @@ pub fn demo_config() -> TrainConfig {
             test: 0.5,
             ..SplitConfig::default()
         },
+        // Trained on the serving path: studies rendered as a scanner would (128², slice
+        // thickness drawn from 2.5–5 mm) and brought to the grid by the preprocessing a DICOM
+        // study gets. A model trained on studies rendered at the grid saw its P(bleed) move on
+        // DICOM input and its bleed decisions fail far more often; the measurements and the
+        // cost are in docs/RESULTS.md ("Shift suite").
+        synth: Some(hn_data::synth::SynthConfig {
+            size: 128,
+            n_slices: None,
+            ..Default::default()
+        }),
         ..TrainConfig::default()
     }
 }
@@ -100,7 +110,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         cache: None,
     };
     let pre = hn_engine::sample::default_preprocess(cfg.net.slices, cfg.net.size);
-    let data = load(&data_args, &pre, &cfg.split)?;
+    let data = load(&data_args, &pre, &cfg.split, cfg.synth.as_ref())?;
     let d = data.digest();
     eprintln!(
         "[1/4] cohort ready: train {}, validation {}, test {} ({:.0}s)",
@@ -159,7 +169,10 @@ pub fn predict_heldout(
         .or_else(|| test.first().copied())
         .context("the demo cohort has no test study to predict")?;
     // Dataset::synthetic keeps generation order: sample k is study k of the cohort.
-    let synth = hn_engine::dataset::synth_config_for(cfg.net.slices, cfg.net.size);
+    let synth = cfg
+        .synth
+        .clone()
+        .unwrap_or_else(|| hn_engine::dataset::synth_config_for(cfg.net.slices, cfg.net.size));
     let study = hn_data::synth::generate_study(&synth, args.synth_seed, k);
     let study_dir = args.out.join("heldout").join(&study.id);
     hn_data::synth::io::write_study_images(

@@ -77,7 +77,12 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("{}: card.json: {e}", model.dir.display()))?;
     let cfg = training_config(&model)?;
     // The data preprocessed exactly as `predict` preprocesses a request: the card's contract.
-    let data = load(&args.data, &model.card.preprocess, &cfg.split)?;
+    let data = load(
+        &args.data,
+        &model.card.preprocess,
+        &cfg.split,
+        cfg.synth.as_ref(),
+    )?;
     if args.recalibrate_on.is_some() {
         let ev = run_recalibration(&model, &data, args.bootstrap, args.seed, &args.out)?;
         print_summary(&ev);

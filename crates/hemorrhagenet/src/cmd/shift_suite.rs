@@ -74,6 +74,11 @@ struct Row {
     error_rate: f64,
     error_rate_flagged: Option<f64>,
     error_rate_retained: Option<f64>,
+    /// The same on the reported half after recalibration on the other half (thresholds,
+    /// temperatures, referral refitted on this site's data).
+    error_rate_recalibrated: f64,
+    error_rate_flagged_recalibrated: Option<f64>,
+    error_rate_retained_recalibrated: Option<f64>,
     /// Share referred by the feature distance alone.
     distance_rate: Option<f64>,
     /// Shares outside the training envelope (scored, referred) and refused by it.
@@ -138,7 +143,7 @@ pub fn run(args: ShiftSuiteArgs) -> anyhow::Result<ExitCode> {
             synth_seed: args.seed,
             cache: Some(dir.join("cache")),
         };
-        let data = load(&data_args, &model.card.preprocess, &split)?;
+        let data = load(&data_args, &model.card.preprocess, &split, None)?;
         let verdicts: Vec<Verdict> = data
             .samples
             .iter()
@@ -161,13 +166,16 @@ pub fn run(args: ShiftSuiteArgs) -> anyhow::Result<ExitCode> {
         )?;
         write_outputs(&all, &dir.join("report"))?;
         eprintln!("[{name}] recalibrating on half, reporting the other half");
-        let (recal, _) = evaluate_recalibrated(
+        let (recal, recal_card) = evaluate_recalibrated(
             &model,
             &data,
             &options(EvalSplit::Test, args.bootstrap, args.seed),
         )?;
         write_outputs(&recal, &dir.join("recalibrated"))?;
-        let errors = ErrorRates::of(&model.card, &data, &all);
+        let errors = [
+            ErrorRates::of(&model.card, &data, &all),
+            ErrorRates::of(&recal_card, &data, &recal),
+        ];
         rows.push(row(
             name,
             description,
@@ -242,7 +250,7 @@ fn row(
     description: &str,
     all: &Evaluation,
     recal: &Evaluation,
-    errors: ErrorRates,
+    [errors, errors_recalibrated]: [ErrorRates; 2],
     [envelope_outside, envelope_refused]: [f64; 2],
 ) -> Row {
     let r = &all.report;
@@ -281,6 +289,9 @@ fn row(
         error_rate: errors.all,
         error_rate_flagged: errors.flagged,
         error_rate_retained: errors.retained,
+        error_rate_recalibrated: errors_recalibrated.all,
+        error_rate_flagged_recalibrated: errors_recalibrated.flagged,
+        error_rate_retained_recalibrated: errors_recalibrated.retained,
         distance_rate: r
             .referral
             .as_ref()
@@ -300,8 +311,8 @@ fn markdown(rows: &[Row], args: &ShiftSuiteArgs) -> String {
     let mut s = format!(
         "Shift suite: model {}, {} studies per cohort, cohort seed {}, {} bootstrap resamples \
          (`hemorrhagenet shift-suite --model {} --out OUT --studies {} --seed {}`).\n\n\
-         | cohort | n | any AUC | weakest subtype (≥ {MIN_POSITIVES} positives) | mortality AUC | ICH score (model's read-out) | clinical-only | mortality ECE: card → recalibrated | review rate (any reason) | by distance | outside envelope / refused | bleed-decision errors: all / flagged / retained |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         | cohort | n | any AUC | weakest subtype (≥ {MIN_POSITIVES} positives) | mortality AUC | ICH score (model's read-out) | clinical-only | mortality ECE: card → recalibrated | review rate (any reason) | by distance | outside envelope / refused | bleed-decision errors: all / flagged / retained | the same after recalibration |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         args.model.display(),
         args.studies,
         args.seed,
@@ -316,7 +327,7 @@ fn markdown(rows: &[Row], args: &ShiftSuiteArgs) -> String {
             None => "–".into(),
         };
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} → {} | {:.3} | {} | {:.3} / {:.3} | {:.3} / {} / {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} → {} | {:.3} | {} | {:.3} / {:.3} | {:.3} / {} / {} | {:.3} / {} / {} |\n",
             r.cohort,
             r.n,
             ci(&r.any_auc),
@@ -332,7 +343,10 @@ fn markdown(rows: &[Row], args: &ShiftSuiteArgs) -> String {
             r.envelope_refused,
             r.error_rate,
             f(r.error_rate_flagged),
-            f(r.error_rate_retained)
+            f(r.error_rate_retained),
+            r.error_rate_recalibrated,
+            f(r.error_rate_flagged_recalibrated),
+            f(r.error_rate_retained_recalibrated)
         );
     }
     s += "\nCohorts:\n";

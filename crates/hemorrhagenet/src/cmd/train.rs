@@ -50,7 +50,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     cfg.validate()
         .map_err(|m| anyhow::anyhow!("invalid training config: {m}"))?;
     let pre = hn_engine::sample::default_preprocess(cfg.net.slices, cfg.net.size);
-    let data = load(&args.data, &pre, &cfg.split)?;
+    let data = load(&args.data, &pre, &cfg.split, cfg.synth.as_ref())?;
     let summary = run_training(&cfg, &data, &args.out, args.resume, &devices)?;
     let st = &summary.state;
     println!(

@@ -135,6 +135,13 @@ pub struct TrainConfig {
     pub net: NetSection,
     pub augment: AugmentConfig,
     pub split: SplitConfig,
+    /// The embedded synthetic cohort's generator config (`hn_data::synth::SynthConfig`
+    /// fields). Absent: studies are rendered directly at the model grid. Present: they are
+    /// rendered as a scanner would (its matrix, slice thickness, noise, tilt, ... drawn per
+    /// study from its ranges) and brought to the grid by the same preprocessing as a DICOM
+    /// study — training on the serving path (docs/TRAINING.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synth: Option<hn_data::synth::SynthConfig>,
 }
 
 impl Default for TrainConfig {
@@ -161,6 +168,7 @@ impl Default for TrainConfig {
             net: NetSection::default(),
             augment: AugmentConfig::default(),
             split: SplitConfig::default(),
+            synth: None,
         }
     }
 }
