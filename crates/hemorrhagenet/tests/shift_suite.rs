@@ -69,4 +69,22 @@ fn shift_suite_writes_one_row_per_cohort_and_refuses_bad_arguments() {
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("NAME=FILE"));
+    // A name that would leave --out, or one the suite already has, is refused.
+    for bad in ["../up", "reference"] {
+        let o = bin()
+            .args(["shift-suite", "--cohort"])
+            .arg(format!("{bad}={}", own.display()))
+            .arg("--model")
+            .arg(&model)
+            .arg("--out")
+            .arg(dir.path().join("z"))
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("--cohort"),
+            "{bad}"
+        );
+    }
+    assert!(!dir.path().join("up").exists());
 }

@@ -115,6 +115,14 @@ pub fn run(args: ShiftSuiteArgs) -> anyhow::Result<ExitCode> {
         let (name, file) = c
             .split_once('=')
             .with_context(|| format!("--cohort {c}: expected NAME=FILE.toml"))?;
+        // The name becomes a folder under --out and a row of the table.
+        let plain = |ch: char| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-';
+        if name.is_empty() || !name.chars().all(plain) {
+            bail!("--cohort {c}: NAME must be letters, digits, '_' or '-'");
+        }
+        if cohorts.iter().any(|(n, _, _)| n == name) {
+            bail!("--cohort {c}: a cohort named {name} is already in the suite");
+        }
         let cfg = SynthConfig::from_toml_file(Path::new(file))?;
         cfg.validate()
             .map_err(|m| anyhow::anyhow!("--cohort {c}: {m}"))?;
