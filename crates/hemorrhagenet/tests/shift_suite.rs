@@ -51,38 +51,27 @@ fn shift_suite_writes_one_row_per_cohort_and_refuses_bad_arguments() {
     assert!(out.join("reference/cohort/manifest.csv").is_file());
     assert!(!out.join("reference/cohort/studies").exists());
 
-    let o = bin()
-        .args(["shift-suite", "--only", "nonesuch", "--model"])
-        .arg(&model)
-        .arg("--out")
-        .arg(dir.path().join("x"))
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("nonesuch"));
-    let o = bin()
-        .args(["shift-suite", "--cohort", "noequals", "--model"])
-        .arg(&model)
-        .arg("--out")
-        .arg(dir.path().join("y"))
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("NAME=FILE"));
-    // A name that would leave --out, or one the suite already has, is refused.
-    for bad in ["../up", "reference"] {
+    // Bad arguments fail before anything is written, saying which.
+    let refused = |args: &[&str], out: &str| -> String {
         let o = bin()
-            .args(["shift-suite", "--cohort"])
-            .arg(format!("{bad}={}", own.display()))
+            .arg("shift-suite")
+            .args(args)
             .arg("--model")
             .arg(&model)
             .arg("--out")
-            .arg(dir.path().join("z"))
+            .arg(dir.path().join(out))
             .output()
             .unwrap();
-        assert!(!o.status.success(), "{bad}");
+        assert!(!o.status.success(), "{args:?}");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    assert!(refused(&["--only", "nonesuch"], "x").contains("nonesuch"));
+    assert!(refused(&["--cohort", "noequals"], "y").contains("NAME=FILE"));
+    // A name that would leave --out, or one the suite already has, is refused.
+    for bad in ["../up", "reference"] {
+        let arg = format!("{bad}={}", own.display());
         assert!(
-            String::from_utf8_lossy(&o.stderr).contains("--cohort"),
+            refused(&["--cohort", &arg], "z").contains("--cohort"),
             "{bad}"
         );
     }

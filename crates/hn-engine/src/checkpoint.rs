@@ -196,6 +196,15 @@ pub enum Head {
 }
 
 impl Head {
+    /// The head behind a prognosis outcome of the report (`mortality_30d`, `poor_outcome_90d`).
+    pub fn of_outcome(outcome: &str) -> Self {
+        if outcome == "mortality_30d" {
+            Head::Mortality30d
+        } else {
+            Head::Mrs90d
+        }
+    }
+
     /// The output's name in `prediction.json`.
     pub fn name(self) -> &'static str {
         match self {

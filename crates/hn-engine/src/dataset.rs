@@ -66,6 +66,11 @@ impl Default for SplitConfig {
 }
 
 impl Dataset {
+    /// The samples by study key.
+    pub fn by_key(&self) -> std::collections::HashMap<&str, &StudySample> {
+        self.samples.iter().map(|s| (s.key.as_str(), s)).collect()
+    }
+
     /// Indices of the samples in `split`.
     pub fn indices(&self, split: Split) -> Vec<usize> {
         (0..self.samples.len())

@@ -170,11 +170,16 @@ impl DistancePolicy {
         })
     }
 
-    /// True when `distance` is beyond the threshold (or not a number: an embedding the
-    /// density cannot place).
+    /// True when `distance` is beyond the threshold ([`beyond`]).
     pub fn atypical(&self, distance: f64) -> bool {
-        !distance.is_finite() || distance > self.threshold
+        beyond(self.threshold, distance)
     }
+}
+
+/// The referral rule of a distance: above `threshold`, or not a number (an embedding the
+/// density cannot place).
+pub fn beyond(threshold: f64, distance: f64) -> bool {
+    !distance.is_finite() || distance > threshold
 }
 
 /// The share of `reference` values at or below `x` (an empirical CDF; 0 for an empty reference).

@@ -298,12 +298,10 @@ pub fn evaluate(
     // is its AUC or its ablations: they would measure an untrained layer.
     let withheld = crate::infer::assemble::withheld(&model.card);
     let unlearned = |name: &str| {
-        let head = if name == "mortality_30d" {
-            crate::checkpoint::Head::Mortality30d
-        } else {
-            crate::checkpoint::Head::Mrs90d
-        };
-        withheld.iter().any(|w| w.output == head.name())
+        model
+            .card
+            .untrained(crate::checkpoint::Head::of_outcome(name))
+            .is_some()
     };
     let mut prognosis = Vec::new();
     for (name, get, logit) in outcomes {
@@ -667,8 +665,7 @@ pub fn evaluate_recalibrated(
         ..opts.clone()
     };
     let mut after = evaluate(&recalibrated, data, &opts)?;
-    let by_key: std::collections::HashMap<&str, &StudySample> =
-        data.samples.iter().map(|s| (s.key.as_str(), s)).collect();
+    let by_key = data.by_key();
     let before: Vec<PredictionRow> = after
         .predictions
         .iter()
@@ -698,8 +695,7 @@ pub fn compare_calibrations(
     before: &crate::checkpoint::ModelCard,
     after: &crate::checkpoint::ModelCard,
 ) -> report::RecalibrationReport {
-    let by_key: std::collections::HashMap<&str, &StudySample> =
-        data.samples.iter().map(|s| (s.key.as_str(), s)).collect();
+    let by_key = data.by_key();
     let check = |rows: &[PredictionRow], card: &crate::checkpoint::ModelCard| {
         type Get = fn(&StudySample) -> Option<bool>;
         // `None`: a head that never learned (an empty cell of predictions.csv).

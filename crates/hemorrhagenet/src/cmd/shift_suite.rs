@@ -99,18 +99,19 @@ pub fn run(args: ShiftSuiteArgs) -> anyhow::Result<ExitCode> {
             args.studies
         );
     }
-    let mut cohorts: Vec<(String, String, SynthConfig)> = synth::shift_presets()
+    let presets = synth::shift_presets();
+    if let Some(unknown) = args
+        .only
+        .iter()
+        .find(|o| !presets.iter().any(|p| p.name == o.as_str()))
+    {
+        bail!("--only {unknown}: not a built-in cohort (see docs/RESULTS.md, shift suite)");
+    }
+    let mut cohorts: Vec<(String, String, SynthConfig)> = presets
         .into_iter()
         .filter(|p| args.only.is_empty() || args.only.iter().any(|o| o == p.name))
         .map(|p| (p.name.to_string(), p.description.to_string(), p.config))
         .collect();
-    if let Some(unknown) = args
-        .only
-        .iter()
-        .find(|o| !synth::shift_presets().iter().any(|p| p.name == o.as_str()))
-    {
-        bail!("--only {unknown}: not a built-in cohort (see docs/RESULTS.md, shift suite)");
-    }
     for c in &args.cohorts {
         let (name, file) = c
             .split_once('=')
@@ -224,14 +225,14 @@ struct ErrorRates {
 impl ErrorRates {
     fn of(card: &hn_engine::checkpoint::ModelCard, data: &Dataset, ev: &Evaluation) -> Self {
         let threshold = card.calibration.as_ref().map_or(0.5, |c| c.thresholds[0]);
-        let truth: std::collections::HashMap<&str, bool> = data
-            .samples
-            .iter()
-            .filter_map(|s| s.labels.map(|l| (s.key.as_str(), l.any)))
-            .collect();
+        let by_key = data.by_key();
         let (mut n, mut wrong, mut nf, mut wf) = (0usize, 0usize, 0usize, 0usize);
         for r in &ev.predictions {
-            let Some(&y) = truth.get(r.study_key.as_str()) else {
+            let Some(y) = by_key
+                .get(r.study_key.as_str())
+                .and_then(|s| s.labels)
+                .map(|l| l.any)
+            else {
                 continue;
             };
             let err = (r.any >= threshold) != y;

@@ -261,7 +261,7 @@ pub fn evaluate(inp: &EvalInputs) -> Result<(MetricsReport, ReportPlots), Report
             let atypical = |k: usize| {
                 r.distance
                     .as_ref()
-                    .is_some_and(|d| !d.test[k].is_finite() || d.test[k] > d.threshold)
+                    .is_some_and(|d| crate::distance::beyond(d.threshold, d.test[k]))
             };
             let n = r.test_uncertainty.len().max(1) as f64;
             let referred = (0..r.test_uncertainty.len())

@@ -165,21 +165,21 @@ pub fn calibrate_with(
             crate::distance::FeatureDensity::fit(&emb)
         }
     };
-    let distance = density.and_then(|d| {
-        let dist: Vec<f64> = scores.iter().map(|s| d.distance(&s.embedding)).collect();
-        crate::distance::DistancePolicy::fit(d, &dist)
-    });
+    let (distance, flagged_by_distance) = match density {
+        Some(d) => {
+            let dist: Vec<f64> = scores.iter().map(|s| d.distance(&s.embedding)).collect();
+            let policy = crate::distance::DistancePolicy::fit(d, &dist);
+            let flagged = dist
+                .iter()
+                .map(|&v| policy.as_ref().is_some_and(|p| p.atypical(v)))
+                .collect();
+            (policy, flagged)
+        }
+        None => (None, vec![false; scores.len()]),
+    };
     // Referral is "atypical OR uncertain": the distance refers what it refers, and the
     // uncertainty threshold is chosen among the other validation studies so that together
     // they refer the target rate.
-    let flagged_by_distance: Vec<bool> = scores
-        .iter()
-        .map(|s| {
-            distance
-                .as_ref()
-                .is_some_and(|p| p.atypical(p.density.distance(&s.embedding)))
-        })
-        .collect();
     let n_dist = flagged_by_distance.iter().filter(|&&f| f).count();
     let rest: Vec<f64> = unc
         .iter()
