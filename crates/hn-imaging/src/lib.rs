@@ -15,6 +15,7 @@ pub mod dicom;
 pub mod dicom_write;
 pub mod error;
 pub mod inspect;
+pub mod mr;
 pub mod nifti;
 pub mod raster;
 pub mod transforms;
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 pub use dicom::{ReadOptions, SeriesSummary, SkippedFile, StudyRead};
 pub use error::{Fault, ImagingError};
 pub use nifti::NiftiReadOptions;
-pub use volume::{Modality, Provenance, Volume, VolumeError};
+pub use volume::{Grid, Modality, Provenance, Volume, VolumeError};
 
 /// What a study was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -81,4 +82,11 @@ pub fn read_any(path: &Path, opts: &AnyReadOptions) -> Result<StudyRead, Imaging
         return Ok(nifti_study(nifti::read_volume(path, &opts.nifti)?));
     }
     dicom::read_series(&[PathBuf::from(path)], &opts.dicom)
+}
+
+/// Rotation about the x (left-right) axis by `a` radians, as a direction matrix (tests).
+#[cfg(test)]
+pub(crate) fn rotation_for_tests(a: f64) -> [[f64; 3]; 3] {
+    let (s, c) = a.sin_cos();
+    [[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]]
 }

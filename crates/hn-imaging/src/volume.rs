@@ -75,6 +75,16 @@ pub struct Volume {
     pub provenance: Provenance,
 }
 
+/// A voxel grid in world coordinates (a [`Volume`]'s geometry without its values): what
+/// sequences of one MR study are resampled onto.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Grid {
+    pub dims: [usize; 3],
+    pub spacing: [f64; 3],
+    pub origin: [f64; 3],
+    pub direction: [[f64; 3]; 3],
+}
+
 impl Volume {
     /// A volume with identity direction and zero origin.
     pub fn new(
@@ -155,6 +165,42 @@ impl Volume {
             }
         }
         p
+    }
+
+    /// The (fractional) voxel index of a world (LPS, mm) position: the inverse of
+    /// [`Volume::world`]. `None` when the direction matrix is singular.
+    pub fn index_of(&self, w: [f64; 3]) -> Option<[f64; 3]> {
+        let a = self.affine();
+        let m: [[f64; 3]; 3] = std::array::from_fn(|r| std::array::from_fn(|c| a[r][c]));
+        let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+        if det.abs() < 1e-12 {
+            return None;
+        }
+        let d = [w[0] - a[0][3], w[1] - a[1][3], w[2] - a[2][3]];
+        // Cramer's rule: column c replaced by d.
+        let solve = |c: usize| {
+            let mut mc = m;
+            for r in 0..3 {
+                mc[r][c] = d[r];
+            }
+            (mc[0][0] * (mc[1][1] * mc[2][2] - mc[1][2] * mc[2][1])
+                - mc[0][1] * (mc[1][0] * mc[2][2] - mc[1][2] * mc[2][0])
+                + mc[0][2] * (mc[1][0] * mc[2][1] - mc[1][1] * mc[2][0]))
+                / det
+        };
+        Some([solve(0), solve(1), solve(2)])
+    }
+
+    /// The voxel grid without the values.
+    pub fn grid(&self) -> Grid {
+        Grid {
+            dims: self.dims,
+            spacing: self.spacing,
+            origin: self.origin,
+            direction: self.direction,
+        }
     }
 
     /// Minimum and maximum value (NaN-free volumes); `None` when empty.

@@ -40,6 +40,8 @@ pub(super) struct Header {
     pub(super) kernel: Option<String>,
     pub(super) gantry_tilt: Option<f64>,
     pub(super) ts_uid: String,
+    /// MR acquisition attributes (MR instances only).
+    pub(super) mr: Option<crate::mr::MrAcquisition>,
 }
 
 pub(super) fn bad_attr(path: &Path, attribute: &str, reason: impl Into<String>) -> ImagingError {
@@ -260,6 +262,36 @@ pub(super) fn read_header(path: &Path, obj: Obj) -> Result<Header, ImagingError>
         .ok()
         .flatten()
         .map(|v| v as i64);
+    let mr = (modality == "MR").then(|| {
+        let words = |tag: Tag| {
+            text(ds, tag)
+                .map(|t| {
+                    t.split('\\')
+                        .map(|w| w.trim().to_string())
+                        .filter(|w| !w.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        // Malformed timing values are treated as absent: the rule then says it fell back.
+        let num = |tag: Tag| {
+            nums(ds, tag)
+                .ok()
+                .flatten()
+                .and_then(|v| v.first().copied())
+        };
+        crate::mr::MrAcquisition {
+            scanning_sequence: words(tags::SCANNING_SEQUENCE),
+            sequence_variant: words(tags::SEQUENCE_VARIANT),
+            image_type: words(tags::IMAGE_TYPE),
+            repetition_time_ms: num(tags::REPETITION_TIME),
+            echo_time_ms: num(tags::ECHO_TIME),
+            inversion_time_ms: num(tags::INVERSION_TIME),
+            flip_angle_deg: num(tags::FLIP_ANGLE),
+            description: description.clone(),
+            sequence_name: text(ds, tags::SEQUENCE_NAME).unwrap_or_default(),
+        }
+    });
     let ts_uid = obj
         .meta()
         .transfer_syntax()
@@ -278,6 +310,7 @@ pub(super) fn read_header(path: &Path, obj: Obj) -> Result<Header, ImagingError>
         kernel,
         gantry_tilt,
         ts_uid,
+        mr,
         obj,
     })
 }

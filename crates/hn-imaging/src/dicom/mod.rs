@@ -81,6 +81,10 @@ pub struct SeriesSummary {
     /// Why this series cannot be read as a volume, if it cannot.
     pub unusable: Option<String>,
     pub chosen: bool,
+    /// MR series: the contrast [`crate::mr::classify`] tells from the acquisition attributes
+    /// (`None` inside: a contrast the model does not read), and the rule that decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mr: Option<crate::mr::SequenceDecision>,
 }
 
 /// A file that was not used, and why.
@@ -134,7 +138,10 @@ use open::*;
 use pixels::*;
 #[allow(unused_imports)]
 use series::*;
-pub use series::{MemoryData, MemoryInstance, read_series, read_series_from_memory};
+pub use series::{
+    MemoryData, MemoryInstance, MrSequenceRead, MrStudyRead, read_mr_study, read_series,
+    read_series_from_memory,
+};
 #[allow(unused_imports)]
 use volume::*;
 pub use volume::{read_file, read_object};

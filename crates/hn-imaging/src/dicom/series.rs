@@ -97,6 +97,7 @@ impl Series {
             kernel: h.kernel.clone(),
             unusable: self.unusable(),
             chosen,
+            mr: h.mr.as_ref().map(crate::mr::classify),
         }
     }
 }
@@ -237,11 +238,12 @@ pub fn read_series(paths: &[PathBuf], opts: &ReadOptions) -> Result<StudyRead, I
     read_instances(root, files.into_iter().map(Instance::File).collect(), opts)
 }
 
-fn read_instances(
-    root: PathBuf,
+/// Open every instance and group the images by SeriesInstanceUID. Non-DICOM files and
+/// non-image objects are skipped (with the reason) when more than one instance is read.
+fn group_instances(
+    root: &Path,
     instances: Vec<Instance>,
-    opts: &ReadOptions,
-) -> Result<StudyRead, ImagingError> {
+) -> Result<(Vec<Series>, Vec<SkippedFile>), ImagingError> {
     let n_instances = instances.len();
     let single = n_instances == 1;
     let mut skipped = Vec::new();
@@ -293,7 +295,7 @@ fn read_instances(
         return Err(match first_err {
             Some(e) if skipped.len() == 1 => e,
             _ => ImagingError::NoSeries {
-                path: root,
+                path: root.to_path_buf(),
                 reason: format!(
                     "{} file(s) looked at, {} skipped",
                     n_instances,
@@ -306,6 +308,15 @@ fn read_instances(
         .into_iter()
         .map(|(uid, headers)| Series { uid, headers })
         .collect();
+    Ok((series, skipped))
+}
+
+fn read_instances(
+    root: PathBuf,
+    instances: Vec<Instance>,
+    opts: &ReadOptions,
+) -> Result<StudyRead, ImagingError> {
+    let (series, skipped) = group_instances(&root, instances)?;
     let (idx, rule) = match &opts.series_uid {
         Some(uid) => {
             let i = series.iter().position(|s| &s.uid == uid).ok_or_else(|| {
@@ -375,5 +386,129 @@ fn read_instances(
         series: summaries,
         skipped,
         source: Some(source),
+    })
+}
+
+/// One MR sequence of a study, decoded.
+#[derive(Debug, Clone)]
+pub struct MrSequenceRead {
+    pub sequence: crate::mr::MrSequence,
+    /// Stored intensities on the series' own grid (sequences are brought to one grid by the
+    /// preprocessing, through world coordinates: [`crate::transforms::resample_onto`]).
+    pub volume: Volume,
+    pub series_uid: String,
+    /// Why this series is this sequence, and why it was chosen among others of the same one.
+    pub rule: String,
+}
+
+/// An MR study read sequence by sequence.
+#[derive(Debug, Clone)]
+pub struct MrStudyRead {
+    /// The sequences found, in [`crate::mr::MrSequence::ALL`] order.
+    pub sequences: Vec<MrSequenceRead>,
+    /// The sequences the model reads that the study lacks (masked downstream, never imputed).
+    pub missing: Vec<crate::mr::MrSequence>,
+    /// Every series found, each with its sequence decision; the chosen ones marked.
+    pub series: Vec<SeriesSummary>,
+    pub skipped: Vec<SkippedFile>,
+    /// The study's identity, with the instances of the first sequence read.
+    pub source: Option<SourceStudy>,
+}
+
+/// Read an MR study from files and/or folders: every series is told apart by its acquisition
+/// attributes ([`crate::mr::classify`]); per sequence the series with the most slices (then
+/// the thinnest, then the smallest UID) is decoded. A study with none of the sequences the
+/// model reads is an error that lists what each series was taken for.
+pub fn read_mr_study(paths: &[PathBuf], opts: &ReadOptions) -> Result<MrStudyRead, ImagingError> {
+    use crate::mr::MrSequence;
+    let root = display_root(paths);
+    let files = collect_files(paths)?;
+    let (series, skipped) =
+        group_instances(&root, files.into_iter().map(Instance::File).collect())?;
+    let decision = |s: &Series| s.first().mr.as_ref().map(crate::mr::classify);
+    let mut chosen: Vec<(MrSequence, usize, String)> = Vec::new();
+    for q in MrSequence::ALL {
+        let mut candidates: Vec<usize> = (0..series.len())
+            .filter(|&i| {
+                series[i].unusable().is_none()
+                    && decision(&series[i]).and_then(|d| d.sequence) == Some(q)
+            })
+            .collect();
+        let key = |i: usize| {
+            (
+                std::cmp::Reverse(series[i].frames()),
+                (series[i].thickness().unwrap_or(f64::INFINITY) * 1000.0) as i64,
+            )
+        };
+        candidates.sort_by(|&a, &b| key(a).cmp(&key(b)).then(series[a].uid.cmp(&series[b].uid)));
+        if let Some(&best) = candidates.first() {
+            let why = decision(&series[best]).map(|d| d.rule).unwrap_or_default();
+            let among = match candidates.get(1) {
+                None => String::new(),
+                Some(&next) if key(best).0 != key(next).0 => {
+                    format!("; most slices of {} {q} series", candidates.len())
+                }
+                Some(&next) if key(best).1 != key(next).1 => {
+                    format!("; thinnest of {} {q} series", candidates.len())
+                }
+                Some(_) => format!("; tie of {} {q} series: smallest UID", candidates.len()),
+            };
+            chosen.push((q, best, format!("{why}{among}")));
+        }
+    }
+    let summaries: Vec<SeriesSummary> = series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s.summary(chosen.iter().any(|c| c.1 == i)))
+        .collect();
+    if chosen.is_empty() {
+        let found = summaries
+            .iter()
+            .map(|s| {
+                let what = match (&s.mr, &s.unusable) {
+                    (_, Some(u)) => format!("unusable: {u}"),
+                    (Some(d), None) => d.rule.clone(),
+                    (None, None) => format!("modality {}", s.modality),
+                };
+                format!("{:?}: {what}", s.description)
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(ImagingError::NoSeries {
+            path: root,
+            reason: format!("no MR series of a sequence the model reads ({found})"),
+        });
+    }
+    let missing: Vec<MrSequence> = MrSequence::ALL
+        .into_iter()
+        .filter(|q| !chosen.iter().any(|c| c.0 == *q))
+        .collect();
+    let mut slots: Vec<Option<Series>> = series.into_iter().map(Some).collect();
+    let mut sequences = Vec::with_capacity(chosen.len());
+    let mut source = None;
+    for (q, i, rule) in chosen {
+        let s = slots[i].take().expect("each series chosen once");
+        let uid = s.uid.clone();
+        let mut src = super::identity::SourceStudy::from_headers(&uid, &s.headers);
+        let (mut volume, slice_instances) = build_volume(s, opts, &root)?;
+        src.slice_instances = slice_instances;
+        source.get_or_insert(src);
+        volume
+            .provenance
+            .notes
+            .insert(0, format!("MR sequence {q}: {rule}"));
+        sequences.push(MrSequenceRead {
+            sequence: q,
+            volume,
+            series_uid: uid,
+            rule,
+        });
+    }
+    Ok(MrStudyRead {
+        sequences,
+        missing,
+        series: summaries,
+        skipped,
+        source,
     })
 }

@@ -1,0 +1,438 @@
+//! MR sequences: which contrast a series is, told from its acquisition attributes.
+//!
+//! Why attributes first: SeriesDescription is free text typed at the console ("t2_tse_tra",
+//! "AX FLAIR", "Routine Brain 3"), renamed by anonymisers and translated by sites; the physics
+//! that sets a series' contrast is in ScanningSequence, RepetitionTime, EchoTime and
+//! InversionTime, which every scanner writes. The description is the fallback when those are
+//! missing, and the one tie-breaker attributes cannot settle (SWI is a gradient echo with a
+//! particular reconstruction, recorded in ImageType or the description).
+//!
+//! The thresholds are the textbook weighting rules (short TR + short TE = T1; long TR + long
+//! TE = T2; inversion with TI near the null of CSF = FLAIR; gradient echo with long TE and
+//! small flip = T2*): Bitar et al., "MR pulse sequences: what every radiologist wants to
+//! know but is afraid to ask", RadioGraphics 2006;26:513-537. See docs/IMAGING.md.
+
+use serde::{Deserialize, Serialize};
+
+/// The MR contrasts the model reads, in the order of its input channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MrSequence {
+    /// T1-weighted (spin echo, spoiled gradient echo, IR-prepared 3-D gradient echo).
+    T1,
+    /// T2-weighted (fast/turbo spin echo).
+    T2,
+    /// T2-weighted fluid-attenuated inversion recovery: CSF dark, subarachnoid blood bright.
+    Flair,
+    /// T2*-weighted gradient echo: deoxyhaemoglobin and haemosiderin dark, blooming.
+    T2StarGre,
+    /// Susceptibility-weighted imaging: the most sensitive to blood products.
+    Swi,
+}
+
+impl MrSequence {
+    /// Every sequence, in channel order.
+    pub const ALL: [MrSequence; 5] = [
+        MrSequence::T1,
+        MrSequence::T2,
+        MrSequence::Flair,
+        MrSequence::T2StarGre,
+        MrSequence::Swi,
+    ];
+
+    /// Short name used in file names, JSON and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            MrSequence::T1 => "t1",
+            MrSequence::T2 => "t2",
+            MrSequence::Flair => "flair",
+            MrSequence::T2StarGre => "t2star_gre",
+            MrSequence::Swi => "swi",
+        }
+    }
+
+    /// Parse [`MrSequence::name`].
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|q| q.name() == s)
+    }
+
+    /// Index of the sequence in [`MrSequence::ALL`] (its input channel).
+    pub fn index(self) -> usize {
+        Self::ALL.iter().position(|q| *q == self).expect("in ALL")
+    }
+
+    /// Both sequences that show susceptibility (blood products as signal voids).
+    pub fn is_susceptibility(self) -> bool {
+        matches!(self, MrSequence::T2StarGre | MrSequence::Swi)
+    }
+}
+
+impl std::fmt::Display for MrSequence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The acquisition attributes of one MR series that decide its contrast.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MrAcquisition {
+    /// ScanningSequence (0018,0020) values: SE, IR, GR, EP, RM.
+    pub scanning_sequence: Vec<String>,
+    /// SequenceVariant (0018,0021): SK, MTC, SS, TRSS, SP, MP, OSP, NONE.
+    pub sequence_variant: Vec<String>,
+    /// ImageType (0008,0008) values.
+    pub image_type: Vec<String>,
+    /// RepetitionTime (0018,0080), ms.
+    pub repetition_time_ms: Option<f64>,
+    /// EchoTime (0018,0081), ms.
+    pub echo_time_ms: Option<f64>,
+    /// InversionTime (0018,0082), ms.
+    pub inversion_time_ms: Option<f64>,
+    /// FlipAngle (0018,1314), degrees.
+    pub flip_angle_deg: Option<f64>,
+    /// SeriesDescription (0008,103E).
+    pub description: String,
+    /// SequenceName (0018,0024), e.g. `*tse2d1_15`, `*swi3d1r`.
+    pub sequence_name: String,
+}
+
+/// What the rule decided for one series, and why (shown in `inspect` and `prediction.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SequenceDecision {
+    /// `None`: a contrast the model does not read (diffusion, PD, STIR, localiser, …).
+    pub sequence: Option<MrSequence>,
+    pub rule: String,
+}
+
+fn has(values: &[String], what: &str) -> bool {
+    values.iter().any(|v| v.trim().eq_ignore_ascii_case(what))
+}
+
+fn decided(sequence: Option<MrSequence>, rule: impl Into<String>) -> SequenceDecision {
+    SequenceDecision {
+        sequence,
+        rule: rule.into(),
+    }
+}
+
+/// Tell a series' contrast from its acquisition attributes (see the module doc).
+pub fn classify(a: &MrAcquisition) -> SequenceDecision {
+    let text = format!("{} {}", a.description, a.sequence_name).to_ascii_lowercase();
+    let text_has = |ws: &[&str]| ws.iter().any(|w| text.contains(w));
+    // Derived or non-anatomical images first: they can carry any TR/TE.
+    if has(&a.image_type, "DIFFUSION")
+        || has(&a.image_type, "ADC")
+        || has(&a.image_type, "TRACEW")
+        || text_has(&["dwi", "diffusion", "adc", "trace"])
+    {
+        return decided(None, "diffusion (ImageType or description): not read");
+    }
+    if has(&a.image_type, "LOCALIZER") || text_has(&["localizer", "localiser", "scout"]) {
+        return decided(None, "localiser: not read");
+    }
+    let gr = has(&a.scanning_sequence, "GR");
+    let ir = has(&a.scanning_sequence, "IR");
+    let se = has(&a.scanning_sequence, "SE");
+    let (tr, te, ti) = (a.repetition_time_ms, a.echo_time_ms, a.inversion_time_ms);
+    if gr && !ir {
+        // SWI is a gradient echo; what makes it SWI is the phase-weighted reconstruction,
+        // which only ImageType or the sequence name/description record.
+        if has(&a.image_type, "SWI") || has(&a.image_type, "MIN IP") || has(&a.image_type, "MNIP") {
+            return decided(
+                Some(MrSequence::Swi),
+                "gradient echo with SWI reconstruction (ImageType)",
+            );
+        }
+        if text_has(&["swi", "swan", "venobold", "susceptibility"]) {
+            return decided(
+                Some(MrSequence::Swi),
+                "gradient echo named SWI (SequenceName or SeriesDescription)",
+            );
+        }
+        match (te, a.flip_angle_deg) {
+            (Some(te), flip) if te >= 10.0 && flip.is_none_or(|f| f <= 45.0) => {
+                return decided(
+                    Some(MrSequence::T2StarGre),
+                    format!("gradient echo, TE {te} ms >= 10, small flip: T2*-weighted"),
+                );
+            }
+            (Some(te), _) if te < 10.0 && tr.is_some_and(|tr| tr < 1000.0) => {
+                return decided(
+                    Some(MrSequence::T1),
+                    format!("spoiled gradient echo, TE {te} ms < 10, short TR: T1-weighted"),
+                );
+            }
+            _ => {}
+        }
+    }
+    if ir {
+        if let Some(ti) = ti {
+            if ti >= 1500.0 {
+                return decided(
+                    Some(MrSequence::Flair),
+                    format!("inversion recovery, TI {ti} ms >= 1500 (CSF nulled): FLAIR"),
+                );
+            }
+            if (300.0..1500.0).contains(&ti) {
+                return decided(
+                    Some(MrSequence::T1),
+                    format!("inversion recovery, TI {ti} ms in 300-1500: T1-weighted"),
+                );
+            }
+            return decided(
+                None,
+                format!("inversion recovery, TI {ti} ms < 300 (fat nulled, STIR): not read"),
+            );
+        }
+    }
+    if (se || ir) && !gr {
+        match (tr, te) {
+            (Some(tr), Some(te)) if tr < 1200.0 && te < 30.0 => {
+                return decided(
+                    Some(MrSequence::T1),
+                    format!("spin echo, TR {tr} ms < 1200, TE {te} ms < 30: T1-weighted"),
+                );
+            }
+            (Some(tr), Some(te)) if tr >= 2000.0 && te >= 60.0 => {
+                return decided(
+                    Some(MrSequence::T2),
+                    format!("spin echo, TR {tr} ms >= 2000, TE {te} ms >= 60: T2-weighted"),
+                );
+            }
+            (Some(tr), Some(te)) if tr >= 2000.0 && te < 40.0 => {
+                return decided(
+                    None,
+                    format!(
+                        "spin echo, long TR {tr} ms, short TE {te} ms: proton density, not read"
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+    // Attributes missing or in between: the description, as a last resort (stated).
+    let by_text = [
+        (&["flair", "dark fluid", "tirm"][..], MrSequence::Flair),
+        (&["swi", "swan"][..], MrSequence::Swi),
+        (
+            &["t2*", "t2star", "gre", "hemo", "fl2d"][..],
+            MrSequence::T2StarGre,
+        ),
+        (&["t2", "tse"][..], MrSequence::T2),
+        (&["t1", "mprage", "spgr", "bravo"][..], MrSequence::T1),
+    ];
+    for (words, q) in by_text {
+        if text_has(words) {
+            return decided(
+                Some(q),
+                format!(
+                    "acquisition attributes inconclusive; description says {}",
+                    q.name()
+                ),
+            );
+        }
+    }
+    decided(
+        None,
+        format!(
+            "not recognised (ScanningSequence {:?}, TR {:?}, TE {:?}, TI {:?})",
+            a.scanning_sequence.join("\\"),
+            tr,
+            te,
+            ti
+        ),
+    )
+}
+
+/// Typical acquisition attributes of each sequence (1.5 T clinical brain protocol), used by
+/// writers of synthetic MR series; [`classify`] must recover the sequence from them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MrProtocol {
+    pub sequence: MrSequence,
+    pub scanning_sequence: &'static str,
+    pub sequence_variant: &'static str,
+    pub sequence_name: &'static str,
+    pub series_description: &'static str,
+    pub image_type: &'static str,
+    pub repetition_time_ms: f64,
+    pub echo_time_ms: f64,
+    pub inversion_time_ms: Option<f64>,
+    pub flip_angle_deg: f64,
+    pub echo_train_length: u32,
+    pub acquisition_3d: bool,
+}
+
+impl MrSequence {
+    /// The protocol a synthetic series of this sequence is written with.
+    pub fn protocol(self) -> MrProtocol {
+        let p = |scan, variant, name, desc, itype, tr, te, ti, flip, etl, three_d| MrProtocol {
+            sequence: self,
+            scanning_sequence: scan,
+            sequence_variant: variant,
+            sequence_name: name,
+            series_description: desc,
+            image_type: itype,
+            repetition_time_ms: tr,
+            echo_time_ms: te,
+            inversion_time_ms: ti,
+            flip_angle_deg: flip,
+            echo_train_length: etl,
+            acquisition_3d: three_d,
+        };
+        match self {
+            MrSequence::T1 => p(
+                "SE",
+                "SP",
+                "*se2d1",
+                "AX T1 SE",
+                "ORIGINAL\\PRIMARY\\M\\ND",
+                500.0,
+                12.0,
+                None,
+                90.0,
+                1,
+                false,
+            ),
+            MrSequence::T2 => p(
+                "SE",
+                "SK\\SP",
+                "*tse2d1_15",
+                "AX T2 TSE",
+                "ORIGINAL\\PRIMARY\\M\\ND",
+                4500.0,
+                95.0,
+                None,
+                150.0,
+                15,
+                false,
+            ),
+            MrSequence::Flair => p(
+                "SE\\IR",
+                "SK\\SP\\MP",
+                "*tir2d1_13",
+                "AX FLAIR",
+                "ORIGINAL\\PRIMARY\\M\\ND",
+                9000.0,
+                90.0,
+                Some(2500.0),
+                150.0,
+                13,
+                false,
+            ),
+            MrSequence::T2StarGre => p(
+                "GR",
+                "SP",
+                "*fl2d1",
+                "AX T2* GRE",
+                "ORIGINAL\\PRIMARY\\M\\ND",
+                700.0,
+                20.0,
+                None,
+                20.0,
+                1,
+                false,
+            ),
+            MrSequence::Swi => p(
+                "GR",
+                "SP",
+                "*swi3d1r",
+                "AX SWI",
+                "ORIGINAL\\PRIMARY\\M\\SWI\\ND",
+                49.0,
+                40.0,
+                None,
+                15.0,
+                1,
+                true,
+            ),
+        }
+    }
+}
+
+impl MrProtocol {
+    /// The attributes a reader sees in a series written with this protocol.
+    pub fn acquisition(&self) -> MrAcquisition {
+        let split = |s: &str| s.split('\\').map(str::to_string).collect::<Vec<_>>();
+        MrAcquisition {
+            scanning_sequence: split(self.scanning_sequence),
+            sequence_variant: split(self.sequence_variant),
+            image_type: split(self.image_type),
+            repetition_time_ms: Some(self.repetition_time_ms),
+            echo_time_ms: Some(self.echo_time_ms),
+            inversion_time_ms: self.inversion_time_ms,
+            flip_angle_deg: Some(self.flip_angle_deg),
+            description: self.series_description.into(),
+            sequence_name: self.sequence_name.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acq(scan: &str, tr: f64, te: f64, ti: Option<f64>, flip: f64, desc: &str) -> MrAcquisition {
+        MrAcquisition {
+            scanning_sequence: scan.split('\\').map(str::to_string).collect(),
+            repetition_time_ms: Some(tr),
+            echo_time_ms: Some(te),
+            inversion_time_ms: ti,
+            flip_angle_deg: Some(flip),
+            description: desc.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_protocol_is_recovered_from_its_attributes_alone() {
+        for q in MrSequence::ALL {
+            let mut a = q.protocol().acquisition();
+            // Not from the description: blank it (SWI keeps ImageType).
+            a.description = "series 3".into();
+            a.sequence_name.clear();
+            let d = classify(&a);
+            assert_eq!(d.sequence, Some(q), "{q}: {}", d.rule);
+            assert!(!d.rule.contains("description"), "{q}: {}", d.rule);
+        }
+    }
+
+    #[test]
+    fn vendor_style_attributes_and_descriptions_that_lie() {
+        // A FLAIR named "T2" by the site: the inversion time decides.
+        let d = classify(&acq("SE\\IR", 9000.0, 120.0, Some(2500.0), 150.0, "T2 AX"));
+        assert_eq!(d.sequence, Some(MrSequence::Flair), "{}", d.rule);
+        // MPRAGE: gradient echo with an inversion near 900 ms is T1.
+        let d = classify(&acq("GR\\IR", 2300.0, 2.9, Some(900.0), 9.0, "sag 3d"));
+        assert_eq!(d.sequence, Some(MrSequence::T1), "{}", d.rule);
+        // STIR and proton density are not read.
+        let d = classify(&acq("SE\\IR", 5000.0, 60.0, Some(150.0), 150.0, ""));
+        assert_eq!(d.sequence, None, "{}", d.rule);
+        let d = classify(&acq("SE", 3000.0, 15.0, None, 90.0, ""));
+        assert_eq!(d.sequence, None, "{}", d.rule);
+        assert!(d.rule.contains("proton density"));
+        // Diffusion is refused whatever its TR/TE say.
+        let mut a = acq("EP\\SE", 5000.0, 90.0, None, 90.0, "ep2d_diff b1000");
+        a.image_type = vec!["DERIVED".into(), "PRIMARY".into(), "DIFFUSION".into()];
+        assert_eq!(classify(&a).sequence, None);
+        // No attributes at all: the description, said so.
+        let a = MrAcquisition {
+            description: "AX FLAIR".into(),
+            ..Default::default()
+        };
+        let d = classify(&a);
+        assert_eq!(d.sequence, Some(MrSequence::Flair));
+        assert!(d.rule.contains("description"), "{}", d.rule);
+        let d = classify(&MrAcquisition::default());
+        assert_eq!(d.sequence, None);
+        assert!(d.rule.contains("not recognised"));
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for q in MrSequence::ALL {
+            assert_eq!(MrSequence::from_name(q.name()), Some(q));
+            assert_eq!(MrSequence::ALL[q.index()], q);
+        }
+        assert_eq!(MrSequence::from_name("dwi"), None);
+    }
+}
