@@ -12,7 +12,7 @@ use hn_engine::checkpoint::{
 use hn_engine::infer::{InferError, PredictOptions, Predictor, write_outputs};
 use hn_engine::metrics::ReferralPolicy;
 use hn_engine::sample::{InputMask, default_preprocess, make_batch};
-use hn_imaging::dicom_write::{CtSeriesMeta, uid_from_hash, write_ct_series};
+use hn_imaging::dicom_write::{SeriesMeta, uid_from_hash, write_ct_series};
 use hn_model::HemorrhageNetConfig;
 use hn_model::burn::prelude::Device;
 
@@ -95,7 +95,7 @@ fn studies(root: &Path) -> (PathBuf, PathBuf) {
     };
     let st = generate_study(&cfg, 11, 0);
     let dicom = root.join("study-a");
-    let meta = CtSeriesMeta {
+    let meta = SeriesMeta {
         patient_id: ID_SENTINEL.into(),
         patient_name: NAME_SENTINEL.into(),
         study_instance_uid: uid_from_hash(1),

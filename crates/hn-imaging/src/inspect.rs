@@ -36,6 +36,59 @@ pub struct InspectReport {
     pub p99: f32,
     pub notes: Vec<String>,
     pub warnings: Vec<String>,
+    /// An MR study: the series read per sequence, the common grid and what is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mr: Option<MrInspect>,
+}
+
+/// The MR part of the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MrInspect {
+    /// The sequence whose grid the others are resampled onto.
+    pub reference: crate::mr::MrSequence,
+    pub sequences: Vec<MrSequenceInspect>,
+    /// Sequences the model reads that the study lacks (masked, not imputed).
+    pub missing: Vec<crate::mr::MrSequence>,
+}
+
+/// One sequence of [`MrInspect`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MrSequenceInspect {
+    pub sequence: crate::mr::MrSequence,
+    pub series_uid: String,
+    pub rule: String,
+    pub dims: [usize; 3],
+    pub spacing: [f64; 3],
+    /// Fraction of the common grid this sequence covers.
+    pub coverage: f64,
+}
+
+impl MrInspect {
+    /// Read the study sequence by sequence and bring it onto one grid.
+    pub fn of(path: &Path, opts: &crate::ReadOptions) -> Result<Self, ImagingError> {
+        let study = crate::dicom::read_mr_study(&[path.to_path_buf()], opts)?;
+        let stack = study.on_one_grid().map_err(|e| ImagingError::Unsupported {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Ok(MrInspect {
+            reference: stack.reference,
+            sequences: study
+                .sequences
+                .iter()
+                .zip(&stack.channels)
+                .map(|(s, c)| MrSequenceInspect {
+                    sequence: s.sequence,
+                    series_uid: s.series_uid.clone(),
+                    rule: s.rule.clone(),
+                    dims: s.volume.dims,
+                    spacing: s.volume.spacing,
+                    coverage: c.coverage,
+                })
+                .collect(),
+            missing: study.missing,
+        })
+    }
 }
 
 /// Value at quantile `q` (0..=1), nearest-rank, by selection (O(n); a full sort of a
@@ -100,13 +153,22 @@ pub fn report_from(path: &Path, study: &StudyRead) -> InspectReport {
         p99,
         notes: v.provenance.notes.clone(),
         warnings: v.provenance.warnings.clone(),
+        mr: None,
     }
 }
 
 /// Read `path` (DICOM file, DICOM folder or NIfTI) and build the report.
 pub fn inspect(path: &Path, opts: &AnyReadOptions) -> Result<InspectReport, ImagingError> {
     let study = read_any(path, opts)?;
-    Ok(report_from(path, &study))
+    let mut report = report_from(path, &study);
+    // An MR study read as a whole (no series forced): the per-sequence view as well.
+    if study.volume.modality == crate::Modality::Mr
+        && study.format() == crate::InputFormat::Dicom
+        && opts.dicom.series_uid.is_none()
+    {
+        report.mr = Some(MrInspect::of(path, &opts.dicom)?);
+    }
+    Ok(report)
 }
 
 fn fmt3(v: [f64; 3]) -> String {
@@ -150,6 +212,39 @@ impl InspectReport {
                         .as_ref()
                         .map(|u| format!(" [unusable: {u}]"))
                         .unwrap_or_default(),
+                );
+                if let Some(d) = &x.mr {
+                    let what = d.sequence.map(|q| q.name()).unwrap_or("not read");
+                    let _ = writeln!(s, "       MR sequence {what}: {}", d.rule);
+                }
+            }
+        }
+        if let Some(mr) = &self.mr {
+            let _ = writeln!(
+                s,
+                "  MR study    {} sequence(s); common grid of {}",
+                mr.sequences.len(),
+                mr.reference
+            );
+            for q in &mr.sequences {
+                let _ = writeln!(
+                    s,
+                    "    {:<10} {}x{}x{} at {} covers {:.0} % of the grid  ({})",
+                    q.sequence.name(),
+                    q.dims[0],
+                    q.dims[1],
+                    q.dims[2],
+                    fmt3(q.spacing),
+                    100.0 * q.coverage,
+                    q.rule
+                );
+            }
+            if !mr.missing.is_empty() {
+                let names: Vec<&str> = mr.missing.iter().map(|q| q.name()).collect();
+                let _ = writeln!(
+                    s,
+                    "    missing    {} (masked, not imputed)",
+                    names.join(", ")
                 );
             }
         }

@@ -165,25 +165,23 @@ pub fn classify(a: &MrAcquisition) -> SequenceDecision {
             _ => {}
         }
     }
-    if ir {
-        if let Some(ti) = ti {
-            if ti >= 1500.0 {
-                return decided(
-                    Some(MrSequence::Flair),
-                    format!("inversion recovery, TI {ti} ms >= 1500 (CSF nulled): FLAIR"),
-                );
-            }
-            if (300.0..1500.0).contains(&ti) {
-                return decided(
-                    Some(MrSequence::T1),
-                    format!("inversion recovery, TI {ti} ms in 300-1500: T1-weighted"),
-                );
-            }
+    if ir && let Some(ti) = ti {
+        if ti >= 1500.0 {
             return decided(
-                None,
-                format!("inversion recovery, TI {ti} ms < 300 (fat nulled, STIR): not read"),
+                Some(MrSequence::Flair),
+                format!("inversion recovery, TI {ti} ms >= 1500 (CSF nulled): FLAIR"),
             );
         }
+        if (300.0..1500.0).contains(&ti) {
+            return decided(
+                Some(MrSequence::T1),
+                format!("inversion recovery, TI {ti} ms in 300-1500: T1-weighted"),
+            );
+        }
+        return decided(
+            None,
+            format!("inversion recovery, TI {ti} ms < 300 (fat nulled, STIR): not read"),
+        );
     }
     if (se || ir) && !gr {
         match (tr, te) {
@@ -246,7 +244,7 @@ pub fn classify(a: &MrAcquisition) -> SequenceDecision {
 
 /// Typical acquisition attributes of each sequence (1.5 T clinical brain protocol), used by
 /// writers of synthetic MR series; [`classify`] must recover the sequence from them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MrProtocol {
     pub sequence: MrSequence,
     pub scanning_sequence: &'static str,
@@ -285,7 +283,7 @@ impl MrSequence {
                 "SP",
                 "*se2d1",
                 "AX T1 SE",
-                "ORIGINAL\\PRIMARY\\M\\ND",
+                "ORIGINAL\\PRIMARY\\OTHER",
                 500.0,
                 12.0,
                 None,
@@ -298,7 +296,7 @@ impl MrSequence {
                 "SK\\SP",
                 "*tse2d1_15",
                 "AX T2 TSE",
-                "ORIGINAL\\PRIMARY\\M\\ND",
+                "ORIGINAL\\PRIMARY\\OTHER",
                 4500.0,
                 95.0,
                 None,
@@ -311,7 +309,7 @@ impl MrSequence {
                 "SK\\SP\\MP",
                 "*tir2d1_13",
                 "AX FLAIR",
-                "ORIGINAL\\PRIMARY\\M\\ND",
+                "ORIGINAL\\PRIMARY\\OTHER",
                 9000.0,
                 90.0,
                 Some(2500.0),
@@ -324,7 +322,7 @@ impl MrSequence {
                 "SP",
                 "*fl2d1",
                 "AX T2* GRE",
-                "ORIGINAL\\PRIMARY\\M\\ND",
+                "ORIGINAL\\PRIMARY\\OTHER",
                 700.0,
                 20.0,
                 None,
@@ -337,7 +335,7 @@ impl MrSequence {
                 "SP",
                 "*swi3d1r",
                 "AX SWI",
-                "ORIGINAL\\PRIMARY\\M\\SWI\\ND",
+                "ORIGINAL\\PRIMARY\\OTHER\\SWI",
                 49.0,
                 40.0,
                 None,
@@ -364,6 +362,130 @@ impl MrProtocol {
             description: self.series_description.into(),
             sequence_name: self.sequence_name.into(),
         }
+    }
+}
+
+/// Which sequence's grid the others are resampled onto: the first present of FLAIR, T2, T1,
+/// T2*-GRE, SWI. The 2-D T2-weighted sequences cover the whole brain on every protocol;
+/// the 3-D SWI slab often stops short of the vertex or the skull base.
+pub const REFERENCE_ORDER: [MrSequence; 5] = [
+    MrSequence::Flair,
+    MrSequence::T2,
+    MrSequence::T1,
+    MrSequence::T2StarGre,
+    MrSequence::Swi,
+];
+
+/// Signal below this fraction of the 99.5th percentile is background (air, noise floor).
+pub const FOREGROUND_FRACTION: f32 = 0.1;
+/// Normalised values are clipped to `0..=NORMALISED_MAX` (brain parenchyma ≈ 1).
+pub const NORMALISED_MAX: f32 = 4.0;
+
+/// One sequence on the study's common grid, intensity-normalised.
+#[derive(Debug, Clone)]
+pub struct MrChannel {
+    pub sequence: MrSequence,
+    /// Values divided by the sequence's foreground median (parenchyma ≈ 1), clipped to
+    /// `0..=NORMALISED_MAX`; `Modality::Other("mr-normalised")`.
+    pub volume: crate::Volume,
+    /// Fraction of the common grid this sequence's field of view covers (the rest is 0).
+    pub coverage: f64,
+    /// The foreground median the values were divided by (stored units).
+    pub scale: f32,
+}
+
+/// An MR study's sequences on one grid.
+#[derive(Debug, Clone)]
+pub struct MrStack {
+    pub reference: MrSequence,
+    pub grid: crate::Grid,
+    /// Present sequences, in [`MrSequence::ALL`] order.
+    pub channels: Vec<MrChannel>,
+    /// Sequences absent from the study (masked by the model, never imputed).
+    pub missing: Vec<MrSequence>,
+}
+
+/// Robust per-sequence normalisation: divide by the median of the foreground (voxels above
+/// [`FOREGROUND_FRACTION`] of the 99.5th percentile), so the arbitrary scale of each series
+/// is gone and lesions far brighter or darker than parenchyma do not move the reference (a
+/// min-max or mean/SD scaling would). Returns the normalised values and the median.
+pub fn normalise_intensity(values: &[f32]) -> (Vec<f32>, f32) {
+    let mut v: Vec<f32> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return (vec![0.0; values.len()], 0.0);
+    }
+    let i = ((v.len() - 1) as f64 * 0.995).round() as usize;
+    let p995 = *v.select_nth_unstable_by(i, f32::total_cmp).1;
+    let mut fg: Vec<f32> = v
+        .into_iter()
+        .filter(|x| *x > FOREGROUND_FRACTION * p995)
+        .collect();
+    if fg.is_empty() || p995 <= 0.0 {
+        return (vec![0.0; values.len()], 0.0);
+    }
+    let m = fg.len() / 2;
+    let median = *fg.select_nth_unstable_by(m, f32::total_cmp).1;
+    let out = values
+        .iter()
+        .map(|x| {
+            if x.is_finite() {
+                (x / median).clamp(0.0, NORMALISED_MAX)
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    (out, median)
+}
+
+impl crate::dicom::MrStudyRead {
+    /// Bring every sequence onto the reference sequence's grid ([`REFERENCE_ORDER`]) through
+    /// world coordinates ([`crate::transforms::resample_onto`]) and normalise each
+    /// ([`normalise_intensity`], on its own grid, before resampling).
+    pub fn on_one_grid(&self) -> Result<MrStack, crate::transforms::TransformError> {
+        let reference = REFERENCE_ORDER
+            .into_iter()
+            .find(|q| self.sequences.iter().any(|s| s.sequence == *q))
+            .ok_or_else(|| crate::transforms::TransformError {
+                step: "mr stack".into(),
+                reason: "no sequence".into(),
+            })?;
+        let grid = self
+            .sequences
+            .iter()
+            .find(|s| s.sequence == reference)
+            .expect("found above")
+            .volume
+            .grid();
+        let mut channels = Vec::with_capacity(self.sequences.len());
+        for s in &self.sequences {
+            let (norm, scale) = normalise_intensity(&s.volume.data);
+            let mut v =
+                s.volume
+                    .with_data(norm)
+                    .map_err(|e| crate::transforms::TransformError {
+                        step: "mr stack".into(),
+                        reason: e.to_string(),
+                    })?;
+            v.modality = crate::Modality::Other("mr-normalised".into());
+            let (volume, coverage) = if s.sequence == reference {
+                (v, 1.0)
+            } else {
+                crate::transforms::resample_onto(&v, &grid, 0.0)?
+            };
+            channels.push(MrChannel {
+                sequence: s.sequence,
+                volume,
+                coverage,
+                scale,
+            });
+        }
+        Ok(MrStack {
+            reference,
+            grid,
+            channels,
+            missing: self.missing.clone(),
+        })
     }
 }
 
@@ -425,6 +547,28 @@ mod tests {
         let d = classify(&MrAcquisition::default());
         assert_eq!(d.sequence, None);
         assert!(d.rule.contains("not recognised"));
+    }
+
+    #[test]
+    fn normalisation_removes_the_series_scale_and_ignores_extremes() {
+        // Background 0 with noise, parenchyma ~ 1, a bright lesion and a void.
+        let base: Vec<f32> = (0..4000)
+            .map(|i| match i % 10 {
+                0..=3 => (i % 7) as f32 * 0.5,
+                4..=7 => 1.0 + 0.01 * (i % 5) as f32,
+                8 => 3.0,
+                _ => 0.3,
+            })
+            .collect();
+        let (a, ma) = normalise_intensity(&base);
+        let scaled: Vec<f32> = base.iter().map(|x| x * 737.0).collect();
+        let (b, mb) = normalise_intensity(&scaled);
+        assert!((mb / ma - 737.0).abs() < 1e-2, "{ma} {mb}");
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-4);
+        }
+        // Parenchyma lands near 1.
+        assert!((a[4] - 1.0).abs() < 0.05, "{}", a[4]);
     }
 
     #[test]

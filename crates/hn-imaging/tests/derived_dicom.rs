@@ -9,7 +9,7 @@ use dicom_dictionary_std::tags;
 use hn_imaging::dicom::{ReadOptions, SourceStudy, read_series};
 use hn_imaging::dicom_write::sr::PrivateScheme;
 use hn_imaging::dicom_write::{
-    Code, ContentItem, ContentValue, CtSeriesMeta, DerivedSeries, OverlayImage, Relationship,
+    Code, ContentItem, ContentValue, DerivedSeries, OverlayImage, Relationship, SeriesMeta,
     SrDocument, derived_uid, secondary_capture, structured_report, uid_from_hash, write_ct_series,
 };
 use hn_imaging::raster::heat_overlay;
@@ -33,7 +33,7 @@ fn source_series(dir: &Path) -> (SourceStudy, Vec<PathBuf>) {
         Modality::Ct,
     )
     .unwrap();
-    let meta = CtSeriesMeta {
+    let meta = SeriesMeta {
         patient_id: "TEST-0042".into(),
         patient_name: PATIENT_NAME.into(),
         study_instance_uid: uid_from_hash(101),

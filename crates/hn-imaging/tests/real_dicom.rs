@@ -542,3 +542,31 @@ fn instances_in_memory_read_like_files() {
     let none = read_series_from_memory("request-4", Vec::new(), &ReadOptions::default());
     assert!(none.unwrap_err().to_string().contains("request-4"));
 }
+
+#[test]
+fn real_mr_files_are_told_apart_by_their_acquisition_attributes() {
+    use hn_imaging::dicom::read_mr_study;
+    use hn_imaging::mr::MrSequence;
+    // (file, contrast a radiologist reads from its TR/TE/sequence): pydicom's MR_small is a
+    // spin echo TR 4000 / TE 240, MR2 a spin echo TR 350 / TE 27, the Siemens file a 3-D
+    // spoiled gradient echo TR 5.5 / TE 2.8 / flip 10 ("fl3d").
+    for (f, want) in [
+        ("MR_small.dcm", MrSequence::T2),
+        ("MR2_UNCR.dcm", MrSequence::T1),
+        ("MR-SIEMENS-DICOM-WithOverlays.dcm", MrSequence::T1),
+    ] {
+        let r = read_mr_study(&[data(f)], &ReadOptions::default())
+            .unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert_eq!(r.sequences.len(), 1, "{f}");
+        assert_eq!(
+            r.sequences[0].sequence, want,
+            "{f}: {}",
+            r.sequences[0].rule
+        );
+        assert!(!r.sequences[0].rule.contains("description"), "{f}");
+        assert_eq!(r.missing.len(), 4);
+    }
+    // A CT is not an MR study.
+    let e = read_mr_study(&[data("CT_small.dcm")], &ReadOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("modality CT"), "{e}");
+}

@@ -35,7 +35,12 @@ pub struct SynthArgs {
     /// `stage_2_train.csv`, read back with `--dataset rsna`).
     #[arg(long, default_value = "cohort", value_parser = ["cohort", "rsna"])]
     pub layout: String,
-    /// Write a PNG montage (negative + one study per subtype, window 40/80) to this path.
+    /// Modalities: `ct`, `mr` (T1, T2, FLAIR, T2*-GRE, SWI of the same patients) or `both`
+    /// (overrides the config's `modality`).
+    #[arg(long)]
+    pub modality: Option<synth::CohortModality>,
+    /// Write a PNG montage to this path: CT (negative + one study per subtype, window 40/80),
+    /// or with `--modality mr` every sequence × bleed type and blood age.
     #[arg(long)]
     pub montage: Option<PathBuf>,
     /// Print the ICH-score calibration table over N bleeding patients (no images rendered).
@@ -56,6 +61,9 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(n) = args.slices {
         cfg.n_slices = if n == 0 { None } else { Some(n) };
+    }
+    if let Some(m) = args.modality {
+        cfg.modality = m;
     }
     cfg.validate()
         .map_err(|m| anyhow::anyhow!("invalid synthetic config: {m}"))?;
@@ -105,8 +113,12 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(p) = &args.montage {
         did = true;
-        synth::montage::write_montage(&cfg, seed, p, true)
-            .with_context(|| format!("writing montage {}", p.display()))?;
+        if cfg.modality == synth::CohortModality::Mr {
+            synth::montage::write_mr_montage(&cfg, seed, p)
+        } else {
+            synth::montage::write_montage(&cfg, seed, p, true)
+        }
+        .with_context(|| format!("writing montage {}", p.display()))?;
         eprintln!("montage written to {}", p.display());
     }
     if let Some(out) = &args.out {
@@ -115,6 +127,9 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
         if args.layout == "rsna" && !matches!(args.format, OutputFormat::Dicom | OutputFormat::Both)
         {
             bail!("--layout rsna needs DICOM images (--format dicom or both)");
+        }
+        if args.layout == "rsna" && !cfg.modality.has_ct() {
+            bail!("--layout rsna is a CT layout: it needs --modality ct or both");
         }
         let m = synth::write_cohort(&cfg, out, args.studies, seed, args.format)?;
         if args.layout == "rsna" {

@@ -10,7 +10,7 @@ use hn_engine::checkpoint::{
 };
 use hn_engine::metrics::ReferralPolicy;
 use hn_engine::sample::default_preprocess;
-use hn_imaging::dicom_write::{CtSeriesMeta, uid_from_hash, write_ct_series};
+use hn_imaging::dicom_write::{SeriesMeta, uid_from_hash, write_ct_series};
 use hn_model::HemorrhageNetConfig;
 use hn_model::burn::prelude::Device;
 
@@ -77,7 +77,7 @@ pub fn write_dicom(dir: &Path, idx: usize) {
         ..Default::default()
     };
     let st = generate_study(&cfg, 5, idx);
-    let meta = CtSeriesMeta {
+    let meta = SeriesMeta {
         patient_id: SENTINEL_ID.into(),
         patient_name: SENTINEL_NAME.into(),
         study_instance_uid: uid_from_hash(10 + idx as u128),

@@ -47,6 +47,47 @@ pub struct SynthConfig {
     pub beam_hardening: f64,
     /// Default cohort seed when none is given on the command line.
     pub seed: u64,
+    /// Which modalities a written cohort holds (`synth --modality`).
+    #[serde(skip_serializing_if = "CohortModality::is_ct")]
+    pub modality: CohortModality,
+    /// MR sequences, contrasts and scanner effects (`[mr]`).
+    #[serde(skip_serializing_if = "super::mr::MrConfig::is_default")]
+    pub mr: super::mr::MrConfig,
+}
+
+/// The imaging modalities of a synthetic cohort: every patient is imaged with CT, with MR,
+/// or with both (the same lesions and outcomes either way).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CohortModality {
+    #[default]
+    Ct,
+    Mr,
+    Both,
+}
+
+impl CohortModality {
+    pub fn is_ct(&self) -> bool {
+        *self == CohortModality::Ct
+    }
+    pub fn has_ct(self) -> bool {
+        matches!(self, CohortModality::Ct | CohortModality::Both)
+    }
+    pub fn has_mr(self) -> bool {
+        matches!(self, CohortModality::Mr | CohortModality::Both)
+    }
+}
+
+impl std::str::FromStr for CohortModality {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ct" => Ok(Self::Ct),
+            "mr" => Ok(Self::Mr),
+            "both" => Ok(Self::Both),
+            o => Err(format!("unknown modality {o:?} (ct|mr|both)")),
+        }
+    }
 }
 
 impl Default for SynthConfig {
@@ -69,6 +110,8 @@ impl Default for SynthConfig {
             p_missing_slice: 0.02,
             beam_hardening: 1.0,
             seed: 2026,
+            modality: CohortModality::Ct,
+            mr: super::mr::MrConfig::default(),
         }
     }
 }
@@ -155,7 +198,7 @@ impl SynthConfig {
                 self.beam_hardening
             ));
         }
-        Ok(())
+        self.mr.validate()
     }
 }
 

@@ -24,6 +24,7 @@ pub mod case;
 mod config;
 pub mod io;
 pub mod montage;
+pub mod mr;
 mod noise;
 pub mod phantom;
 pub mod render;
@@ -31,11 +32,12 @@ pub mod render;
 use std::path::PathBuf;
 
 pub use case::{ImageFacts, OracleProbabilities, sample_case};
-pub use config::{ShiftPreset, SynthConfig, shift_presets};
+pub use config::{CohortModality, ShiftPreset, SynthConfig, shift_presets};
 pub use io::{
     Cohort, CohortManifest, CohortStudy, OutputFormat, arrange_as_rsna, read_cohort, write_cohort,
     write_cohort_with_progress, write_manifest,
 };
+pub use mr::{BloodAge, MrConfig, MrSeries, SyntheticMrStudy, generate_mr_study};
 pub use phantom::{Acuity, Bone, IphSite};
 pub use render::ScanGeometry;
 

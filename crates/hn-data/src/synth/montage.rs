@@ -102,3 +102,120 @@ pub fn write_montage(
     w.write_image_data(&img).map_err(werr)?;
     Ok(())
 }
+
+/// Write the MR montage: one column per sequence (T1, T2, FLAIR, T2*-GRE, SWI), one row per
+/// bleed type (negative, EDH, SDH, SAH, IPH, IVH: acute blood) and then one row per blood age
+/// (an intraparenchymal bleed hyperacute, acute, early/late subacute, chronic), labelled.
+/// Each tile is the slice of that sequence nearest the lesion's largest cross-section, shown
+/// between its own 1st and 99.5th percentile (MR has no absolute scale).
+pub fn write_mr_montage(cfg: &SynthConfig, seed: u64, path: &Path) -> Result<(), SynthError> {
+    use super::mr::{BloodAge, blood_ages, generate_mr_study};
+    use hn_imaging::mr::MrSequence;
+    cfg.validate()
+        .map_err(|msg| SynthError::Config { path: None, msg })?;
+    let mut cfg = cfg.clone();
+    cfg.mr.p_missing_sequence = 0.0;
+    let ages = [
+        BloodAge::Hyperacute,
+        BloodAge::Acute,
+        BloodAge::EarlySubacute,
+        BloodAge::LateSubacute,
+        BloodAge::Chronic,
+    ];
+    // Rows: (label, subtype slot 0..=5, wanted IPH age).
+    let mut rows: Vec<(String, usize, Option<BloodAge>, Option<usize>)> = [
+        "no bleed",
+        "epidural",
+        "subdural",
+        "subarachnoid",
+        "intraparenchymal",
+        "intraventricular",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(s, n)| (format!("{n} (acute)"), s, None, None))
+    .collect();
+    rows[0].0 = "no bleed".into();
+    for a in ages {
+        rows.push((format!("IPH {a:?}"), 4, Some(a), None));
+    }
+    for i in 0..20000 {
+        if rows.iter().all(|r| r.3.is_some()) {
+            break;
+        }
+        let c = sample_case(&cfg, seed, i);
+        let n = c.planned_subtypes.iter().filter(|b| **b).count();
+        let age = blood_ages(&cfg.mr, &c, seed, i);
+        for r in rows.iter_mut().filter(|r| r.3.is_none()) {
+            let ok = if r.1 == 0 {
+                n == 0
+            } else {
+                let t = r.1 - 1;
+                let want = r.2.unwrap_or(BloodAge::Acute);
+                n == 1
+                    && c.planned_subtypes[t]
+                    && c.facts.total_ml > if t == 3 { 8.0 } else { 4.0 }
+                    && c.phantom.lesions.iter().zip(&age).all(|(_, a)| *a == want)
+            };
+            if ok {
+                r.3 = Some(i);
+                break;
+            }
+        }
+    }
+    let n = cfg.mr.size;
+    let label_w = 8 * 24;
+    let head_h = 14;
+    let (tw, th) = (label_w + 5 * n, head_h + rows.len() * n);
+    let mut img = hn_imaging::raster::RgbImage::black(tw, th);
+    for (c, q) in MrSequence::ALL.iter().enumerate() {
+        img.draw_text(label_w + c * n + 2, 3, q.name(), 1, [255, 255, 0]);
+    }
+    for (r, (label, slot, _, pick)) in rows.iter().enumerate() {
+        let y0 = head_h + r * n;
+        img.draw_text(2, y0 + n / 2 - 4, label, 1, [255, 255, 255]);
+        let Some(i) = pick else {
+            img.draw_text(label_w + 2, y0 + n / 2 - 4, "(none found)", 1, [255, 0, 0]);
+            continue;
+        };
+        let st = generate_mr_study(&cfg, seed, *i)?;
+        // World z of the largest cross-section on T2 (the reference), else the head centre.
+        let t2 = &st.series[MrSequence::T2.index()];
+        let plane = n * n;
+        let k_ref = (0..t2.volume.dims[2])
+            .max_by_key(|k| {
+                t2.mask[k * plane..(k + 1) * plane]
+                    .iter()
+                    .filter(|m| **m as usize == *slot && *slot > 0)
+                    .count()
+            })
+            .filter(|_| *slot > 0)
+            .unwrap_or(t2.volume.dims[2] * 3 / 5);
+        let z = t2.volume.world([0.0, 0.0, k_ref as f64])[2];
+        for (c, s) in st.series.iter().enumerate() {
+            let v = &s.volume;
+            let k =
+                (((z - v.origin[2]) / v.spacing[2]).round().max(0.0) as usize).min(v.dims[2] - 1);
+            let sl = v.slice(k);
+            let mut sorted: Vec<f32> = sl.to_vec();
+            sorted.sort_unstable_by(f32::total_cmp);
+            let q = |p: f64| sorted[((sorted.len() - 1) as f64 * p) as usize];
+            let (lo, hi) = (q(0.01), q(0.995).max(q(0.01) + 1.0));
+            for j in 0..n {
+                for x in 0..n {
+                    let g = (((sl[j * n + x] - lo) / (hi - lo)).clamp(0.0, 1.0) * 255.0) as u8;
+                    let idx = 3 * ((y0 + j) * tw + label_w + c * n + x);
+                    img.data[idx..idx + 3].copy_from_slice(&[g, g, g]);
+                }
+            }
+        }
+    }
+    let png = img.to_png().map_err(|msg| SynthError::Write {
+        path: path.to_path_buf(),
+        msg,
+    })?;
+    std::fs::write(path, png).map_err(|e| SynthError::Io {
+        path: path.to_path_buf(),
+        cause: e,
+    })
+}

@@ -144,6 +144,20 @@ pub(crate) enum Tissue {
     Calcification,
 }
 
+/// What [`Phantom::sample`] returns for one point.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PointSample {
+    pub(crate) tissue: Tissue,
+    /// CT value (HU), beam hardening included.
+    pub(crate) hu: f32,
+    /// 0 none, 1..=5 subtype index + 1.
+    pub(crate) label: u8,
+    /// Index into `Phantom::lesions` of the lesion at this point.
+    pub(crate) lesion: Option<usize>,
+    /// Perilesional edema weight 0..1 (brain outside a lesion only).
+    pub(crate) edema: f64,
+}
+
 /// A patient's phantom: anatomy plus lesions. `classify` is the whole image model.
 #[derive(Debug, Clone)]
 pub struct Phantom {
@@ -459,16 +473,30 @@ impl Phantom {
 
     /// Hounsfield value and lesion label (0 none, 1..=5 subtype index + 1) at head-frame p.
     pub fn classify(&self, p: [f64; 3]) -> (f32, u8) {
+        let s = self.sample(p);
+        (s.hu, s.label)
+    }
+
+    /// Everything known at head-frame p: the tissue, the lesion (if any), the edema weight
+    /// and the CT value. MR rendering maps the tissue and the lesion's blood age to signal.
+    pub(crate) fn sample(&self, p: [f64; 3]) -> PointSample {
         let (len, surf) = self.envelope(p);
         let d_out = len - surf;
         let (tissue, mut hu) = self.base(p, d_out);
         if matches!(tissue, Tissue::Air | Tissue::Scalp | Tissue::Bone) {
-            return (hu as f32, 0);
+            return PointSample {
+                tissue,
+                hu: hu as f32,
+                label: 0,
+                lesion: None,
+                edema: 0.0,
+            };
         }
+        let mut lesion = None;
         let inner = self.anatomy.gap - d_out; // depth below the inner table
         let mut label = 0u8;
         let mut edema = 0.0;
-        for les in &self.lesions {
+        for (li, les) in self.lesions.iter().enumerate() {
             let hit = match &les.shape {
                 Shape::Epidural {
                     center,
@@ -537,6 +565,7 @@ impl Phantom {
             };
             if hit && label == 0 {
                 label = les.subtype_index as u8 + 1;
+                lesion = Some(li);
                 let tex = f64::from(self.noise.eval([p[0] * 0.5, p[1] * 0.5 + 31.0, p[2] * 0.5]));
                 hu = match les.acuity {
                     Acuity::Acute => les.hu + 4.0 * tex,
@@ -563,7 +592,13 @@ impl Phantom {
             let ang = p[1].atan2(p[0]);
             hu += 0.35 * a.streak * fade * (ang * 23.0).sin() * (-(d * d) / 200.0).exp();
         }
-        (hu as f32, label)
+        PointSample {
+            tissue,
+            hu: hu as f32,
+            label,
+            lesion,
+            edema: if label == 0 { edema.min(1.0) } else { 0.0 },
+        }
     }
 
     /// Is the point inside any ventricle (used for the IVH facts)?

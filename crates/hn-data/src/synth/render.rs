@@ -226,7 +226,7 @@ pub(crate) fn render(
 }
 
 /// Separable [1 2 1]/4 blur in both in-plane directions (edges replicate).
-fn blur121(s: &mut [f32], n: usize) {
+pub(crate) fn blur121(s: &mut [f32], n: usize) {
     let mut tmp = vec![0f32; s.len()];
     for j in 0..n {
         let row = &s[j * n..(j + 1) * n];

@@ -6,9 +6,9 @@
 //! return Part-10 bytes (Explicit VR Little Endian). Every object they write is checked by
 //! dicom3tools' `dciodvfy`, dcmtk and pydicom in the tests.
 
-pub mod ct;
 pub mod derived;
 pub mod sc;
+pub mod series;
 pub mod sr;
 
 use std::path::PathBuf;
@@ -17,9 +17,11 @@ use dicom_dictionary_std::uids;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use sha2::{Digest, Sha256};
 
-pub use ct::{CtSeriesMeta, DEIDENTIFICATION_METHOD, write_ct_series};
 pub use derived::DerivedSeries;
 pub use sc::{OverlayImage, secondary_capture};
+pub use series::{
+    DEIDENTIFICATION_METHOD, MrSeriesInfo, SeriesMeta, write_ct_series, write_mr_series,
+};
 pub use sr::{Code, ContentItem, ContentValue, Relationship, SrDocument, structured_report};
 
 /// Errors of the DICOM writers.
