@@ -86,16 +86,25 @@ pub struct ImageEncoderConfig {
     pub in_channels: usize,
     /// Stem width followed by one stride-2 residual block per further entry.
     pub widths: Vec<usize>,
+    /// Channels of the MR stem (sequences × context slices); 0 = no MR stem.
+    #[config(default = 0)]
+    pub mr_in_channels: usize,
 }
 
-/// The shared 2-D CNN: a stride-2 stem then stride-2 residual stages. Every stage halves the
-/// map (`ceil`), so a slice of `H×W` becomes `ceil(H/2^L)×ceil(W/2^L)` cells with
-/// `L = widths.len()`.
+/// The 2-D CNN: a stride-2 stem per modality (CT windows; MR sequences) then stride-2
+/// residual stages shared by both. Every stage halves the map (`ceil`), so a slice of `H×W`
+/// becomes `ceil(H/2^L)×ceil(W/2^L)` cells with `L = widths.len()`.
+///
+/// Why a stem per modality: the first layer reads what the channels *mean* (a bone window, a
+/// FLAIR image); the same filters cannot serve both, while edges, textures and shapes deeper
+/// in are shared — so one trunk learns from CT and MR studies together.
 #[derive(Module, Debug)]
 pub struct ImageEncoder {
     stem: Conv2d,
     stem_norm: GroupNorm,
     blocks: Vec<ResBlock>,
+    mr_stem: Option<Conv2d>,
+    mr_stem_norm: Option<GroupNorm>,
 }
 
 impl ImageEncoderConfig {
@@ -106,11 +115,15 @@ impl ImageEncoderConfig {
             "widths needs at least the stem width"
         );
         let w0 = self.widths[0];
-        let stem = Conv2dConfig::new([self.in_channels, w0], [3, 3])
-            .with_stride([2, 2])
-            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-            .with_bias(false)
-            .init(device);
+        let stem_conv = |cin: usize| {
+            Conv2dConfig::new([cin, w0], [3, 3])
+                .with_stride([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_bias(false)
+                .init(device)
+        };
+        let stem = stem_conv(self.in_channels);
+        let mr = self.mr_in_channels > 0;
         let blocks = self
             .widths
             .windows(2)
@@ -120,6 +133,8 @@ impl ImageEncoderConfig {
             stem,
             stem_norm: GroupNormConfig::new(norm_groups(w0), w0).init(device),
             blocks,
+            mr_stem: mr.then(|| stem_conv(self.mr_in_channels)),
+            mr_stem_norm: mr.then(|| GroupNormConfig::new(norm_groups(w0), w0).init(device)),
         }
     }
 }
@@ -158,9 +173,32 @@ pub fn strided_pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 }
 
 impl ImageEncoder {
-    /// `[N, C_in, H, W]` (N = batch × slices) → `[N, D, h, w]` with `D = widths.last()`.
+    /// CT path: `[N, C_in, H, W]` (N = batch × slices) → `[N, D, h, w]`, `D = widths.last()`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut x = relu(self.stem_norm.forward(crate::conv::conv2d(&self.stem, x)));
+        self.trunk(self.stem(x, false))
+    }
+
+    /// Whether the encoder has an MR stem.
+    pub fn has_mr_stem(&self) -> bool {
+        self.mr_stem.is_some()
+    }
+
+    /// The stem of CT (`mr = false`) or MR: `[N, C, H, W]` → `[N, widths[0], H/2, W/2]`.
+    /// Panics when `mr` is asked of an encoder without an MR stem.
+    pub fn stem(&self, x: Tensor<4>, mr: bool) -> Tensor<4> {
+        let (conv, norm) = if mr {
+            (
+                self.mr_stem.as_ref().expect("encoder has an MR stem"),
+                self.mr_stem_norm.as_ref().expect("encoder has an MR stem"),
+            )
+        } else {
+            (&self.stem, &self.stem_norm)
+        };
+        relu(norm.forward(crate::conv::conv2d(conv, x)))
+    }
+
+    /// The shared residual stages after a stem.
+    pub fn trunk(&self, mut x: Tensor<4>) -> Tensor<4> {
         for block in &self.blocks {
             x = block.forward(x);
         }

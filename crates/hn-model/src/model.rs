@@ -6,6 +6,7 @@ use burn::module::Param;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer};
 use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, softmax};
+use burn::tensor::s;
 
 use crate::clinical::{ClinicalProcessor, ClinicalProcessorConfig};
 use crate::encoder::{ImageEncoder, ImageEncoderConfig};
@@ -67,6 +68,10 @@ pub struct HemorrhageNetConfig {
     /// Level 3 reads the level-1/2 decisions detached ([`HierarchicalHeadsConfig`]).
     #[config(default = true)]
     pub detach_decisions: bool,
+    /// MR channels per slice (one per sequence); 0 = a CT-only network without an MR stem
+    /// (MR studies, if any, then go through the CT stem as before MR existed).
+    #[config(default = 0)]
+    pub mr_channels: usize,
 }
 
 /// Model input for a batch of `B` studies.
@@ -258,6 +263,18 @@ impl HemorrhageNetConfig {
         self.channels * (2 * self.neighbour_slices + 1)
     }
 
+    /// Channels per slice of [`ModelInput::images`]: the larger of the CT and MR channel
+    /// counts (a CT study's extra channels are zero; an MR study uses the first
+    /// `mr_channels`).
+    pub fn input_channels(&self) -> usize {
+        self.channels.max(self.mr_channels)
+    }
+
+    /// Channels the MR stem sees per slice: `mr_channels·(2k+1)`.
+    pub fn mr_cnn_channels(&self) -> usize {
+        self.mr_channels * (2 * self.neighbour_slices + 1)
+    }
+
     /// Feature-map size `(h, w)` for a slice of `height × width`.
     pub fn feature_hw_for(&self, height: usize, width: usize) -> (usize, usize) {
         (0..self.widths.len()).fold((height, width), |(h, w), _| (halve(h), halve(w)))
@@ -302,7 +319,9 @@ impl HemorrhageNetConfig {
                     std: 0.02,
                 })
                 .init(device),
-            encoder: ImageEncoderConfig::new(self.cnn_channels(), self.widths.clone()).init(device),
+            encoder: ImageEncoderConfig::new(self.cnn_channels(), self.widths.clone())
+                .with_mr_in_channels(self.mr_cnn_channels())
+                .init(device),
             gat: (0..self.n_gat_layers)
                 .map(|_| {
                     GatLayerConfig::new(d, self.n_heads)
@@ -461,18 +480,43 @@ impl HemorrhageNet {
         } = batch;
         let [b, s, c, height, width] = images.dims();
         assert_eq!(
-            c, self.config.channels,
+            c,
+            self.config.input_channels(),
             "images have {c} channels, the model expects {}",
-            self.config.channels
+            self.config.input_channels()
         );
-
-        // Per-modality channel normalisation, then 2.5-D context channels.
-        let x = self.normalise_channels(images, modality.clone());
-        let x = self.with_context(x);
-        let cin = self.config.cnn_channels();
-
-        // Shared CNN over all slices: [B·S, C', H, W] → [B·S, D, h, w].
-        let fmap = self.encoder.forward(x.reshape([b * s, cin, height, width]));
+        // Each modality through its own stem, then the shared CNN: [B·S, D, h, w].
+        let stems = self.by_modality(&modality, |idx, mr| {
+            let x = match idx {
+                Some(i) => images.clone().select(0, i),
+                None => images.clone(),
+            };
+            let [bm, ..] = x.dims();
+            let own = if mr {
+                self.config.mr_channels
+            } else {
+                self.config.channels
+            };
+            let x = x.slice(s![.., .., 0..own]);
+            let x = if mr {
+                x
+            } else {
+                let m = Tensor::<1, Int>::from_data(
+                    TensorData::new(vec![MODALITY_CT; bm], [bm]),
+                    &x.device(),
+                );
+                self.normalise_channels(x, m)
+            };
+            let x = self.with_context(x);
+            let cin = x.dims()[2];
+            let y = self
+                .encoder
+                .stem(x.reshape([bm * s, cin, height, width]), mr);
+            let [_, w0, h2, w2] = y.dims();
+            y.reshape([bm, s * w0, h2, w2])
+        });
+        let [_, sw0, h2, w2] = stems.dims();
+        let fmap = self.encoder.trunk(stems.reshape([b * s, sw0 / s, h2, w2]));
         let [_, d, h, w] = fmap.dims();
         let n = s * h * w;
         // Nodes in RegionGraph order: n = (s·h + i)·w + j.
@@ -556,16 +600,82 @@ impl HemorrhageNet {
     /// channel normalisation as [`forward`](Self::forward). Used to pre-train the encoder on
     /// slices mixed across studies ([`SlicePretrainer`](crate::SlicePretrainer)).
     pub fn encode_slices(&self, x: Tensor<4>, modality: Tensor<1, Int>) -> Tensor<4> {
-        let [n, cin, height, width] = x.dims();
-        let c = self.config.channels;
+        let [_, cin, height, width] = x.dims();
+        let ci = self.config.input_channels();
+        let groups = 2 * self.config.neighbour_slices + 1;
         assert_eq!(
             cin,
-            self.config.cnn_channels(),
+            ci * groups,
             "slices have {cin} channels, the encoder expects {}",
-            self.config.cnn_channels()
+            ci * groups
         );
-        let x = self.normalise_channels(x.reshape([n, cin / c, c, height, width]), modality);
-        self.encoder.forward(x.reshape([n, cin, height, width]))
+        let stems = self.by_modality(&modality, |idx, mr| {
+            let x = match idx {
+                Some(i) => x.clone().select(0, i),
+                None => x.clone(),
+            };
+            let [nm, ..] = x.dims();
+            let own = if mr {
+                self.config.mr_channels
+            } else {
+                self.config.channels
+            };
+            let x = x
+                .reshape([nm, groups, ci, height, width])
+                .slice(s![.., .., 0..own]);
+            let x = if mr {
+                x
+            } else {
+                let m = Tensor::<1, Int>::from_data(
+                    TensorData::new(vec![MODALITY_CT; nm], [nm]),
+                    &x.device(),
+                );
+                self.normalise_channels(x, m)
+            };
+            self.encoder
+                .stem(x.reshape([nm, groups * own, height, width]), mr)
+        });
+        self.encoder.trunk(stems)
+    }
+
+    /// Run `f(indices, mr)` on the rows of each modality of a batch (`indices` `None` when
+    /// the batch has one modality: no gather), and put the results back in batch order.
+    /// `f` returns `[rows, …]` 4-D tensors of one shape per row. The modality indices are
+    /// read on the host (a few bytes): which stem runs is decided per row.
+    fn by_modality(
+        &self,
+        modality: &Tensor<1, Int>,
+        f: impl Fn(Option<Tensor<1, Int>>, bool) -> Tensor<4>,
+    ) -> Tensor<4> {
+        let has_mr = self.encoder.has_mr_stem();
+        let mods: Vec<i64> = modality
+            .clone()
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .expect("modality indices");
+        let is_mr: Vec<bool> = mods.iter().map(|m| has_mr && *m == MODALITY_MR).collect();
+        let n_mr = is_mr.iter().filter(|x| **x).count();
+        if n_mr == 0 || n_mr == is_mr.len() {
+            return f(None, n_mr > 0);
+        }
+        let device = modality.device();
+        let rows = |want: bool| -> Vec<i64> {
+            (0..is_mr.len() as i64)
+                .filter(|&i| is_mr[i as usize] == want)
+                .collect()
+        };
+        let (ct, mr) = (rows(false), rows(true));
+        let idx = |v: &[i64]| {
+            Tensor::<1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device)
+        };
+        let y = Tensor::cat(vec![f(Some(idx(&ct)), false), f(Some(idx(&mr)), true)], 0);
+        // Row r of the batch sits at position inverse[r] of the concatenation.
+        let mut inverse = vec![0i64; is_mr.len()];
+        for (pos, r) in ct.iter().chain(&mr).enumerate() {
+            inverse[*r as usize] = pos as i64;
+        }
+        y.select(0, idx(&inverse))
     }
 
     /// `x [B, G, C, H, W]` (G slices or context groups of C windowed channels) scaled and

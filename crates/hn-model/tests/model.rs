@@ -30,7 +30,7 @@ fn input(
     seed: u64,
     device: &Device,
 ) -> ModelInput {
-    let c = cfg.channels;
+    let c = cfg.input_channels();
     let f = cfg.n_clinical;
     let images = noise(seed, b * s * c * h * w)
         .into_iter()
@@ -635,5 +635,99 @@ fn facts_loss_is_zero_at_the_target_and_masked_when_unknown() {
         (facts_term(&out) - 0.125).abs() < 1e-5,
         "{}",
         facts_term(&out)
+    );
+}
+
+/// One network for CT and MR: each study goes through its modality's stem, a mixed batch gives
+/// every study the output it gets alone (rows put back in order), and the MR stem learns only
+/// from MR studies.
+#[test]
+fn mixed_ct_and_mr_batches_route_each_study_through_its_own_stem() {
+    let device = Device::flex();
+    device.seed(5);
+    let cfg = HemorrhageNetConfig::tiny().with_mr_channels(5);
+    assert_eq!(cfg.input_channels(), 5);
+    let net = cfg.init(&device);
+    let ct_only = HemorrhageNetConfig::tiny().init(&device);
+    // The MR stem is the only addition: a 3x3 conv of 5 -> 8 channels and its norm.
+    assert_eq!(net.param_count() - ct_only.param_count(), 5 * 8 * 9 + 2 * 8);
+    let (b, s, h, w) = (4, 3, 16, 16);
+    let batch = input(&cfg, b, s, h, w, 11, &device); // modality 0, 1, 0, 1
+    let together = net.forward(batch.clone());
+    let per_image = b * s * cfg.input_channels() * h * w / b;
+    let imgs = batch
+        .images
+        .clone()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let clin = batch
+        .clinical
+        .clone()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let pres = batch
+        .clinical_present
+        .clone()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let f = cfg.n_clinical;
+    let any = host(together.any_logit.clone());
+    for r in 0..b {
+        let one = ModelInput::from_host(
+            imgs[r * per_image..(r + 1) * per_image].to_vec(),
+            [1, s, cfg.input_channels(), h, w],
+            clin[r * f..(r + 1) * f].to_vec(),
+            pres[r * f..(r + 1) * f].to_vec(),
+            vec![(r % 2) as i64],
+            &device,
+        );
+        let alone = host(net.forward(one).any_logit);
+        assert!(
+            (alone[0] - any[r]).abs() < 1e-4,
+            "row {r}: {} vs {}",
+            alone[0],
+            any[r]
+        );
+    }
+    // The same images read as CT give another answer: the stems differ.
+    let mut as_ct = batch.clone();
+    as_ct.modality = Tensor::from_data(TensorData::new(vec![0i64; b], [b]), &device);
+    let ct_any = host(net.forward(as_ct).any_logit);
+    assert!((ct_any[1] - any[1]).abs() > 1e-5);
+
+    // Gradients: a CT-only batch leaves the MR stem untouched.
+    let ad = Device::flex().autodiff();
+    ad.seed(5);
+    let net = cfg.init(&ad);
+    let mut ct_batch = input(&cfg, 2, s, h, w, 3, &ad);
+    ct_batch.modality = Tensor::from_data(TensorData::new(vec![0i64; 2], [2]), &ad);
+    let grads = net.forward(ct_batch).any_logit.sum().backward();
+    struct StemGrads<'a> {
+        grads: &'a Gradients,
+        with: usize,
+        shapes: Vec<Vec<usize>>,
+    }
+    impl ModuleVisitor for StemGrads<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            if p.val().grad(self.grads).is_some() {
+                self.with += 1;
+            } else {
+                self.shapes.push(p.val().dims().to_vec());
+            }
+        }
+    }
+    let mut v = StemGrads {
+        grads: &grads,
+        with: 0,
+        shapes: Vec::new(),
+    };
+    net.visit(&mut v);
+    assert!(
+        v.shapes.iter().any(|d| d == &vec![8, 5, 3, 3]),
+        "MR stem weight must get no gradient from CT studies: {:?}",
+        v.shapes
     );
 }
