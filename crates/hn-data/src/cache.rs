@@ -319,6 +319,7 @@ mod tests {
             dtype,
             pipeline_version: "test-1".into(),
             antialias: false,
+            mr_sequences: Vec::new(),
         }
     }
 

@@ -81,9 +81,25 @@ pub struct PreprocessConfig {
     /// their cache keys and model cards stay valid.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub antialias: bool,
+    /// MR input channels, one per sequence in this order ([`preprocess_mr`]); empty for a
+    /// CT-only model (not written then, so CT cache keys and cards are unchanged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mr_sequences: Vec<hn_imaging::mr::MrSequence>,
 }
 
+/// The value of an MR channel whose sequence the study lacks: a constant no present sequence
+/// takes (normalised intensities are ≥ 0), so the network sees "absent", not a dark image,
+/// and nothing is imputed.
+pub const MISSING_CHANNEL: f32 = -1.0;
+
 impl PreprocessConfig {
+    /// Channels per slice of every study this config produces: the larger of the CT window
+    /// count and the MR sequence count (a CT study's extra channels are 0, an MR study's
+    /// extra channels [`MISSING_CHANNEL`]).
+    pub fn channels(&self) -> usize {
+        self.windows.len().max(self.mr_sequences.len())
+    }
+
     /// First 16 hex digits of SHA-256 over the canonical JSON of the config.
     pub fn hash(&self) -> String {
         let json = serde_json::to_vec(self).expect("config serialises");
@@ -153,16 +169,72 @@ pub fn preprocess(
         .enumerate()
         .map(|(i, (c, w))| Window::new(&format!("w{i}"), *c, *w))
         .collect();
-    let data = window_channels(&vol, &windows);
+    let mut data = window_channels(&vol, &windows);
     let [nx, ny, nz] = vol.dims;
+    // Channels beyond the windows (a model that also reads MR): 0, air in every window.
+    data.resize(cfg.channels() * nx * ny * nz, 0.0);
     Ok(CachedStudy {
-        shape: [windows.len(), nz, ny, nx],
+        shape: [cfg.channels(), nz, ny, nx],
         data,
         labels,
         slice_labels: slice_labels
             .filter(|s| s.len() == nz_in)
             .map(|s| resample_slice_labels(&s, nz)),
         spacing_mm: vol.spacing,
+    })
+}
+
+/// Preprocess an MR study already on one grid ([`hn_imaging::mr::MrStack`]: every sequence
+/// normalised and resampled onto the reference sequence's grid) with `cfg`: each channel of
+/// `cfg.mr_sequences` resampled to `cfg.shape` (area-averaged where it shrinks when
+/// `cfg.antialias`), a missing sequence the constant [`MISSING_CHANNEL`]. Slice labels (one per
+/// slice of the reference grid) follow by coverage as for CT.
+pub fn preprocess_mr(
+    stack: &hn_imaging::mr::MrStack,
+    labels: Option<StudyLabels>,
+    slice_labels: Option<Vec<StudyLabels>>,
+    cfg: &PreprocessConfig,
+) -> Result<CachedStudy, hn_imaging::transforms::TransformError> {
+    use hn_imaging::transforms::{Interp, Resample, SliceTarget, Transform, TransformError};
+    let terr = |reason: String| TransformError {
+        step: "preprocess_mr".into(),
+        reason,
+    };
+    if cfg.mr_sequences.is_empty() {
+        return Err(terr("this preprocessing has no MR channels (a CT-only model)".into()));
+    }
+    let Some([s, h, w]) = cfg.shape else {
+        return Err(terr("MR preprocessing needs a fixed grid shape".into()));
+    };
+    let nz_in = stack.grid.dims[2];
+    let resample = Resample {
+        in_plane: Some((w, h)),
+        slices: SliceTarget::Count(s),
+        interp: if cfg.antialias {
+            Interp::Area
+        } else {
+            Interp::Linear
+        },
+    };
+    let plane = s * h * w;
+    let mut data = vec![MISSING_CHANNEL; cfg.channels() * plane];
+    let mut spacing = None;
+    for (c, q) in cfg.mr_sequences.iter().enumerate() {
+        if let Some(ch) = stack.channels.iter().find(|ch| ch.sequence == *q) {
+            let v = resample.apply(ch.volume.clone())?;
+            data[c * plane..(c + 1) * plane].copy_from_slice(&v.data);
+            spacing.get_or_insert(v.spacing);
+        }
+    }
+    let spacing_mm = spacing.ok_or_else(|| terr("the study has none of the model's sequences".into()))?;
+    Ok(CachedStudy {
+        shape: [cfg.channels(), s, h, w],
+        data,
+        labels,
+        slice_labels: slice_labels
+            .filter(|l| l.len() == nz_in)
+            .map(|l| resample_slice_labels(&l, s)),
+        spacing_mm,
     })
 }
 

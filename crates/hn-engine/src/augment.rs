@@ -5,7 +5,9 @@
 //! through each window (a `d` HU shift moves channel `c` by `d / width_c`), and slice dropout
 //! (a slice replaced by its neighbour, labels following the copy). Written here rather than
 //! taken from a crate because it must act on this exact multi-window tensor layout with the
-//! labels in step; the image crates work on single 2-D images.
+//! labels in step; the image crates work on single 2-D images. MR studies get the geometric
+//! transforms and slice dropout but no HU offset (pass no windows), and a constant channel — a
+//! missing sequence — is left untouched.
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -131,6 +133,12 @@ pub fn augment(
             let src = &images[(src_slice[k] * c + ch) * plane..][..plane];
             let dst = &mut out[(k * c + ch) * plane..][..plane];
             let shift = windows.get(ch).map(|(_, wd)| hu / wd).unwrap_or(0.0);
+            // A constant plane (an MR sequence the study lacks: the missing-channel value)
+            // stays as it is: moving it would invent a field-of-view edge.
+            if src.iter().all(|v| *v == src[0]) {
+                dst.copy_from_slice(src);
+                continue;
+            }
             if geometric {
                 // Outside the field of view is air: 0 in every window.
                 for (p, &(y0, x0, fy, fx, inside)) in map.iter().enumerate() {

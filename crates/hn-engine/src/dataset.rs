@@ -40,6 +40,8 @@ pub struct Dataset {
     pub synthetic: bool,
     pub samples: Vec<StudySample>,
     pub splits: Vec<Split>,
+    /// The preprocessing every sample went through (what a model trained on them reads).
+    pub preprocess: PreprocessConfig,
     /// Studies that could not be decoded: (key, cause). Patient data never appears here.
     pub failed: Vec<(String, String)>,
 }
@@ -176,23 +178,42 @@ pub fn synthetic(
     synth
         .validate()
         .map_err(|m| DatasetError::Invalid(format!("synthetic generator config: {m}")))?;
-    let mut samples = Vec::with_capacity(n);
+    let m = synth.modality;
+    if m.has_mr() && pre.mr_sequences.is_empty() {
+        return Err(DatasetError::Invalid(
+            "the synthetic cohort has MR studies but the preprocessing has no MR channels".into(),
+        ));
+    }
+    let mut samples = Vec::with_capacity(n * (usize::from(m.has_ct()) + usize::from(m.has_mr())));
     const CHUNK: usize = 64;
     let mut start = 0;
     while start < n {
         let end = (start + CHUNK).min(n);
-        let studies = hn_data::synth::generate_studies(synth, seed, start..end)?;
-        for st in &studies {
-            samples.push(StudySample::from_synthetic(st, pre)?);
+        if m.has_ct() {
+            let studies = hn_data::synth::generate_studies(synth, seed, start..end)?;
+            for st in &studies {
+                samples.push(StudySample::from_synthetic(st, pre)?);
+            }
+        }
+        if m.has_mr() {
+            for st in &hn_data::synth::generate_mr_studies(synth, seed, start..end)? {
+                samples.push(StudySample::from_synthetic_mr(st, pre)?);
+            }
         }
         start = end;
         progress(start, n);
     }
+    let modality = match m {
+        hn_data::synth::CohortModality::Ct => "",
+        hn_data::synth::CohortModality::Mr => ", MR",
+        hn_data::synth::CohortModality::Both => ", CT and MR of each",
+    };
     let mut ds = Dataset {
-        name: format!("synthetic (hn-synth, seed {seed}, {n} studies)"),
+        name: format!("synthetic (hn-synth, seed {seed}, {n} studies{modality})"),
         synthetic: true,
         samples,
         splits: Vec::new(),
+        preprocess: pre.clone(),
         failed: Vec::new(),
     };
     ds.split_samples(split)?;
@@ -268,6 +289,7 @@ pub fn from_index(
         synthetic: false,
         samples,
         splits: Vec::new(),
+        preprocess: pre.clone(),
         failed,
     };
     ds.split_samples(split)?;

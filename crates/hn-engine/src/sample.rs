@@ -7,10 +7,10 @@
 //! true hematoma facts) for the Bayes limit and the ICH-score baseline.
 
 use hn_data::cache::{CachedStudy, PreprocessConfig};
-use hn_data::synth::SyntheticStudy;
+use hn_data::synth::{SyntheticMrStudy, SyntheticStudy};
 use hn_data::{ClinicalRecord, Outcomes, StudyLabels};
 use hn_model::burn::prelude::Device;
-use hn_model::{HematomaFacts, MODALITY_CT, ModelInput, TargetRow};
+use hn_model::{HematomaFacts, MODALITY_CT, MODALITY_MR, ModelInput, TargetRow};
 use serde::{Deserialize, Serialize};
 
 /// The default CT windows `(center, width)` in HU: brain, subdural, bone. One channel each.
@@ -26,6 +26,25 @@ pub fn default_preprocess(slices: usize, size: usize) -> PreprocessConfig {
         // -2: cache entries of -1 dropped the slice labels of resampled studies.
         pipeline_version: "hn-engine-2".into(),
         antialias: true,
+        mr_sequences: Vec::new(),
+    }
+}
+
+/// The preprocessing of a model that reads MR as well as CT: [`default_preprocess`] plus one
+/// channel per MR sequence ([`MrSequence::ALL`](hn_imaging::mr::MrSequence::ALL)).
+pub fn mixed_preprocess(slices: usize, size: usize) -> PreprocessConfig {
+    PreprocessConfig {
+        mr_sequences: hn_imaging::mr::MrSequence::ALL.to_vec(),
+        ..default_preprocess(slices, size)
+    }
+}
+
+/// [`mixed_preprocess`] when the data hold MR studies, else [`default_preprocess`].
+pub fn preprocess_for(slices: usize, size: usize, mr: bool) -> PreprocessConfig {
+    if mr {
+        mixed_preprocess(slices, size)
+    } else {
+        default_preprocess(slices, size)
     }
 }
 
@@ -47,6 +66,41 @@ pub struct SyntheticTruth {
     pub infratentorial: bool,
     /// The ICH score computed from the true facts and the *true* clinical GCS and age.
     pub ich_score: u8,
+}
+
+impl SyntheticTruth {
+    /// The generator's truth of one patient (the same for its CT and MR studies).
+    pub fn of(
+        oracle: &hn_data::synth::OracleProbabilities,
+        facts: &hn_data::synth::ImageFacts,
+        clinical_truth: &ClinicalRecord,
+        bleed: bool,
+    ) -> Self {
+        let t = clinical_truth;
+        SyntheticTruth {
+            p_mortality_30d: oracle.p_mortality_30d,
+            p_poor_outcome_90d: oracle.p_poor_outcome_90d,
+            total_ml: facts.total_ml,
+            parenchymal_ml: facts.parenchymal_ml,
+            ivh: facts.ivh,
+            ivh_ml: facts.volume_ml[hn_data::Subtype::Intraventricular as usize],
+            infratentorial: facts.infratentorial,
+            ich_score: if bleed {
+                hn_data::ich::ich_score(
+                    t.gcs.unwrap_or(15),
+                    f64::from(t.age.unwrap_or(65.0)),
+                    &hn_data::ich::IchImageFacts {
+                        volume_ml: facts.parenchymal_ml,
+                        ivh: facts.ivh,
+                        infratentorial: facts.infratentorial,
+                    },
+                )
+                .expect("synthetic truth: GCS in 3..=15, age and volume >= 0")
+            } else {
+                0
+            },
+        }
+    }
 }
 
 /// One preprocessed study.
@@ -117,31 +171,55 @@ impl StudySample {
             cfg,
         )?;
         let mut s = Self::from_cached(&study.id, &study.id, cached, study.clinical, study.outcomes);
-        let t = &study.clinical_truth;
-        s.truth = Some(SyntheticTruth {
-            p_mortality_30d: study.oracle.p_mortality_30d,
-            p_poor_outcome_90d: study.oracle.p_poor_outcome_90d,
-            total_ml: study.facts.total_ml,
-            parenchymal_ml: study.facts.parenchymal_ml,
-            ivh: study.facts.ivh,
-            ivh_ml: study.facts.volume_ml[hn_data::Subtype::Intraventricular as usize],
-            infratentorial: study.facts.infratentorial,
-            ich_score: if study.labels.any {
-                hn_data::ich::ich_score(
-                    t.gcs.unwrap_or(15),
-                    f64::from(t.age.unwrap_or(65.0)),
-                    &hn_data::ich::IchImageFacts {
-                        volume_ml: study.facts.parenchymal_ml,
-                        ivh: study.facts.ivh,
-                        infratentorial: study.facts.infratentorial,
-                    },
-                )
-                .expect("synthetic truth: GCS in 3..=15, age and volume >= 0")
-            } else {
-                0
-            },
-        });
+        s.truth = Some(SyntheticTruth::of(
+            &study.oracle,
+            &study.facts,
+            &study.clinical_truth,
+            study.labels.any,
+        ));
         Ok(s)
+    }
+
+    /// From a generated synthetic MR study: its sequences brought onto one grid as a DICOM MR
+    /// study is ([`hn_imaging::dicom::MrStudyRead::on_one_grid`]), then preprocessed with `cfg`
+    /// ([`hn_data::preprocess::preprocess_mr`]). Key `<id>-MR`, patient key `<id>` (the CT twin
+    /// of the same patient falls in the same split).
+    pub fn from_synthetic_mr(
+        study: &SyntheticMrStudy,
+        cfg: &PreprocessConfig,
+    ) -> Result<Self, hn_imaging::transforms::TransformError> {
+        let stack = study.as_read().on_one_grid()?;
+        let cached = hn_data::preprocess::preprocess_mr(
+            &stack,
+            Some(study.labels),
+            study.slice_labels(stack.reference),
+            cfg,
+        )?;
+        let mut s = Self::from_cached(
+            &format!("{}-MR", study.id),
+            &study.id,
+            cached,
+            study.clinical,
+            study.outcomes,
+        );
+        s.modality = MODALITY_MR;
+        s.truth = Some(SyntheticTruth::of(
+            &study.oracle,
+            &study.facts,
+            &study.clinical_truth,
+            study.labels.any,
+        ));
+        Ok(s)
+    }
+
+    /// The HU windows of this sample's channels, for augmentation that acts through them:
+    /// `windows` for CT, none for MR (its channels are not HU).
+    pub fn hu_windows<'a>(&self, windows: &'a [(f32, f32)]) -> &'a [(f32, f32)] {
+        if self.modality == MODALITY_MR {
+            &[]
+        } else {
+            windows
+        }
     }
 
     /// Training targets of this sample.

@@ -534,8 +534,8 @@ impl Transform for ThresholdMask {
 }
 
 /// Resample `vol` onto `grid` through world coordinates: each target voxel is the mean of
-/// trilinear samples spread over its own extent (as many per axis as the target voxel is
-/// wider than the source's finest spacing, at most 6), so a thin-slice series brought onto a
+/// trilinear samples spread over its own extent (along each target axis as many as source
+/// voxels its edge spans, at most 4), so a thin-slice series brought onto a
 /// thick-slice grid keeps every slice's contribution instead of the two nearest. Target
 /// voxels outside the source's field of view get `fill`. Returns the volume and the fraction
 /// of target voxels the source covered.
@@ -573,9 +573,24 @@ pub fn resample_onto(
         modality: vol.modality.clone(),
         provenance: Default::default(),
     };
-    let finest = vol.spacing.iter().copied().fold(f64::INFINITY, f64::min);
-    let subs: [usize; 3] =
-        std::array::from_fn(|a| ((grid.spacing[a] / finest).ceil() as usize).clamp(1, 6));
+    // Target index → source index is one affine map: source⁻¹ ∘ target, computed once.
+    let t0 = probe.index_of(target.world([0.0; 3])).expect("checked non-singular");
+    let col = |a: usize| {
+        let mut e = [0.0; 3];
+        e[a] = 1.0;
+        let p = probe.index_of(target.world(e)).expect("checked non-singular");
+        [p[0] - t0[0], p[1] - t0[1], p[2] - t0[2]]
+    };
+    let cols = [col(0), col(1), col(2)];
+    let to_src = |t: [f64; 3]| -> [f64; 3] {
+        std::array::from_fn(|r| t0[r] + cols[0][r] * t[0] + cols[1][r] * t[1] + cols[2][r] * t[2])
+    };
+    // Sub-samples along a target axis: how many source voxels one target voxel spans there
+    // (the length of its edge in source voxels), at most 4.
+    let subs: [usize; 3] = std::array::from_fn(|a| {
+        let span = (cols[a][0].powi(2) + cols[a][1].powi(2) + cols[a][2].powi(2)).sqrt();
+        (span.ceil() as usize).clamp(1, 4)
+    });
     let offsets = |a: usize| -> Vec<f64> {
         (0..subs[a])
             .map(|m| (m as f64 + 0.5) / subs[a] as f64 - 0.5)
@@ -616,8 +631,7 @@ pub fn resample_onto(
                     for dz in &oz {
                         for dy in &oy {
                             for dx in &ox {
-                                let w = target.world([i as f64 + dx, j as f64 + dy, k as f64 + dz]);
-                                let p = probe.index_of(w).expect("checked non-singular");
+                                let p = to_src([i as f64 + dx, j as f64 + dy, k as f64 + dz]);
                                 if let Some(v) = sample(p) {
                                     acc += v;
                                     hits += 1;

@@ -39,6 +39,11 @@ pub struct DemoArgs {
     /// and the held-out prediction run on the first.
     #[arg(long, default_value = "cpu")]
     pub devices: String,
+    /// Imaging of the synthetic patients: `ct` (the default, inside its time budget), `mr`
+    /// (T1, T2, FLAIR, T2*-GRE, SWI) or `both` (a CT and an MR study of every patient, one
+    /// model for both).
+    #[arg(long)]
+    pub modality: Option<hn_data::synth::CohortModality>,
 }
 
 /// The demo's training config: sized to finish in ≤ 15 min on 2 CPU cores — 14 epochs of
@@ -91,6 +96,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if let Some(e) = args.epochs {
         cfg.epochs = e;
     }
+    if let Some(m) = args.modality {
+        cfg.synth.get_or_insert_with(Default::default).modality = m;
+    }
     std::fs::create_dir_all(&args.out)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
     eprintln!(
@@ -109,7 +117,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         synth_seed: args.synth_seed,
         cache: None,
     };
-    let pre = hn_engine::sample::default_preprocess(cfg.net.slices, cfg.net.size);
+    let mr = cfg.synth.as_ref().is_some_and(|s| s.modality.has_mr());
+    let pre = hn_engine::sample::preprocess_for(cfg.net.slices, cfg.net.size, mr);
     let data = load(&data_args, &pre, &cfg.split, cfg.synth.as_ref())?;
     let d = data.digest();
     eprintln!(

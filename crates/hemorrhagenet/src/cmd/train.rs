@@ -49,7 +49,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     }
     cfg.validate()
         .map_err(|m| anyhow::anyhow!("invalid training config: {m}"))?;
-    let pre = hn_engine::sample::default_preprocess(cfg.net.slices, cfg.net.size);
+    let mr = cfg.synth.as_ref().is_some_and(|s| s.modality.has_mr());
+    let pre = hn_engine::sample::preprocess_for(cfg.net.slices, cfg.net.size, mr);
     let data = load(&args.data, &pre, &cfg.split, cfg.synth.as_ref())?;
     let summary = run_training(&cfg, &data, &args.out, args.resume, &devices)?;
     let st = &summary.state;

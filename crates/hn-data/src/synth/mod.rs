@@ -37,7 +37,9 @@ pub use io::{
     Cohort, CohortManifest, CohortStudy, OutputFormat, arrange_as_rsna, read_cohort, write_cohort,
     write_cohort_with_progress, write_manifest,
 };
-pub use mr::{BloodAge, MrConfig, MrSeries, SyntheticMrStudy, generate_mr_study};
+pub use mr::{
+    BloodAge, MrConfig, MrSeries, SyntheticMrStudy, generate_mr_studies, generate_mr_study,
+};
 pub use phantom::{Acuity, Bone, IphSite};
 pub use render::ScanGeometry;
 
@@ -190,22 +192,7 @@ pub fn try_generate_study(
     }
     let id = study_id(index);
     volume.provenance.sources.push(format!("synthetic:{id}"));
-    let plane = geometry.size * geometry.size;
-    let slice_labels: Vec<StudyLabels> = mask
-        .chunks(plane)
-        .map(|s| {
-            let mut sub = [false; 5];
-            for &m in s {
-                if m > 0 {
-                    sub[m as usize - 1] = true;
-                }
-            }
-            StudyLabels {
-                any: sub.iter().any(|b| *b),
-                subtypes: sub,
-            }
-        })
-        .collect();
+    let slice_labels = labels_per_slice(&mask, geometry.size * geometry.size);
     let mut sub = [false; 5];
     for sl in &slice_labels {
         for t in 0..5 {
@@ -233,6 +220,25 @@ pub fn try_generate_study(
         pose: case.pose,
         head_scale: case.phantom.anatomy.scale,
     })
+}
+
+/// The labels of each slice of a mask (0 none, 1..=5 subtype index + 1) of `plane` voxels
+/// per slice.
+pub(crate) fn labels_per_slice(mask: &[u8], plane: usize) -> Vec<StudyLabels> {
+    mask.chunks(plane)
+        .map(|s| {
+            let mut sub = [false; 5];
+            for &m in s {
+                if m > 0 {
+                    sub[m as usize - 1] = true;
+                }
+            }
+            StudyLabels {
+                any: sub.iter().any(|b| *b),
+                subtypes: sub,
+            }
+        })
+        .collect()
 }
 
 /// One row of the ICH-score calibration table.

@@ -231,6 +231,37 @@ pub struct SyntheticMrStudy {
     pub ich_score: u8,
 }
 
+impl SyntheticMrStudy {
+    /// The study as the DICOM reader gives an MR study ([`hn_imaging::dicom::read_mr_study`]),
+    /// without writing files: the same volumes and geometry, so the engine brings it onto one
+    /// grid by the same path as a scanner's study.
+    pub fn as_read(&self) -> hn_imaging::dicom::MrStudyRead {
+        hn_imaging::dicom::MrStudyRead {
+            sequences: self
+                .series
+                .iter()
+                .map(|s| hn_imaging::dicom::MrSequenceRead {
+                    sequence: s.sequence,
+                    volume: s.volume.clone(),
+                    series_uid: String::new(),
+                    rule: "synthetic series of this sequence".into(),
+                })
+                .collect(),
+            missing: self.missing.clone(),
+            series: Vec::new(),
+            skipped: Vec::new(),
+            source: None,
+        }
+    }
+
+    /// Per-slice labels of sequence `q`'s grid (from its mask); `None` when it is missing.
+    pub fn slice_labels(&self, q: MrSequence) -> Option<Vec<StudyLabels>> {
+        let s = self.series.iter().find(|s| s.sequence == q)?;
+        let plane = s.volume.dims[0] * s.volume.dims[1];
+        Some(super::labels_per_slice(&s.mask, plane))
+    }
+}
+
 /// The MR age of each lesion of the case (stream 5000).
 pub(crate) fn blood_ages(cfg: &MrConfig, case: &Case, seed: u64, index: usize) -> Vec<BloodAge> {
     let mut rng = rng_for(seed, index, 5000);
@@ -405,7 +436,7 @@ fn render_sequence(
     let ext = ph.extent();
     let r = super::render::rotation(g.pose.angles);
     let off = g.pose.offset;
-    let z_sub = ((g.thickness_mm / 1.5).ceil() as usize).clamp(1, 4);
+    let z_sub = ((g.thickness_mm / 2.0).ceil() as usize).clamp(1, 3);
     let subs: Vec<f64> = (0..z_sub)
         .map(|m| ((m as f64 + 0.5) / z_sub as f64 - 0.5) * g.thickness_mm)
         .collect();
@@ -591,6 +622,19 @@ pub fn generate_mr_study(
         facts: case.facts,
         ich_score: case.ich_score,
     })
+}
+
+/// Generate MR studies `indices` of cohort `seed` in parallel (rayon), in index order; the
+/// same bytes as [`generate_mr_study`] one by one.
+pub fn generate_mr_studies(
+    cfg: &SynthConfig,
+    seed: u64,
+    indices: std::ops::Range<usize>,
+) -> Result<Vec<SyntheticMrStudy>, SynthError> {
+    indices
+        .into_par_iter()
+        .map(|i| generate_mr_study(cfg, seed, i))
+        .collect()
 }
 
 #[cfg(test)]

@@ -416,14 +416,19 @@ pub fn train_on(
             cfg.net.slices, cfg.net.size
         )));
     }
-    let windows = crate::sample::default_preprocess(shape[0], shape[2]).windows;
+    let pre = &data.preprocess;
+    let windows = pre.windows.clone();
     std::fs::create_dir_all(out_dir)
         .map_err(io_err(out_dir))
         .map_err(TrainError::from)?;
     let digest = data.digest();
     let envelope =
         crate::envelope::TrainingEnvelope::of(train_idx.iter().map(|&i| &data.samples[i]));
-    let model_cfg = cfg.net.model_config(shape[1]);
+    let model_cfg = cfg
+        .net
+        .model_config(pre.windows.len())
+        .with_mr_channels(pre.mr_sequences.len());
+    debug_assert_eq!(model_cfg.input_channels(), shape[1]);
     let device = main_device.clone().autodiff();
     device.seed(cfg.seed);
     let loss_cfg = MultiTaskLossConfig::new().with_pos_weight_any(cfg.pos_weight_any);
@@ -569,7 +574,7 @@ pub fn train_on(
             state.best_score = val.score;
             state.best_epoch = epoch + 1;
             state.epochs_since_best = 0;
-            let mut card = epoch_card(cfg, &digest, shape, epoch + 1, &val);
+            let mut card = epoch_card(cfg, &digest, pre, epoch + 1, &val);
             card.envelope = envelope.clone();
             checkpoint::save_model(&model_dir, &net, &card)?;
         } else {

@@ -91,7 +91,7 @@ pub(super) fn pretrain_encoder(
                 x.extend(augment(
                     &stack,
                     [ctx, c, h, w],
-                    windows,
+                    smp.hu_windows(windows),
                     None,
                     &aug,
                     &mut rng,

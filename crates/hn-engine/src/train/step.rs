@@ -43,7 +43,7 @@ pub(super) fn train_step(
         imgs.push(augment(
             &s.images,
             s.shape,
-            ctx.windows,
+            s.hu_windows(ctx.windows),
             sl.as_mut(),
             &cfg.augment,
             &mut rng,
@@ -102,7 +102,7 @@ pub(super) fn train_step(
 pub(super) fn epoch_card(
     cfg: &TrainConfig,
     digest: &crate::checkpoint::DatasetDigest,
-    shape: [usize; 4],
+    preprocess: &hn_data::cache::PreprocessConfig,
     epoch: usize,
     val: &ValMetrics,
 ) -> ModelCard {
@@ -110,7 +110,7 @@ pub(super) fn epoch_card(
         card_version: checkpoint::CARD_VERSION,
         code_version: checkpoint::code_version(),
         created_unix: checkpoint::now_unix(),
-        preprocess: crate::sample::default_preprocess(shape[0], shape[2]),
+        preprocess: preprocess.clone(),
         train_config: serde_json::to_value(cfg).expect("config serialises"),
         dataset: digest.clone(),
         epoch,
