@@ -81,6 +81,7 @@ fn save_model_with(dir: &Path, tta: TestTimeAugmentation) {
         }),
         intended_use: INTENDED_USE.into(),
         envelope: None,
+        mr_envelope: None,
     };
     save_model(dir, &net, &card).unwrap();
 }

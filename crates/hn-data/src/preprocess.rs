@@ -201,7 +201,9 @@ pub fn preprocess_mr(
         reason,
     };
     if cfg.mr_sequences.is_empty() {
-        return Err(terr("this preprocessing has no MR channels (a CT-only model)".into()));
+        return Err(terr(
+            "this preprocessing has no MR channels (a CT-only model)".into(),
+        ));
     }
     let Some([s, h, w]) = cfg.shape else {
         return Err(terr("MR preprocessing needs a fixed grid shape".into()));
@@ -226,7 +228,8 @@ pub fn preprocess_mr(
             spacing.get_or_insert(v.spacing);
         }
     }
-    let spacing_mm = spacing.ok_or_else(|| terr("the study has none of the model's sequences".into()))?;
+    let spacing_mm =
+        spacing.ok_or_else(|| terr("the study has none of the model's sequences".into()))?;
     Ok(CachedStudy {
         shape: [cfg.channels(), s, h, w],
         data,

@@ -80,6 +80,7 @@ fn main() {
         }),
         intended_use: INTENDED_USE.into(),
         envelope: None,
+        mr_envelope: None,
     };
     let synth = synth_config_for(s, size);
     let samples: Vec<StudySample> = (0..n)
@@ -93,6 +94,7 @@ fn main() {
         model_grid: [s, size, size],
         model_spacing_mm: smp.spacing_mm,
         windows: pre.windows.clone(),
+        mr: None,
         clinical_features_given: 0,
     };
     let items: Vec<(&StudySample, InputInfo)> = samples.iter().map(|x| (x, info(x))).collect();

@@ -237,6 +237,9 @@ pub struct ModelCard {
     /// (`null` in cards written before it was recorded: no gate beyond the head-CT checks).
     #[serde(default)]
     pub envelope: Option<crate::envelope::TrainingEnvelope>,
+    /// The MR studies' training envelope, for a model that also reads MR (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mr_envelope: Option<crate::envelope::TrainingEnvelope>,
 }
 
 /// Most MC-dropout passes a card may ask for (each is a decode of the whole study).

@@ -29,9 +29,11 @@ pub struct InputProfile {
     pub coverage_mm: f64,
     /// In-plane field of view: the larger of columns × x spacing and rows × y spacing (mm).
     pub fov_mm: f64,
-    /// Per HU window: mean of the windowed channel, in [0, 1].
+    /// Per channel (HU window; MR sequence): mean of the channel (CT in [0, 1]; MR
+    /// normalised to parenchyma ≈ 1, a missing sequence −1).
     pub window_mean: Vec<f64>,
-    /// Per HU window: fraction of voxels strictly inside the window (not clamped).
+    /// Per channel: fraction of voxels strictly between 0.001 and 0.999 (CT: inside the
+    /// window, not clamped; MR: darker than parenchyma).
     pub window_inside: Vec<f64>,
 }
 
@@ -88,7 +90,7 @@ impl Range {
 /// over the training split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainingEnvelope {
-    /// `"CT"` (the only modality the model reads today).
+    /// `"CT"` or `"MR"`.
     pub modality: String,
     /// Training studies the ranges are taken over.
     pub n_studies: usize,
@@ -145,9 +147,22 @@ impl InputGate {
 }
 
 impl TrainingEnvelope {
-    /// The envelope of `training` studies (`None` when there are none).
+    /// The envelope of the CT studies among `training` (`None` when there are none).
     pub fn of<'a>(training: impl IntoIterator<Item = &'a StudySample>) -> Option<Self> {
-        let profiles: Vec<InputProfile> = training.into_iter().map(InputProfile::of).collect();
+        Self::of_modality(training, hn_model::MODALITY_CT)
+    }
+
+    /// The envelope of `training` studies of one modality (`None` when there are none): a
+    /// CT study is checked against the CT studies' envelope, an MR study against the MR ones'.
+    pub fn of_modality<'a>(
+        training: impl IntoIterator<Item = &'a StudySample>,
+        modality: i64,
+    ) -> Option<Self> {
+        let profiles: Vec<InputProfile> = training
+            .into_iter()
+            .filter(|s| s.modality == modality)
+            .map(InputProfile::of)
+            .collect();
         let first = profiles.first()?;
         let per_window = |get: fn(&InputProfile) -> &Vec<f64>| -> Option<Vec<Range>> {
             (0..get(first).len())
@@ -155,7 +170,12 @@ impl TrainingEnvelope {
                 .collect()
         };
         Some(TrainingEnvelope {
-            modality: "CT".into(),
+            modality: if modality == hn_model::MODALITY_MR {
+                "MR"
+            } else {
+                "CT"
+            }
+            .into(),
             n_studies: profiles.len(),
             coverage_mm: Range::of(profiles.iter().map(|p| p.coverage_mm))?,
             fov_mm: Range::of(profiles.iter().map(|p| p.fov_mm))?,

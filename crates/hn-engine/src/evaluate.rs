@@ -77,6 +77,9 @@ pub struct EvalOptions {
     pub batch: usize,
     /// Test-time augmentation; `None` = the one the card's calibration was fitted under.
     pub tta: Option<TestTimeAugmentation>,
+    /// Only the studies of this modality ([`hn_model::MODALITY_CT`], [`hn_model::MODALITY_MR`]),
+    /// validation and test alike; `None`: every study.
+    pub modality: Option<i64>,
 }
 
 impl Default for EvalOptions {
@@ -89,6 +92,7 @@ impl Default for EvalOptions {
             n_overlays: 3,
             batch: 16,
             tta: None,
+            modality: None,
         }
     }
 }
@@ -171,16 +175,30 @@ pub fn evaluate(
     let net = &model.net;
     let external = opts.split == EvalSplit::All;
     // On external data nothing is fitted, so no validation studies are scored.
+    let of_modality = |idx: Vec<usize>| -> Vec<usize> {
+        match opts.modality {
+            Some(m) => idx
+                .into_iter()
+                .filter(|&i| data.samples[i].modality == m)
+                .collect(),
+            None => idx,
+        }
+    };
     let val_idx = if external {
         Vec::new()
     } else {
-        data.indices(Split::Validation)
+        of_modality(data.indices(Split::Validation))
     };
-    let test_idx = opts.split.indices(data);
+    let test_idx = of_modality(opts.split.indices(data));
     if test_idx.is_empty() {
         return Err(EvalError::Invalid(format!(
-            "the {} split is empty",
-            opts.split.name()
+            "the {} split is empty{}",
+            opts.split.name(),
+            if opts.modality.is_some() {
+                " for this modality"
+            } else {
+                ""
+            }
         )));
     }
     if external && model.card.calibration.is_none() {

@@ -40,6 +40,7 @@ fn card(calibration: Option<Calibration>) -> ModelCard {
         calibration,
         intended_use: INTENDED_USE.into(),
         envelope: None,
+        mr_envelope: None,
     }
 }
 

@@ -25,6 +25,7 @@ pub enum MrSequence {
     /// T2-weighted fluid-attenuated inversion recovery: CSF dark, subarachnoid blood bright.
     Flair,
     /// T2*-weighted gradient echo: deoxyhaemoglobin and haemosiderin dark, blooming.
+    #[serde(rename = "t2star_gre")]
     T2StarGre,
     /// Susceptibility-weighted imaging: the most sensitive to blood products.
     Swi,
@@ -575,6 +576,11 @@ mod tests {
     fn names_round_trip() {
         for q in MrSequence::ALL {
             assert_eq!(MrSequence::from_name(q.name()), Some(q));
+            // JSON says what file names and reports say.
+            assert_eq!(
+                serde_json::to_string(&q).unwrap(),
+                format!("\"{}\"", q.name())
+            );
             assert_eq!(MrSequence::ALL[q.index()], q);
         }
         assert_eq!(MrSequence::from_name("dwi"), None);

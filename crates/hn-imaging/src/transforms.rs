@@ -574,11 +574,15 @@ pub fn resample_onto(
         provenance: Default::default(),
     };
     // Target index → source index is one affine map: source⁻¹ ∘ target, computed once.
-    let t0 = probe.index_of(target.world([0.0; 3])).expect("checked non-singular");
+    let t0 = probe
+        .index_of(target.world([0.0; 3]))
+        .expect("checked non-singular");
     let col = |a: usize| {
         let mut e = [0.0; 3];
         e[a] = 1.0;
-        let p = probe.index_of(target.world(e)).expect("checked non-singular");
+        let p = probe
+            .index_of(target.world(e))
+            .expect("checked non-singular");
         [p[0] - t0[0], p[1] - t0[1], p[2] - t0[2]]
     };
     let cols = [col(0), col(1), col(2)];

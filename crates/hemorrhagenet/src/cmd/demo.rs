@@ -177,19 +177,39 @@ pub fn predict_heldout(
         .find(|&k| data.samples[k].labels.is_some_and(|l| l.any))
         .or_else(|| test.first().copied())
         .context("the demo cohort has no test study to predict")?;
-    // Dataset::synthetic keeps generation order: sample k is study k of the cohort.
+    // The sample's patient key is the generator's study id (`SYNTH-000123`): its index.
+    let index: usize = data.samples[k]
+        .patient_key
+        .strip_prefix("SYNTH-")
+        .and_then(|n| n.parse().ok())
+        .context("a demo sample's key is not a synthetic study id")?;
     let synth = cfg
         .synth
         .clone()
         .unwrap_or_else(|| hn_engine::dataset::synth_config_for(cfg.net.slices, cfg.net.size));
-    let study = hn_data::synth::generate_study(&synth, args.synth_seed, k);
-    let study_dir = args.out.join("heldout").join(&study.id);
-    hn_data::synth::io::write_study_images(
-        &study,
-        &study_dir,
-        args.synth_seed,
-        hn_data::synth::OutputFormat::Dicom,
-    )?;
+    let id = hn_data::synth::study_id(index);
+    let study_dir = args.out.join("heldout").join(&id);
+    // The held-out study as a scanner would send it: MR series per sequence, or a CT series.
+    let input_dir = if data.samples[k].modality == hn_model::MODALITY_MR {
+        let study = hn_data::synth::generate_mr_study(&synth, args.synth_seed, index)?;
+        hn_data::synth::io::write_mr_study_images(
+            &study,
+            &study_dir,
+            args.synth_seed,
+            hn_data::synth::OutputFormat::Dicom,
+            synth.mr.field_t,
+        )?;
+        study_dir.join("mr")
+    } else {
+        let study = hn_data::synth::generate_study(&synth, args.synth_seed, index);
+        hn_data::synth::io::write_study_images(
+            &study,
+            &study_dir,
+            args.synth_seed,
+            hn_data::synth::OutputFormat::Dicom,
+        )?;
+        study_dir.join("dicom")
+    };
     // The clinical record as recorded (missing values stay missing), for rerunning
     // `hemorrhagenet predict ... --clinical` on the same study.
     let clinical_path = study_dir.join("clinical.json");
@@ -201,15 +221,11 @@ pub fn predict_heldout(
     let predictor =
         hn_engine::infer::Predictor::new(model.net.clone(), model.card.clone(), model.device())
             .map_err(|e| anyhow::anyhow!("{}: card.json: {e}", model.dir.display()))?;
-    let res = predictor.predict_path(
-        &study.id,
-        &study_dir.join("dicom"),
-        data.samples[k].clinical,
-    )?;
+    let res = predictor.predict_path(&id, &input_dir, data.samples[k].clinical)?;
     let dir = args
         .out
         .join("prediction")
-        .join(hn_engine::infer::sanitize_key(&study.id));
+        .join(hn_engine::infer::sanitize_key(&id));
     // The demo study is DICOM: show the results a PACS would receive too.
     let dicom = predictor.dicom_results(&res)?;
     hn_engine::infer::write_study_dir(&res, &dir, Some(&dicom))?;

@@ -148,7 +148,89 @@ pub fn run_evaluation(
 ) -> anyhow::Result<Evaluation> {
     let ev = evaluate_only(model, data, split, bootstrap, seed)?;
     write_outputs(&ev, out)?;
+    write_per_modality(model, data, split, bootstrap, seed, out, &ev)?;
     Ok(ev)
+}
+
+/// On data with CT and MR studies: the same evaluation per modality (`OUT/ct/`, `OUT/mr/`)
+/// and one table beside the combined figures (`OUT/modalities.md`, printed). Nothing when the
+/// data hold one modality.
+fn write_per_modality(
+    model: &LoadedModel,
+    data: &Dataset,
+    split: EvalSplit,
+    bootstrap: usize,
+    seed: u64,
+    out: &Path,
+    all: &Evaluation,
+) -> anyhow::Result<()> {
+    use hn_model::{MODALITY_CT, MODALITY_MR};
+    let has = |m: i64| data.samples.iter().any(|s| s.modality == m);
+    if !(has(MODALITY_CT) && has(MODALITY_MR)) {
+        return Ok(());
+    }
+    let mut cols = vec![("all", all.report.clone())];
+    for (name, m) in [("ct", MODALITY_CT), ("mr", MODALITY_MR)] {
+        let opts = EvalOptions {
+            modality: Some(m),
+            ..options(split, bootstrap, seed)
+        };
+        eprintln!("evaluating the {} studies alone", name.to_uppercase());
+        let mut ev = evaluate(model, data, &opts)?;
+        ev.report.dataset.name = format!(
+            "{} — {} studies",
+            ev.report.dataset.name,
+            name.to_uppercase()
+        );
+        write_outputs(&ev, &out.join(name))?;
+        cols.push((name, ev.report));
+    }
+    let md = modality_table(&cols);
+    let path = out.join("modalities.md");
+    hn_engine::infer::output::write_file_atomic(&path, md.as_bytes())?;
+    println!("{md}");
+    Ok(())
+}
+
+/// Markdown: one row per detection label and prognosis outcome, one column per report (AUC
+/// with its bootstrap CI and n).
+pub fn modality_table(cols: &[(&str, hn_engine::report::MetricsReport)]) -> String {
+    let ci = |i: &Option<hn_engine::metrics::Interval>| {
+        i.as_ref()
+            .map(|i| format!("{:.3} [{:.3}, {:.3}]", i.estimate, i.lo, i.hi))
+            .unwrap_or_else(|| "–".into())
+    };
+    let mut md = String::from("| AUC |");
+    for (name, r) in cols {
+        md.push_str(&format!(
+            " {} (n = {}) |",
+            name.to_uppercase(),
+            r.dataset.n_studies
+        ));
+    }
+    md.push_str(&format!("\n|---|{}\n", "---|".repeat(cols.len())));
+    let first = &cols[0].1;
+    for (k, d) in first.detection.iter().enumerate() {
+        md.push_str(&format!("| {} |", d.label));
+        for (_, r) in cols {
+            md.push_str(&format!(
+                " {} |",
+                r.detection.get(k).map(|x| ci(&x.auc)).unwrap_or_default()
+            ));
+        }
+        md.push('\n');
+    }
+    for (k, p) in first.prognosis.iter().enumerate() {
+        md.push_str(&format!("| {} |", p.outcome));
+        for (_, r) in cols {
+            md.push_str(&format!(
+                " {} |",
+                r.prognosis.get(k).map(|x| ci(&x.auc)).unwrap_or_default()
+            ));
+        }
+        md.push('\n');
+    }
+    md
 }
 
 /// Evaluate without writing anything.

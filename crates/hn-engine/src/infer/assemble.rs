@@ -176,7 +176,11 @@ pub fn uncertainty_report(u: &StudyUncertainty, withheld: &[WithheldOutput]) -> 
 
 /// `sample` against `card`'s training envelope, when the card has one.
 pub fn input_gate(card: &ModelCard, sample: &StudySample) -> Option<crate::envelope::InputGate> {
-    let envelope = card.envelope.as_ref()?;
+    let envelope = if sample.modality == hn_model::MODALITY_MR {
+        card.mr_envelope.as_ref()?
+    } else {
+        card.envelope.as_ref()?
+    };
     Some(envelope.check(&crate::envelope::InputProfile::of(sample)))
 }
 

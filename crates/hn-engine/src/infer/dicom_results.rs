@@ -463,9 +463,12 @@ pub fn key_slice_pictures(
 ) -> Result<Vec<RgbImage>, InferError> {
     let [s, c, h, w] = sample.shape;
     let plane = h * w;
-    let ch = super::volume::channel_covering(&pred.input.windows, 20.0, 60.0)
-        .unwrap_or(0)
-        .min(c.saturating_sub(1));
+    // CT: the brain window; MR: the sequence the others were brought onto.
+    let ch = match &pred.input.mr {
+        Some(mr) => mr.reference.index(),
+        None => super::volume::channel_covering(&pred.input.windows, 20.0, 60.0).unwrap_or(0),
+    }
+    .min(c.saturating_sub(1));
     let f = hn_imaging::raster::display_factor(w, h, display);
     pred.key_slices
         .iter()

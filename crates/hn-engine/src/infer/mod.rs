@@ -308,6 +308,7 @@ pub fn describe_input(
         model_spacing_mm: sample.spacing_mm,
         windows: windows.to_vec(),
         clinical_features_given: sample.clinical.values().iter().flatten().count(),
+        mr: None,
     }
 }
 
@@ -352,7 +353,106 @@ impl Predictor {
             });
         }
         let read = hn_imaging::read_any(path, &hn_imaging::AnyReadOptions::default())?;
+        if read.volume.modality == Modality::Mr
+            && read.format() == InputFormat::Dicom
+            && self.reads_mr()
+        {
+            let mr = hn_imaging::dicom::read_mr_study(
+                &[path.to_path_buf()],
+                &hn_imaging::ReadOptions::default(),
+            )?;
+            return self.predict_mr(key, mr, clinical);
+        }
         self.predict_read(key, read, clinical)
+    }
+
+    /// Whether the model has an MR input (its card's preprocessing has MR channels).
+    pub fn reads_mr(&self) -> bool {
+        !self.card.preprocess.mr_sequences.is_empty()
+    }
+
+    /// Score an MR study read sequence by sequence ([`hn_imaging::dicom::read_mr_study`]):
+    /// every sequence onto one grid, normalised, the model's channels filled (a missing
+    /// sequence masked), checked against the MR training envelope, scored. The prediction's
+    /// `input.mr` says which series was read as which sequence, and what was missing.
+    pub fn predict_mr(
+        &self,
+        key: &str,
+        mr: hn_imaging::dicom::MrStudyRead,
+        clinical: ClinicalRecord,
+    ) -> Result<StudyResult, InferError> {
+        let unusable = |reason: String| InferError::Unusable {
+            study: key.to_string(),
+            reason,
+        };
+        if !self.reads_mr() {
+            return Err(unusable(
+                "this model reads CT only (its card has no MR channels); train on MR studies                  to score MR"
+                    .into(),
+            ));
+        }
+        let transform = |source| InferError::Transform {
+            study: key.to_string(),
+            source,
+        };
+        let stack = mr.on_one_grid().map_err(transform)?;
+        let cfg = &self.card.preprocess;
+        if !stack
+            .channels
+            .iter()
+            .any(|c| cfg.mr_sequences.contains(&c.sequence))
+        {
+            return Err(unusable(
+                "the study has none of the MR sequences the model reads".into(),
+            ));
+        }
+        let cached = hn_data::preprocess::preprocess_mr(&stack, None, None, cfg)
+            .map_err(transform)?
+            .quantized(cfg.dtype);
+        let mut sample = StudySample::from_cached(key, key, cached, clinical, Outcomes::default());
+        sample.modality = hn_model::MODALITY_MR;
+        if let Some(gate) = assemble::input_gate(&self.card, &sample)
+            && gate.verdict == crate::envelope::Verdict::Refused
+        {
+            return Err(unusable(format!(
+                "clearly outside the model's MR training envelope ({})",
+                gate.describe()
+            )));
+        }
+        let reference = mr
+            .sequences
+            .iter()
+            .find(|s| s.sequence == stack.reference)
+            .expect("the reference is a read sequence");
+        let mut volume = reference.volume.clone();
+        volume.provenance = hn_imaging::Provenance::default();
+        let mut info = describe_input(&volume, InputFormat::Dicom, &sample, &[]);
+        info.mr = Some(schema::MrInputInfo {
+            reference: stack.reference,
+            sequences: mr
+                .sequences
+                .iter()
+                .zip(&stack.channels)
+                .map(|(s, c)| schema::MrSequenceInfo {
+                    sequence: s.sequence,
+                    rule: s.rule.clone(),
+                    coverage: c.coverage,
+                })
+                .collect(),
+            missing: cfg
+                .mr_sequences
+                .iter()
+                .copied()
+                .filter(|q| !stack.channels.iter().any(|c| c.sequence == *q))
+                .collect(),
+        });
+        let prediction = self.predict(&sample, info);
+        Ok(StudyResult {
+            prediction,
+            sample,
+            volume,
+            source: mr.source,
+        })
     }
 
     /// Score a study as read ([`hn_imaging::StudyRead`]), keeping its DICOM identity for

@@ -98,6 +98,29 @@ pub struct InputInfo {
     /// HU windows `(center, width)`, one channel each.
     pub windows: Vec<(f32, f32)>,
     pub clinical_features_given: usize,
+    /// MR input: which series was read as which sequence and why, the grid they were brought
+    /// onto, and the sequences missing (their channels masked, not imputed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mr: Option<MrInputInfo>,
+}
+
+/// The MR part of [`InputInfo`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MrInputInfo {
+    /// The sequence whose grid the others were resampled onto.
+    pub reference: hn_imaging::mr::MrSequence,
+    /// Per sequence read: the rule that told it apart and the share of the common grid it
+    /// covers.
+    pub sequences: Vec<MrSequenceInfo>,
+    pub missing: Vec<hn_imaging::mr::MrSequence>,
+}
+
+/// One sequence of [`MrInputInfo`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MrSequenceInfo {
+    pub sequence: hn_imaging::mr::MrSequence,
+    pub rule: String,
+    pub coverage: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

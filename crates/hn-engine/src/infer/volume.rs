@@ -97,7 +97,13 @@ pub fn estimate_volume_ml_with(
     cfg: &VolumeEstimateConfig,
 ) -> f64 {
     let [s, c, h, w] = sample.shape;
-    if windows.len() != c || slice_any_probs.len() != s || sample.images.len() != s * c * h * w {
+    // HU-based: an MR study has no Hounsfield units to threshold. (A CT study of a model that
+    // also reads MR has more channels than windows; the windows are the first ones.)
+    if sample.modality == hn_model::MODALITY_MR
+        || windows.len() > c
+        || slice_any_probs.len() != s
+        || sample.images.len() != s * c * h * w
+    {
         return f64::NAN;
     }
     let Some(blood_ch) = channel_covering(windows, 40.0, 100.0) else {

@@ -424,6 +424,10 @@ pub fn train_on(
     let digest = data.digest();
     let envelope =
         crate::envelope::TrainingEnvelope::of(train_idx.iter().map(|&i| &data.samples[i]));
+    let mr_envelope = crate::envelope::TrainingEnvelope::of_modality(
+        train_idx.iter().map(|&i| &data.samples[i]),
+        hn_model::MODALITY_MR,
+    );
     let model_cfg = cfg
         .net
         .model_config(pre.windows.len())
@@ -576,6 +580,7 @@ pub fn train_on(
             state.epochs_since_best = 0;
             let mut card = epoch_card(cfg, &digest, pre, epoch + 1, &val);
             card.envelope = envelope.clone();
+            card.mr_envelope = mr_envelope.clone();
             checkpoint::save_model(&model_dir, &net, &card)?;
         } else {
             state.epochs_since_best += 1;

@@ -118,5 +118,6 @@ pub(super) fn epoch_card(
         calibration: None,
         intended_use: INTENDED_USE.into(),
         envelope: None,
+        mr_envelope: None,
     }
 }
