@@ -292,6 +292,14 @@ impl ModelCard {
                 net.channels
             ));
         }
+        if p.mr_sequences.len() != net.mr_channels {
+            return Err(format!(
+                "preprocess.mr_sequences has {} sequences but the network's MR stem reads {} \
+                 channels",
+                p.mr_sequences.len(),
+                net.mr_channels
+            ));
+        }
         if let Some(i) = p
             .windows
             .iter()

@@ -1,0 +1,199 @@
+//! MRI end to end on the built binary: a model trained on CT and MR studies of the same
+//! synthetic patients, evaluated per modality, scoring an MR DICOM study with a sequence
+//! missing, and a CT-only model refusing MR with the reason.
+
+use std::path::Path;
+use std::process::Command;
+
+const MIXED: &str = r#"
+seed = 5
+epochs = 1
+batch_size = 4
+patience = 0
+mc_passes = 2
+pretrain_epochs = 1
+pretrain_batch = 16
+[net]
+slices = 6
+size = 32
+widths = [8, 16]
+n_heads = 2
+d_attn = 8
+[synth]
+size = 48
+n_slices = 0
+modality = "both"
+[synth.mr]
+size = 40
+"#;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hemorrhagenet"))
+}
+
+fn run(c: &mut Command) -> String {
+    let o = c.output().unwrap();
+    let text = String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    text
+}
+
+fn json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .unwrap()
+}
+
+#[test]
+fn one_model_trains_on_ct_and_mr_evaluates_each_and_scores_an_mr_study() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("mixed.toml");
+    std::fs::write(&cfg, MIXED).unwrap();
+    let out = dir.path().join("run");
+    let log = run(bin()
+        .args(["train", "--studies", "24", "--synth-seed", "4", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out));
+    assert!(log.contains("pre-training epoch 1"), "{log}");
+    let model = out.join("model");
+    let card = json(&model.join("card.json"));
+    let seqs: Vec<&str> = card["preprocess"]["mr_sequences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(seqs, ["t1", "t2", "flair", "t2star_gre", "swi"]);
+    assert_eq!(card["envelope"]["modality"], "CT");
+    assert_eq!(card["mr_envelope"]["modality"], "MR");
+    let net = json(&model.join("model.config.json"));
+    assert_eq!(net["mr_channels"], 5);
+    assert_eq!(net["channels"], 3);
+
+    // Per-modality evaluation beside the combined one.
+    let ev = dir.path().join("eval");
+    let text = run(bin()
+        .args([
+            "evaluate",
+            "--studies",
+            "24",
+            "--synth-seed",
+            "4",
+            "--bootstrap",
+            "20",
+        ])
+        .arg("--model")
+        .arg(&model)
+        .arg("--out")
+        .arg(&ev));
+    let table = std::fs::read_to_string(ev.join("modalities.md")).unwrap();
+    assert!(
+        table.contains("| ALL (n = ")
+            && table.contains("| CT (n = ")
+            && table.contains("| MR (n = "),
+        "{table}"
+    );
+    assert!(text.contains("| any"), "{text}");
+    let all = json(&ev.join("metrics.json"));
+    let ct = json(&ev.join("ct/metrics.json"));
+    let mr = json(&ev.join("mr/metrics.json"));
+    let n = |m: &serde_json::Value| m["dataset"]["n_studies"].as_u64().unwrap();
+    assert_eq!(n(&all), n(&ct) + n(&mr));
+    assert!(n(&mr) > 0 && n(&ct) > 0);
+
+    // An MR study of a new patient with its SWI series missing: scored, the gap reported.
+    let cohort = dir.path().join("mr");
+    run(bin()
+        .args([
+            "synth",
+            "--modality",
+            "mr",
+            "--studies",
+            "2",
+            "--seed",
+            "77",
+            "--config",
+        ])
+        .arg(write_synth(dir.path()))
+        .arg("--out")
+        .arg(&cohort));
+    let study = cohort.join("studies/SYNTH-000000/mr");
+    let swi = study.join("swi");
+    if swi.exists() {
+        std::fs::remove_dir_all(&swi).unwrap();
+    }
+    let pred = dir.path().join("pred");
+    run(bin()
+        .args(["predict", "--quiet", "--key", "mr0", "--model"])
+        .arg(&model)
+        .arg(&study)
+        .arg("--out")
+        .arg(&pred));
+    let p = json(&pred.join("mr0/prediction.json"));
+    let input = &p["input"];
+    assert_eq!(input["modality"], "MR");
+    let missing: Vec<&str> = input["mr"]["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(missing.contains(&"swi"), "{input}");
+    let read: Vec<&str> = input["mr"]["sequences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sequence"].as_str().unwrap())
+        .collect();
+    assert!(!read.contains(&"swi") && !read.is_empty(), "{input}");
+    for s in input["mr"]["sequences"].as_array().unwrap() {
+        assert!(!s["rule"].as_str().unwrap().contains("description"), "{s}");
+    }
+    let any = p["probabilities"]["any"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&any));
+    assert!(
+        p["input_gate"]["verdict"].as_str().is_some(),
+        "{}",
+        p["input_gate"]
+    );
+
+    // A CT-only model says why it cannot read MR.
+    let ct_cfg = dir.path().join("ct.toml");
+    std::fs::write(
+        &ct_cfg,
+        MIXED
+            .replace("modality = \"both\"", "")
+            .replace("[synth.mr]\nsize = 40\n", "")
+            .replace("pretrain_epochs = 1", "pretrain_epochs = 0"),
+    )
+    .unwrap();
+    let ct_out = dir.path().join("ct-run");
+    run(bin()
+        .args(["train", "--studies", "16", "--synth-seed", "4", "--config"])
+        .arg(&ct_cfg)
+        .arg("--out")
+        .arg(&ct_out));
+    let o = bin()
+        .args(["predict", "--quiet", "--model"])
+        .arg(ct_out.join("model"))
+        .arg(&study)
+        .arg("--out")
+        .arg(dir.path().join("pred-ct"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("Hounsfield") || err.contains("CT only"),
+        "{err}"
+    );
+}
+
+/// The MR size of the training config, for a study the model can read at its resolution.
+fn write_synth(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("synth.toml");
+    std::fs::write(&p, "[mr]\nsize = 40\np_missing_sequence = 0.0\n").unwrap();
+    p
+}
