@@ -11,7 +11,12 @@ fuzz_target!(|data: &[u8]| {
     // at the target's edge) and is reported as a crash.
     static QUIET: std::sync::Once = std::sync::Once::new();
     QUIET.call_once(|| std::panic::set_hook(Box::new(|_| {})));
-    let _ = hn_serve::ingest::parse_part10("fuzz", data.to_vec(), 64 << 20);
+    let _ = hn_serve::ingest::parse_part10(
+        "fuzz",
+        data.to_vec(),
+        64 << 20,
+        &hn_serve::ingest::accepted_sop_classes(true),
+    );
     let _ = hn_imaging::dicom::read_series_from_memory(
         "fuzz",
         vec![hn_imaging::dicom::MemoryInstance {

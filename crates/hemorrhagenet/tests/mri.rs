@@ -159,6 +159,9 @@ fn one_model_trains_on_ct_and_mr_evaluates_each_and_scores_an_mr_study() {
         p["input_gate"]
     );
 
+    // The triage service on the same model takes the MR series by C-STORE and scores them.
+    serve_scores_an_mr_study(&model, &study, dir.path());
+
     // A CT-only model says why it cannot read MR.
     let ct_cfg = dir.path().join("ct.toml");
     std::fs::write(
@@ -196,4 +199,94 @@ fn write_synth(dir: &Path) -> std::path::PathBuf {
     let p = dir.join("synth.toml");
     std::fs::write(&p, "[mr]\nsize = 40\np_missing_sequence = 0.0\n").unwrap();
     p
+}
+
+/// `hemorrhagenet serve` with an MR-reading model: dcmtk's storescu sends an MR study's
+/// series (the SCP offers MR Image Storage for such a model), the study is scored as MR.
+fn serve_scores_an_mr_study(model: &Path, study: &Path, tmp: &Path) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let log = std::fs::File::create(tmp.join("serve.log")).unwrap();
+    let mut child = bin()
+        .args(["serve", "--model"])
+        .arg(model)
+        .arg("--data")
+        .arg(tmp.join("serve-data"))
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--dicom",
+            "127.0.0.1:0",
+            "--study-timeout",
+            "2",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).expect("serve started");
+    let http = v["http"].as_str().unwrap().to_string();
+    let port = v["dicom"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let o = Command::new("storescu")
+        .args(["-aec", "HNET", "+sd", "+r", "127.0.0.1", &port])
+        .arg(study)
+        .output()
+        .expect("storescu (dcmtk) is required");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success() && !err.contains("E:"), "storescu: {err}");
+    let first = std::fs::read_dir(study.join("t1"))
+        .or_else(|_| std::fs::read_dir(study.join("t2")))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let dump = Command::new("dcmdump")
+        .args(["+P", "0020,000d"])
+        .arg(&first)
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    let uid = dump
+        .split('[')
+        .nth(1)
+        .and_then(|r| r.split(']').next())
+        .expect("StudyInstanceUID")
+        .to_string();
+    let get = |path: &str| -> serde_json::Value {
+        let mut s = std::net::TcpStream::connect(&http).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut b = Vec::new();
+        s.read_to_end(&mut b).unwrap();
+        let text = String::from_utf8_lossy(&b);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+    };
+    let t = std::time::Instant::now();
+    let status = loop {
+        let v = get(&format!("/v1/studies/{uid}"));
+        if v["status"] == "done" || v["status"] == "failed" {
+            break v;
+        }
+        assert!(t.elapsed().as_secs() < 120, "not scored in 120 s: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status["status"], "done", "{status}");
+    let text = status.to_string();
+    assert!(text.contains("\"MR\""), "the result says MR: {text}");
 }

@@ -12,12 +12,25 @@ use dicom_object::InMemDicomObject;
 
 use crate::store::{Admission, JobStore, StoreError};
 
-/// SOP classes the model reads (CT, as the reader decodes them).
-pub const ACCEPTED_SOP_CLASSES: &[&str] = &[
+/// CT SOP classes (as the reader decodes them): every model reads CT.
+pub const CT_SOP_CLASSES: &[&str] = &[
     uids::CT_IMAGE_STORAGE,
     uids::ENHANCED_CT_IMAGE_STORAGE,
     uids::LEGACY_CONVERTED_ENHANCED_CT_IMAGE_STORAGE,
 ];
+
+/// MR SOP classes, admitted when the model reads MR (single-frame MR Image Storage: what the
+/// MR reader decodes per sequence).
+pub const MR_SOP_CLASSES: &[&str] = &[uids::MR_IMAGE_STORAGE];
+
+/// The SOP classes a node admits: CT, and MR when its model reads MR.
+pub fn accepted_sop_classes(reads_mr: bool) -> Vec<&'static str> {
+    let mut v = CT_SOP_CLASSES.to_vec();
+    if reads_mr {
+        v.extend_from_slice(MR_SOP_CLASSES);
+    }
+    v
+}
 
 /// Why a part was refused. `status` is the HTTP status; [`dimse_status`](Self::dimse_status)
 /// the C-STORE one.
@@ -26,8 +39,11 @@ pub enum IngestError {
     /// Not DICOM, broken, or missing a required attribute.
     #[error("{part}: {reason}")]
     Invalid { part: String, reason: String },
-    /// A DICOM object this node does not score (not a CT image).
-    #[error("{part}: SOP class {sop_class} is not a CT image this model reads")]
+    /// A DICOM object this node does not score (not a CT image, nor an MR image for a model
+    /// that reads MR).
+    #[error(
+        "{part}: SOP class {sop_class} is not an image this model reads (CT; MR only for a model trained on MR)"
+    )]
     Unsupported { part: String, sop_class: String },
     /// Over a size or count limit.
     #[error("{part}: {reason}")]
@@ -87,13 +103,14 @@ fn valid_uid(u: &str) -> bool {
 fn check_object(
     part: &str,
     obj: &InMemDicomObject,
+    accepted: &[&str],
 ) -> Result<(String, String, String), IngestError> {
     let invalid = |reason: &str| IngestError::Invalid {
         part: part.to_string(),
         reason: reason.to_string(),
     };
     let class = text(obj, tags::SOP_CLASS_UID).ok_or_else(|| invalid("no SOPClassUID"))?;
-    if !ACCEPTED_SOP_CLASSES.contains(&class.as_str()) {
+    if !accepted.contains(&class.as_str()) {
         return Err(IngestError::Unsupported {
             part: part.to_string(),
             sop_class: class,
@@ -114,8 +131,14 @@ fn check_object(
     Ok((study, class, sop))
 }
 
-/// Parse one instance from Part-10 (or bare data set) bytes.
-pub fn parse_part10(part: &str, bytes: Vec<u8>, max_bytes: usize) -> Result<Instance, IngestError> {
+/// Parse one instance from Part-10 (or bare data set) bytes; `accepted`: the SOP classes the
+/// node admits ([`accepted_sop_classes`]).
+pub fn parse_part10(
+    part: &str,
+    bytes: Vec<u8>,
+    max_bytes: usize,
+    accepted: &[&str],
+) -> Result<Instance, IngestError> {
     if bytes.len() > max_bytes {
         return Err(IngestError::TooLarge {
             part: part.to_string(),
@@ -128,7 +151,7 @@ pub fn parse_part10(part: &str, bytes: Vec<u8>, max_bytes: usize) -> Result<Inst
             reason: format!("not a readable DICOM instance ({})", e.kind()),
         }
     })?;
-    let (study, class, sop) = check_object(part, &obj)?;
+    let (study, class, sop) = check_object(part, &obj, accepted)?;
     let part10 = if bytes.len() > 132 && &bytes[128..132] == b"DICM" {
         bytes
     } else {
@@ -154,6 +177,7 @@ pub fn parse_dataset(
     dataset: &[u8],
     ts_uid: &str,
     max_bytes: usize,
+    accepted: &[&str],
 ) -> Result<Instance, IngestError> {
     use dicom_encoding::TransferSyntaxIndex;
     let invalid = |reason: String| IngestError::Invalid {
@@ -174,7 +198,7 @@ pub fn parse_dataset(
         .map_err(|e| invalid(format!("cannot parse the data set: {e}")))?;
     let obj = InMemDicomObject::read_dataset_with_ts(dataset, ts)
         .map_err(|e| invalid(format!("cannot parse the data set: {e}")))?;
-    let (study, class, sop) = check_object(part, &obj)?;
+    let (study, class, sop) = check_object(part, &obj, accepted)?;
     let meta = dicom_object::meta::FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(class.clone())
         .media_storage_sop_instance_uid(sop.clone())
@@ -233,6 +257,7 @@ pub fn admit(
 pub fn unzip(
     bytes: &[u8],
     limits: &crate::config::Limits,
+    accepted: &[&str],
 ) -> Result<(Vec<Instance>, usize), IngestError> {
     let invalid = |part: &str, reason: String| IngestError::Invalid {
         part: part.to_string(),
@@ -294,7 +319,7 @@ pub fn unzip(
                 reason: format!("decompresses to more than {} bytes", limits.max_study_bytes),
             });
         }
-        match parse_part10(&part, data, limits.max_instance_bytes) {
+        match parse_part10(&part, data, limits.max_instance_bytes, accepted) {
             Ok(inst) => out.push(inst),
             Err(IngestError::Invalid { .. } | IngestError::Unsupported { .. }) => skipped += 1,
             Err(e) => return Err(e),
@@ -362,7 +387,7 @@ mod tests {
             w.finish().unwrap();
         }
         let limits = crate::config::Limits::default();
-        let e = unzip(buf.get_ref(), &limits).err().unwrap();
+        let e = unzip(buf.get_ref(), &limits, CT_SOP_CLASSES).err().unwrap();
         assert_eq!(e.http_status(), 400);
         assert!(e.to_string().contains("unsafe path"), "{e}");
 
@@ -380,9 +405,27 @@ mod tests {
             max_instance_bytes: 1 << 20,
             ..Default::default()
         };
-        let e = unzip(buf.get_ref(), &small).err().unwrap();
+        let e = unzip(buf.get_ref(), &small, CT_SOP_CLASSES).err().unwrap();
         assert_eq!(e.http_status(), 413, "{e}");
-        assert!(unzip(b"PK\x03\x04garbage", &limits).is_err());
+        assert!(unzip(b"PK\x03\x04garbage", &limits, CT_SOP_CLASSES).is_err());
+    }
+
+    #[test]
+    fn mr_images_are_admitted_only_for_a_model_that_reads_mr() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../testdata/real-imaging/dicom/MR_small.dcm");
+        let bytes = std::fs::read(&path).unwrap();
+        let e = parse_part10("mr", bytes.clone(), 1 << 24, &accepted_sop_classes(false))
+            .err()
+            .unwrap();
+        assert_eq!(e.http_status(), 415);
+        assert_eq!(e.dimse_status(), 0x0122);
+        assert!(
+            e.to_string().contains("MR only for a model trained on MR"),
+            "{e}"
+        );
+        let ok = parse_part10("mr", bytes, 1 << 24, &accepted_sop_classes(true)).unwrap();
+        assert_eq!(ok.sop_class_uid, uids::MR_IMAGE_STORAGE);
     }
 
     #[test]

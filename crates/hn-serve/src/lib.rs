@@ -36,6 +36,8 @@ pub struct App {
     pub predictor: Predictor,
     pub metrics: metrics::Metrics,
     pub forward: Option<forward::ForwardTarget>,
+    /// The SOP classes admitted: CT, and MR when the model reads MR.
+    pub accepted_sop_classes: Vec<&'static str>,
     /// Accepted bearer tokens (empty: no authentication).
     pub tokens: Vec<String>,
     pub shutdown: AtomicBool,
@@ -151,9 +153,11 @@ pub fn run(cfg: ServeConfig, on_listening: impl FnOnce(&Listening)) -> anyhow::R
             .and_then(|l| l.local_addr().ok())
             .map(|a| a.to_string()),
     };
+    let accepted_sop_classes = ingest::accepted_sop_classes(predictor.reads_mr());
     let app = Arc::new(App {
         cfg,
         store,
+        accepted_sop_classes,
         predictor,
         metrics: metrics::Metrics::default(),
         forward,

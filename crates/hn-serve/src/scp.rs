@@ -18,7 +18,7 @@ use dicom_ul::{Pdu, ServerAssociationOptions};
 
 use crate::App;
 use crate::dimse;
-use crate::ingest::{ACCEPTED_SOP_CLASSES, admit, parse_dataset};
+use crate::ingest::{admit, parse_dataset};
 
 /// Who may associate: the allow-list of calling AE titles (empty = any), and nobody while
 /// the association limit is reached.
@@ -99,7 +99,7 @@ fn association(stream: TcpStream, app: &App, full: bool) {
         .read_timeout(Duration::from_secs(120))
         .write_timeout(Duration::from_secs(120))
         .with_abstract_syntax(dicom_dictionary_std::uids::VERIFICATION);
-    for class in ACCEPTED_SOP_CLASSES {
+    for class in &app.accepted_sop_classes {
         opts = opts.with_abstract_syntax(*class);
     }
     for ts in TransferSyntaxRegistry.iter() {
@@ -236,8 +236,14 @@ fn store(app: &App, data: &[u8], ts: &str, too_big: bool) -> u16 {
             reason: format!("larger than {} bytes", app.cfg.limits.max_instance_bytes),
         })
     } else {
-        parse_dataset(part, data, ts, app.cfg.limits.max_instance_bytes)
-            .and_then(|inst| admit(&app.store, &app.cfg, &inst, part).map(|_| inst))
+        parse_dataset(
+            part,
+            data,
+            ts,
+            app.cfg.limits.max_instance_bytes,
+            &app.accepted_sop_classes,
+        )
+        .and_then(|inst| admit(&app.store, &app.cfg, &inst, part).map(|_| inst))
     };
     match result {
         Ok(inst) => {

@@ -44,6 +44,20 @@ pub struct DemoArgs {
     /// model for both).
     #[arg(long)]
     pub modality: Option<hn_data::synth::CohortModality>,
+    /// MR protocol: the sequences acquired, comma-separated (default all five: t1, t2,
+    /// flair, t2star_gre, swi); e.g. `t1,t2,flair` ablates the susceptibility sequences.
+    #[arg(long, value_delimiter = ',', value_parser = parse_sequence)]
+    pub mr_sequences: Option<Vec<hn_imaging::mr::MrSequence>>,
+}
+
+fn parse_sequence(s: &str) -> Result<hn_imaging::mr::MrSequence, String> {
+    hn_imaging::mr::MrSequence::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = hn_imaging::mr::MrSequence::ALL
+            .iter()
+            .map(|q| q.name())
+            .collect();
+        format!("unknown MR sequence {s:?} ({})", names.join(", "))
+    })
 }
 
 /// The demo's training config: sized to finish in ≤ 15 min on 2 CPU cores — 14 epochs of
@@ -98,6 +112,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(m) = args.modality {
         cfg.synth.get_or_insert_with(Default::default).modality = m;
+    }
+    if let Some(q) = &args.mr_sequences {
+        cfg.synth.get_or_insert_with(Default::default).mr.sequences = q.clone();
     }
     std::fs::create_dir_all(&args.out)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;

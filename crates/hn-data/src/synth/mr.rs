@@ -95,6 +95,8 @@ fn blood_contrast(age: BloodAge) -> Contrast {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MrConfig {
+    /// The sequences the protocol acquires (an ablation drops some: e.g. no T2*-GRE or SWI).
+    pub sequences: Vec<MrSequence>,
     /// In-plane matrix of every sequence (each draws its own field of view).
     pub size: usize,
     /// Slab thickness of the 2-D sequences (T1, T2, FLAIR, T2*-GRE), mm.
@@ -122,6 +124,7 @@ pub struct MrConfig {
 impl Default for MrConfig {
     fn default() -> Self {
         MrConfig {
+            sequences: MrSequence::ALL.to_vec(),
             size: 128,
             thickness_mm: [4.0, 6.0],
             gap_mm: [0.0, 1.5],
@@ -144,6 +147,14 @@ impl MrConfig {
     }
 
     pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.sequences.is_empty() {
+            return Err("mr.sequences must name at least one sequence".into());
+        }
+        for (i, q) in self.sequences.iter().enumerate() {
+            if self.sequences[..i].contains(q) {
+                return Err(format!("mr.sequences names {q} twice"));
+            }
+        }
         if !(16..=1024).contains(&self.size) {
             return Err(format!("mr.size {} must be in 16..=1024", self.size));
         }
@@ -283,16 +294,28 @@ pub(crate) fn blood_ages(cfg: &MrConfig, case: &Case, seed: u64, index: usize) -
         .collect()
 }
 
-/// Which sequences a study has (stream 5001): each missing with `p_missing_sequence`, but
-/// never all of them.
+/// Which sequences a study has (stream 5001): those of the protocol (`mr.sequences`), each
+/// missing with `p_missing_sequence`, but never all of them. One draw per sequence of
+/// [`MrSequence::ALL`] whatever the protocol, so dropping a sequence from the protocol leaves
+/// the others' presence unchanged (an ablation changes one thing).
 fn acquired(cfg: &MrConfig, seed: u64, index: usize) -> Vec<MrSequence> {
     let mut rng = rng_for(seed, index, 5001);
+    let draws: Vec<bool> = MrSequence::ALL
+        .iter()
+        .map(|_| rng.random::<f64>() >= cfg.p_missing_sequence)
+        .collect();
     let mut have: Vec<MrSequence> = MrSequence::ALL
         .into_iter()
-        .filter(|_| rng.random::<f64>() >= cfg.p_missing_sequence)
+        .zip(draws)
+        .filter(|(q, kept)| *kept && cfg.sequences.contains(q))
+        .map(|(q, _)| q)
         .collect();
     if have.is_empty() {
-        have.push(MrSequence::ALL[rng.random_range(0..MrSequence::ALL.len())]);
+        let protocol: Vec<MrSequence> = MrSequence::ALL
+            .into_iter()
+            .filter(|q| cfg.sequences.contains(q))
+            .collect();
+        have.push(protocol[rng.random_range(0..protocol.len())]);
     }
     have
 }

@@ -312,6 +312,12 @@ pub fn describe_input(
     }
 }
 
+/// Whether the first instance of a study held in memory is an MR image (a study is one
+/// modality; a broken first instance is left to the reader's errors).
+fn first_is_mr(instances: &[hn_imaging::dicom::MemoryInstance]) -> bool {
+    instances.first().and_then(|i| i.modality()).as_deref() == Some("MR")
+}
+
 /// A study as bytes in memory, for [`Predictor::predict_bytes`].
 #[derive(Debug)]
 pub enum StudyBytes {
@@ -491,6 +497,14 @@ impl Predictor {
         clinical: ClinicalRecord,
     ) -> Result<StudyResult, InferError> {
         let read = match study {
+            StudyBytes::Dicom(instances) if self.reads_mr() && first_is_mr(&instances) => {
+                let mr = hn_imaging::dicom::read_mr_study_from_memory(
+                    key,
+                    instances,
+                    &hn_imaging::ReadOptions::default(),
+                )?;
+                return self.predict_mr(key, mr, clinical);
+            }
             StudyBytes::Dicom(instances) => hn_imaging::dicom::read_series_from_memory(
                 key,
                 instances,

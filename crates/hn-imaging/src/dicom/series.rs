@@ -192,6 +192,20 @@ pub struct MemoryInstance {
     pub data: MemoryData,
 }
 
+impl MemoryInstance {
+    /// The instance's Modality (0008,0060), when it parses and has one (a peek, for routing a
+    /// study before it is read; errors are left to the reader).
+    pub fn modality(&self) -> Option<String> {
+        let get = |o: &Obj| text(o, tags::MODALITY);
+        match &self.data {
+            MemoryData::Object(o) => get(o),
+            MemoryData::Bytes(b) => open_dicom_bytes(Path::new(&self.name), b)
+                .ok()
+                .and_then(|o| get(&o)),
+        }
+    }
+}
+
 /// An instance's encoded bytes (Part-10, or a bare data set) or a parsed object.
 #[derive(Debug)]
 pub enum MemoryData {
@@ -420,11 +434,37 @@ pub struct MrStudyRead {
 /// the thinnest, then the smallest UID) is decoded. A study with none of the sequences the
 /// model reads is an error that lists what each series was taken for.
 pub fn read_mr_study(paths: &[PathBuf], opts: &ReadOptions) -> Result<MrStudyRead, ImagingError> {
-    use crate::mr::MrSequence;
     let root = display_root(paths);
     let files = collect_files(paths)?;
-    let (series, skipped) =
-        group_instances(&root, files.into_iter().map(Instance::File).collect())?;
+    read_mr_instances(root, files.into_iter().map(Instance::File).collect(), opts)
+}
+
+/// [`read_mr_study`] of instances held in memory (a network receiver's), named by `study`.
+pub fn read_mr_study_from_memory(
+    study: &str,
+    instances: Vec<MemoryInstance>,
+    opts: &ReadOptions,
+) -> Result<MrStudyRead, ImagingError> {
+    if instances.is_empty() {
+        return Err(ImagingError::NoSeries {
+            path: PathBuf::from(study),
+            reason: "no instances".into(),
+        });
+    }
+    read_mr_instances(
+        PathBuf::from(study),
+        instances.into_iter().map(Instance::Memory).collect(),
+        opts,
+    )
+}
+
+fn read_mr_instances(
+    root: PathBuf,
+    instances: Vec<Instance>,
+    opts: &ReadOptions,
+) -> Result<MrStudyRead, ImagingError> {
+    use crate::mr::MrSequence;
+    let (series, skipped) = group_instances(&root, instances)?;
     let decision = |s: &Series| s.first().mr.as_ref().map(crate::mr::classify);
     let mut chosen: Vec<(MrSequence, usize, String)> = Vec::new();
     for q in MrSequence::ALL {

@@ -83,8 +83,13 @@ pub async fn store_instances(
         for (k, bytes) in parts.into_iter().enumerate() {
             let part = format!("part {}", k + 1);
             a.metrics.instances_received.inc();
-            let r = ingest::parse_part10(&part, bytes.to_vec(), a.cfg.limits.max_instance_bytes)
-                .and_then(|inst| ingest::admit(&a.store, &a.cfg, &inst, &part).map(|_| inst));
+            let r = ingest::parse_part10(
+                &part,
+                bytes.to_vec(),
+                a.cfg.limits.max_instance_bytes,
+                &a.accepted_sop_classes,
+            )
+            .and_then(|inst| ingest::admit(&a.store, &a.cfg, &inst, &part).map(|_| inst));
             match r {
                 Ok(inst) => {
                     stored.push(json!({

@@ -99,7 +99,8 @@ pub async fn create(
         let bytes = up.study;
         match ingest::sniff(&bytes) {
             Some(Upload::Zip) => {
-                let (insts, skipped) = ingest::unzip(&bytes, &a.cfg.limits)?;
+                let (insts, skipped) =
+                    ingest::unzip(&bytes, &a.cfg.limits, &a.accepted_sop_classes)?;
                 let mut studies: Vec<&str> = insts
                     .iter()
                     .map(|i| i.study_instance_uid.as_str())
@@ -141,6 +142,7 @@ pub async fn create(
                     "DICOM file",
                     bytes.to_vec(),
                     a.cfg.limits.max_instance_bytes,
+                    &a.accepted_sop_classes,
                 )?;
                 a.metrics.instances_received.inc();
                 ingest::admit(&a.store, &a.cfg, &inst, "DICOM file")?;
