@@ -110,6 +110,8 @@ fn one_model_trains_on_ct_and_mr_evaluates_each_and_scores_an_mr_study() {
             "synth",
             "--modality",
             "mr",
+            "--format",
+            "both",
             "--studies",
             "2",
             "--seed",
@@ -158,6 +160,29 @@ fn one_model_trains_on_ct_and_mr_evaluates_each_and_scores_an_mr_study() {
         "{}",
         p["input_gate"]
     );
+
+    // The same patient as NIfTI files named by sequence: the same sequences read, the same
+    // answer within the storage precision.
+    let nii = cohort.join("studies/SYNTH-000000");
+    run(bin()
+        .args(["predict", "--quiet", "--key", "mr0-nifti", "--model"])
+        .arg(&model)
+        .arg(&nii)
+        .arg("--out")
+        .arg(&pred));
+    let q = json(&pred.join("mr0-nifti/prediction.json"));
+    assert_eq!(q["input"]["format"], "nifti");
+    assert!(
+        q["input"]["mr"]["sequences"][0]["rule"]
+            .as_str()
+            .unwrap()
+            .contains("NIfTI")
+    );
+    let q_any = q["probabilities"]["any"].as_f64().unwrap();
+    let seqs_nifti = q["input"]["mr"]["sequences"].as_array().unwrap().len();
+    // The NIfTI folder still has the SWI file the DICOM folder lost.
+    assert_eq!(seqs_nifti, read.len() + 1, "{}", q["input"]);
+    assert!((0.0..=1.0).contains(&q_any));
 
     // The triage service on the same model takes the MR series by C-STORE and scores them.
     serve_scores_an_mr_study(&model, &study, dir.path());

@@ -490,6 +490,78 @@ impl crate::dicom::MrStudyRead {
     }
 }
 
+/// An MR study as NIfTI files in one folder, one per sequence, named by the sequence
+/// (`flair.nii.gz`, or `mr_flair.nii.gz` as `hemorrhagenet synth` writes them; `*_mask.*`
+/// files and other names are ignored): NIfTI carries no acquisition attributes, so the file
+/// name is the only way to know the contrast, and the rule says so. The geometry comes from
+/// each file's affine, so sequences on different grids are brought together as DICOM ones.
+pub fn read_nifti_folder(
+    dir: &std::path::Path,
+) -> Result<crate::dicom::MrStudyRead, crate::ImagingError> {
+    let io = |e: std::io::Error| crate::ImagingError::Io {
+        path: dir.to_path_buf(),
+        error: e,
+    };
+    let mut found: Vec<(MrSequence, std::path::PathBuf)> = Vec::new();
+    let mut entries: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| crate::nifti::is_nifti_path(p))
+        .collect();
+    entries.sort();
+    for p in entries {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let stem = name
+            .trim_end_matches(".gz")
+            .trim_end_matches(".nii")
+            .trim_start_matches("mr_")
+            .to_ascii_lowercase();
+        if let Some(q) = MrSequence::from_name(&stem) {
+            if found.iter().any(|f| f.0 == q) {
+                return Err(crate::ImagingError::NoSeries {
+                    path: dir.to_path_buf(),
+                    reason: format!("two NIfTI files for sequence {q}"),
+                });
+            }
+            found.push((q, p));
+        }
+    }
+    if found.is_empty() {
+        let names: Vec<&str> = MrSequence::ALL.iter().map(|q| q.name()).collect();
+        return Err(crate::ImagingError::NoSeries {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "no NIfTI file named by an MR sequence ({}; e.g. flair.nii.gz or mr_flair.nii.gz)",
+                names.join(", ")
+            ),
+        });
+    }
+    found.sort_by_key(|f| f.0);
+    let opts = crate::NiftiReadOptions {
+        modality: Some(crate::Modality::Mr),
+        ..Default::default()
+    };
+    let mut sequences = Vec::with_capacity(found.len());
+    for (q, p) in &found {
+        sequences.push(crate::dicom::MrSequenceRead {
+            sequence: *q,
+            volume: crate::nifti::read_volume(p, &opts)?,
+            series_uid: String::new(),
+            rule: format!("NIfTI file named {q} (NIfTI has no acquisition attributes)"),
+        });
+    }
+    Ok(crate::dicom::MrStudyRead {
+        missing: MrSequence::ALL
+            .into_iter()
+            .filter(|q| !found.iter().any(|f| f.0 == *q))
+            .collect(),
+        sequences,
+        series: Vec::new(),
+        skipped: Vec::new(),
+        source: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -312,6 +312,14 @@ pub fn describe_input(
     }
 }
 
+/// Whether a folder holds NIfTI files (at its top level).
+fn has_nifti(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|rd| {
+        rd.filter_map(|e| e.ok())
+            .any(|e| hn_imaging::nifti::is_nifti_path(&e.path()))
+    })
+}
+
 /// Whether the first instance of a study held in memory is an MR image (a study is one
 /// modality; a broken first instance is left to the reader's errors).
 fn first_is_mr(instances: &[hn_imaging::dicom::MemoryInstance]) -> bool {
@@ -357,6 +365,11 @@ impl Predictor {
                 path: path.to_path_buf(),
                 cause: std::io::Error::new(std::io::ErrorKind::NotFound, "study not found"),
             });
+        }
+        // A folder of NIfTI files named by MR sequence, for a model that reads MR.
+        if self.reads_mr() && path.is_dir() && has_nifti(path) {
+            let mr = hn_imaging::mr::read_nifti_folder(path)?;
+            return self.predict_mr(key, mr, clinical);
         }
         let read = hn_imaging::read_any(path, &hn_imaging::AnyReadOptions::default())?;
         if read.volume.modality == Modality::Mr
@@ -432,7 +445,13 @@ impl Predictor {
             .expect("the reference is a read sequence");
         let mut volume = reference.volume.clone();
         volume.provenance = hn_imaging::Provenance::default();
-        let mut info = describe_input(&volume, InputFormat::Dicom, &sample, &[]);
+        // DICOM input lists its series; a NIfTI folder has none.
+        let format = if mr.series.is_empty() {
+            InputFormat::Nifti
+        } else {
+            InputFormat::Dicom
+        };
+        let mut info = describe_input(&volume, format, &sample, &[]);
         info.mr = Some(schema::MrInputInfo {
             reference: stack.reference,
             sequences: mr
