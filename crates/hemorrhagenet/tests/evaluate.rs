@@ -82,6 +82,7 @@ fn save_model_with(dir: &Path, tta: TestTimeAugmentation) {
         intended_use: INTENDED_USE.into(),
         envelope: None,
         mr_envelope: None,
+        mr_calibration: None,
     };
     save_model(dir, &net, &card).unwrap();
 }

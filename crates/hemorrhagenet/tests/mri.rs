@@ -68,6 +68,18 @@ fn one_model_trains_on_ct_and_mr_evaluates_each_and_scores_an_mr_study() {
     assert_eq!(seqs, ["t1", "t2", "flair", "t2star_gre", "swi"]);
     assert_eq!(card["envelope"]["modality"], "CT");
     assert_eq!(card["mr_envelope"]["modality"], "MR");
+    // One calibration per modality: fitted on the CT and on the MR validation studies.
+    assert!(card["calibration"]["temperatures"]["any"].as_f64().unwrap() > 0.0);
+    assert!(
+        card["mr_calibration"]["temperatures"]["any"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert_ne!(
+        card["calibration"]["thresholds"],
+        card["mr_calibration"]["thresholds"]
+    );
     let net = json(&model.join("model.config.json"));
     assert_eq!(net["mr_channels"], 5);
     assert_eq!(net["channels"], 3);

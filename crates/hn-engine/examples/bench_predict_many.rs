@@ -81,6 +81,7 @@ fn main() {
         intended_use: INTENDED_USE.into(),
         envelope: None,
         mr_envelope: None,
+        mr_calibration: None,
     };
     let synth = synth_config_for(s, size);
     let samples: Vec<StudySample> = (0..n)

@@ -237,6 +237,10 @@ pub struct ModelCard {
     /// (`null` in cards written before it was recorded: no gate beyond the head-CT checks).
     #[serde(default)]
     pub envelope: Option<crate::envelope::TrainingEnvelope>,
+    /// The calibration of MR studies, for a model trained on CT and MR (`calibration` is then
+    /// the CT studies'); absent otherwise ([`ModelCard::calibration_for`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mr_calibration: Option<Calibration>,
     /// The MR studies' training envelope, for a model that also reads MR (absent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mr_envelope: Option<crate::envelope::TrainingEnvelope>,
@@ -246,6 +250,16 @@ pub struct ModelCard {
 pub const MAX_MC_PASSES: usize = 1000;
 
 impl ModelCard {
+    /// The calibration that applies to a study of `modality`: `mr_calibration` for MR when
+    /// the card has one, else `calibration`.
+    pub fn calibration_for(&self, modality: i64) -> Option<&Calibration> {
+        if modality == hn_model::MODALITY_MR {
+            self.mr_calibration.as_ref().or(self.calibration.as_ref())
+        } else {
+            self.calibration.as_ref()
+        }
+    }
+
     /// What identifies these weights: a hex SHA-256 over the code version that trained them,
     /// the time the card was written, the epoch and the training data's digest. Calibration is
     /// left out, so a recalibrated card keeps its fingerprint (its results replace the old).

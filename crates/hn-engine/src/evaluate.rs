@@ -255,7 +255,12 @@ pub fn evaluate(
             PredictionRow::new(data.splits[i].name(), &model.card, sample, sc)
         })
         .collect();
-    let calibration = match &model.card.calibration {
+    // The calibration of the evaluated modality (a per-modality report of a mixed model uses
+    // its own; the combined report the CT one, as `calibration` is).
+    let calibration = match model
+        .card
+        .calibration_for(opts.modality.unwrap_or(hn_model::MODALITY_CT))
+    {
         Some(c) => c.clone(),
         None => {
             // Uncalibrated model: fit on validation here, exactly as training would.

@@ -45,9 +45,10 @@ impl PredictionRow {
         scores: &StudyScores,
     ) -> Self {
         let key = &sample.key;
-        let p = scores.calibrated(&assemble::temperatures(card));
+        let p = scores.calibrated(&assemble::temperatures(card, sample.modality));
         let gate = assemble::input_gate(card, sample);
-        let r = assemble::gated_review(card.calibration.as_ref(), scores, gate.as_ref());
+        let r =
+            assemble::gated_review(card.calibration_for(sample.modality), scores, gate.as_ref());
         let reported = assemble::probabilities(&p, &assemble::withheld(card));
         let [
             epidural,

@@ -41,6 +41,7 @@ fn card(calibration: Option<Calibration>) -> ModelCard {
         intended_use: INTENDED_USE.into(),
         envelope: None,
         mr_envelope: None,
+        mr_calibration: None,
     }
 }
 

@@ -66,6 +66,7 @@ pub fn save_tiny_model(dir: &Path) {
         intended_use: INTENDED_USE.into(),
         envelope: None,
         mr_envelope: None,
+        mr_calibration: None,
     };
     save_model(dir, &net, &card).unwrap();
 }

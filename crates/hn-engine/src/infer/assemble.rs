@@ -28,10 +28,10 @@ fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
-/// The temperatures a card's predictions are made with (identity when uncalibrated).
-pub fn temperatures(card: &ModelCard) -> TemperatureSet {
-    card.calibration
-        .as_ref()
+/// The temperatures a card's predictions of a `modality` study are made with (identity when
+/// uncalibrated; [`ModelCard::calibration_for`]).
+pub fn temperatures(card: &ModelCard, modality: i64) -> TemperatureSet {
+    card.calibration_for(modality)
         .map(|c| c.temperatures)
         .unwrap_or_default()
 }
@@ -455,8 +455,8 @@ pub fn assemble(
     scores: &StudyScores,
     input: InputInfo,
 ) -> Prediction {
-    let cal = card.calibration.as_ref();
-    let t = temperatures(card);
+    let cal = card.calibration_for(sample.modality);
+    let t = temperatures(card, sample.modality);
     let p = scores.calibrated(&t);
     let withheld = withheld(card);
     let gate = input_gate(card, sample);

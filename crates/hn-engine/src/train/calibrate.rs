@@ -93,7 +93,31 @@ pub fn calibrate_with(
     density: Density,
     device: &Device,
 ) -> Result<Calibration, TrainError> {
-    let idx = data.indices(Split::Validation);
+    calibrate_modality(net, data, cfg, uncertainty, density, None, device)
+}
+
+/// [`calibrate_with`] on the studies of one modality only (`None`: all): the temperatures,
+/// thresholds, feature density and referral policy of CT studies and of MR studies differ
+/// (another image, another confidence), so a model that reads both gets one calibration each.
+pub fn calibrate_modality(
+    net: &HemorrhageNet,
+    data: &Dataset,
+    cfg: &TrainConfig,
+    uncertainty: UncertaintyMeasure,
+    density: Density,
+    modality: Option<i64>,
+    device: &Device,
+) -> Result<Calibration, TrainError> {
+    let of_modality = |idx: Vec<usize>| -> Vec<usize> {
+        match modality {
+            Some(m) => idx
+                .into_iter()
+                .filter(|&i| data.samples[i].modality == m)
+                .collect(),
+            None => idx,
+        }
+    };
+    let idx = of_modality(data.indices(Split::Validation));
     let scores = score(
         net,
         &crate::scoring::pick(&data.samples, &idx),
@@ -149,7 +173,7 @@ pub fn calibrate_with(
     let density = match density {
         Density::Keep(d) => d,
         Density::FitOnTrainingSplit => {
-            let train = data.indices(Split::Train);
+            let train = of_modality(data.indices(Split::Train));
             let emb: Vec<Vec<f32>> = score(
                 net,
                 &crate::scoring::pick(&data.samples, &train),

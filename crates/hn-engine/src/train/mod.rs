@@ -599,9 +599,30 @@ pub fn train_on(
     }
     progress(Progress::Calibrating);
     let loaded = checkpoint::load_model(&model_dir, &infer_device)?;
-    let calibration = calibrate(&loaded.net, data, cfg, &infer_device)?;
+    // One calibration per modality when the data hold both (CT in `calibration`, MR in
+    // `mr_calibration`); a single-modality model has one, in `calibration`.
+    let has = |m: i64| data.samples.iter().any(|s| s.modality == m);
+    let mixed = has(hn_model::MODALITY_CT) && has(hn_model::MODALITY_MR);
+    let fit = |m: Option<i64>| {
+        calibrate::calibrate_modality(
+            &loaded.net,
+            data,
+            cfg,
+            crate::uncertainty::UncertaintyMeasure::default(),
+            calibrate::Density::FitOnTrainingSplit,
+            m,
+            &infer_device,
+        )
+    };
+    let calibration = fit(mixed.then_some(hn_model::MODALITY_CT))?;
+    let mr_calibration = if mixed {
+        Some(fit(Some(hn_model::MODALITY_MR))?)
+    } else {
+        None
+    };
     let mut card = loaded.card;
     card.calibration = Some(calibration.clone());
+    card.mr_calibration = mr_calibration;
     checkpoint::update_card(&loaded.dir, &card)?;
     Ok(TrainSummary {
         model_dir,

@@ -119,5 +119,6 @@ pub(super) fn epoch_card(
         intended_use: INTENDED_USE.into(),
         envelope: None,
         mr_envelope: None,
+        mr_calibration: None,
     }
 }
