@@ -210,25 +210,23 @@ pub fn modality_table(cols: &[(&str, hn_engine::report::MetricsReport)]) -> Stri
     }
     md.push_str(&format!("\n|---|{}\n", "---|".repeat(cols.len())));
     let first = &cols[0].1;
-    for (k, d) in first.detection.iter().enumerate() {
-        md.push_str(&format!("| {} |", d.label));
+    // One row: the first report's label, then each report's AUC at the same position.
+    let mut row = |label: &str, auc: &dyn Fn(&hn_engine::report::MetricsReport) -> String| {
+        md.push_str(&format!("| {label} |"));
         for (_, r) in cols {
-            md.push_str(&format!(
-                " {} |",
-                r.detection.get(k).map(|x| ci(&x.auc)).unwrap_or_default()
-            ));
+            md.push_str(&format!(" {} |", auc(r)));
         }
         md.push('\n');
+    };
+    for (k, d) in first.detection.iter().enumerate() {
+        row(&d.label, &|r| {
+            r.detection.get(k).map(|x| ci(&x.auc)).unwrap_or_default()
+        });
     }
     for (k, p) in first.prognosis.iter().enumerate() {
-        md.push_str(&format!("| {} |", p.outcome));
-        for (_, r) in cols {
-            md.push_str(&format!(
-                " {} |",
-                r.prognosis.get(k).map(|x| ci(&x.auc)).unwrap_or_default()
-            ));
-        }
-        md.push('\n');
+        row(&p.outcome, &|r| {
+            r.prognosis.get(k).map(|x| ci(&x.auc)).unwrap_or_default()
+        });
     }
     md
 }
