@@ -56,6 +56,11 @@ pub struct EvaluateArgs {
     /// in builds with those features (as `train --devices`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Synthetic data only: generate the cohort with this generator config (TOML, fields of
+    /// SynthConfig, docs/SYNTH.md) instead of the one the model was trained with — another
+    /// scanner, case mix or modality; evaluate it with `--split all` (an external cohort).
+    #[arg(long)]
+    pub synth_config: Option<PathBuf>,
 }
 
 /// The config the model was trained with (its split config decides the test split).
@@ -76,13 +81,12 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         .validate(model.net.config())
         .map_err(|e| anyhow::anyhow!("{}: card.json: {e}", model.dir.display()))?;
     let cfg = training_config(&model)?;
+    let synth = match &args.synth_config {
+        Some(p) => Some(hn_data::synth::SynthConfig::from_toml_file(p)?),
+        None => cfg.synth.clone(),
+    };
     // The data preprocessed exactly as `predict` preprocesses a request: the card's contract.
-    let data = load(
-        &args.data,
-        &model.card.preprocess,
-        &cfg.split,
-        cfg.synth.as_ref(),
-    )?;
+    let data = load(&args.data, &model.card.preprocess, &cfg.split, synth.as_ref())?;
     if args.recalibrate_on.is_some() {
         let ev = run_recalibration(&model, &data, args.bootstrap, args.seed, &args.out)?;
         print_summary(&ev);
