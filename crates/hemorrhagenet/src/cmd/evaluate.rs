@@ -86,7 +86,12 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         None => cfg.synth.clone(),
     };
     // The data preprocessed exactly as `predict` preprocesses a request: the card's contract.
-    let data = load(&args.data, &model.card.preprocess, &cfg.split, synth.as_ref())?;
+    let data = load(
+        &args.data,
+        &model.card.preprocess,
+        &cfg.split,
+        synth.as_ref(),
+    )?;
     if args.recalibrate_on.is_some() {
         let ev = run_recalibration(&model, &data, args.bootstrap, args.seed, &args.out)?;
         print_summary(&ev);
