@@ -73,6 +73,22 @@ impl Dataset {
         self.samples.iter().map(|s| (s.key.as_str(), s)).collect()
     }
 
+    /// The indices among `idx` of studies of `modality` (`None`: all of them).
+    pub fn of_modality(&self, idx: Vec<usize>, modality: Option<i64>) -> Vec<usize> {
+        match modality {
+            Some(m) => idx
+                .into_iter()
+                .filter(|&i| self.samples[i].modality == m)
+                .collect(),
+            None => idx,
+        }
+    }
+
+    /// Whether any study is of `modality`.
+    pub fn has_modality(&self, modality: i64) -> bool {
+        self.samples.iter().any(|s| s.modality == modality)
+    }
+
     /// Indices of the samples in `split`.
     pub fn indices(&self, split: Split) -> Vec<usize> {
         (0..self.samples.len())

@@ -175,21 +175,12 @@ pub fn evaluate(
     let net = &model.net;
     let external = opts.split == EvalSplit::All;
     // On external data nothing is fitted, so no validation studies are scored.
-    let of_modality = |idx: Vec<usize>| -> Vec<usize> {
-        match opts.modality {
-            Some(m) => idx
-                .into_iter()
-                .filter(|&i| data.samples[i].modality == m)
-                .collect(),
-            None => idx,
-        }
-    };
     let val_idx = if external {
         Vec::new()
     } else {
-        of_modality(data.indices(Split::Validation))
+        data.of_modality(data.indices(Split::Validation), opts.modality)
     };
-    let test_idx = of_modality(opts.split.indices(data));
+    let test_idx = data.of_modality(opts.split.indices(data), opts.modality);
     if test_idx.is_empty() {
         return Err(EvalError::Invalid(format!(
             "the {} split is empty{}",

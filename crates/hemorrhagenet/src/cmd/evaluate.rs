@@ -174,8 +174,7 @@ fn write_per_modality(
     all: &Evaluation,
 ) -> anyhow::Result<()> {
     use hn_model::{MODALITY_CT, MODALITY_MR};
-    let has = |m: i64| data.samples.iter().any(|s| s.modality == m);
-    if !(has(MODALITY_CT) && has(MODALITY_MR)) {
+    if !(data.has_modality(MODALITY_CT) && data.has_modality(MODALITY_MR)) {
         return Ok(());
     }
     let mut cols = vec![("all", all.report.clone())];

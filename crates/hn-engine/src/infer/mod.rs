@@ -371,17 +371,17 @@ impl Predictor {
             let mr = hn_imaging::mr::read_nifti_folder(path)?;
             return self.predict_mr(key, mr, clinical);
         }
-        let read = hn_imaging::read_any(path, &hn_imaging::AnyReadOptions::default())?;
-        if read.volume.modality == Modality::Mr
-            && read.format() == InputFormat::Dicom
-            && self.reads_mr()
+        // An MR DICOM study for a model that reads MR: read per sequence (one header peeked
+        // first, so the study is decoded once, by the reader it needs).
+        let paths = [path.to_path_buf()];
+        if self.reads_mr()
+            && !hn_imaging::nifti::is_nifti_path(path)
+            && hn_imaging::dicom::peek_modality(&paths).as_deref() == Some("MR")
         {
-            let mr = hn_imaging::dicom::read_mr_study(
-                &[path.to_path_buf()],
-                &hn_imaging::ReadOptions::default(),
-            )?;
+            let mr = hn_imaging::dicom::read_mr_study(&paths, &hn_imaging::ReadOptions::default())?;
             return self.predict_mr(key, mr, clinical);
         }
+        let read = hn_imaging::read_any(path, &hn_imaging::AnyReadOptions::default())?;
         self.predict_read(key, read, clinical)
     }
 

@@ -108,16 +108,7 @@ pub fn calibrate_modality(
     modality: Option<i64>,
     device: &Device,
 ) -> Result<Calibration, TrainError> {
-    let of_modality = |idx: Vec<usize>| -> Vec<usize> {
-        match modality {
-            Some(m) => idx
-                .into_iter()
-                .filter(|&i| data.samples[i].modality == m)
-                .collect(),
-            None => idx,
-        }
-    };
-    let idx = of_modality(data.indices(Split::Validation));
+    let idx = data.of_modality(data.indices(Split::Validation), modality);
     let scores = score(
         net,
         &crate::scoring::pick(&data.samples, &idx),
@@ -173,7 +164,7 @@ pub fn calibrate_modality(
     let density = match density {
         Density::Keep(d) => d,
         Density::FitOnTrainingSplit => {
-            let train = of_modality(data.indices(Split::Train));
+            let train = data.of_modality(data.indices(Split::Train), modality);
             let emb: Vec<Vec<f32>> = score(
                 net,
                 &crate::scoring::pick(&data.samples, &train),

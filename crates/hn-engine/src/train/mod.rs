@@ -601,8 +601,8 @@ pub fn train_on(
     let loaded = checkpoint::load_model(&model_dir, &infer_device)?;
     // One calibration per modality when the data hold both (CT in `calibration`, MR in
     // `mr_calibration`); a single-modality model has one, in `calibration`.
-    let has = |m: i64| data.samples.iter().any(|s| s.modality == m);
-    let mixed = has(hn_model::MODALITY_CT) && has(hn_model::MODALITY_MR);
+    let mixed =
+        data.has_modality(hn_model::MODALITY_CT) && data.has_modality(hn_model::MODALITY_MR);
     let fit = |m: Option<i64>| {
         calibrate::calibrate_modality(
             &loaded.net,

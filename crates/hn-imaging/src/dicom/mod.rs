@@ -139,7 +139,7 @@ use pixels::*;
 #[allow(unused_imports)]
 use series::*;
 pub use series::{
-    MemoryData, MemoryInstance, MrSequenceRead, MrStudyRead, read_mr_study,
+    MemoryData, MemoryInstance, MrSequenceRead, MrStudyRead, peek_modality, read_mr_study,
     read_mr_study_from_memory, read_series, read_series_from_memory,
 };
 #[allow(unused_imports)]

@@ -403,6 +403,17 @@ fn read_instances(
     })
 }
 
+/// The Modality (0008,0060) of the first DICOM file under `paths` that parses (one header,
+/// no pixels): which reader a study needs, before reading it. `None` when none parses or it
+/// has no Modality.
+pub fn peek_modality(paths: &[PathBuf]) -> Option<String> {
+    collect_files(paths)
+        .ok()?
+        .iter()
+        .find_map(|f| open_dicom(f).ok())
+        .and_then(|o| text(&o, tags::MODALITY))
+}
+
 /// One MR sequence of a study, decoded.
 #[derive(Debug, Clone)]
 pub struct MrSequenceRead {
