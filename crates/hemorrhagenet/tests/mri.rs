@@ -13,6 +13,8 @@ patience = 0
 mc_passes = 2
 pretrain_epochs = 1
 pretrain_batch = 16
+# The non-default reduction, so that its path (card, predict) is exercised end to end.
+mr_reduction = "susceptibility_minimum"
 [net]
 slices = 6
 size = 32
@@ -66,6 +68,8 @@ fn one_model_trains_on_ct_and_mr_evaluates_each_and_scores_an_mr_study() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert_eq!(seqs, ["t1", "t2", "flair", "t2star_gre", "swi"]);
+    // GRE and SWI reduced by their minimum (a minimum-intensity projection), as configured.
+    assert_eq!(card["preprocess"]["mr_reduction"], "susceptibility_minimum");
     assert_eq!(card["envelope"]["modality"], "CT");
     assert_eq!(card["mr_envelope"]["modality"], "MR");
     // One calibration per modality: fitted on the CT and on the MR validation studies.
@@ -155,6 +159,10 @@ fn one_model_trains_on_ct_and_mr_evaluates_each_and_scores_an_mr_study() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert!(missing.contains(&"swi"), "{input}");
+    assert_eq!(
+        input["mr"]["reduction"], "susceptibility_minimum",
+        "{input}"
+    );
     let read: Vec<&str> = input["mr"]["sequences"]
         .as_array()
         .unwrap()

@@ -320,6 +320,7 @@ mod tests {
             pipeline_version: "test-1".into(),
             antialias: false,
             mr_sequences: Vec::new(),
+            mr_reduction: hn_imaging::mr::MrReduction::Mean,
         }
     }
 

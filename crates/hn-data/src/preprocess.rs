@@ -85,6 +85,11 @@ pub struct PreprocessConfig {
     /// CT-only model (not written then, so CT cache keys and cards are unchanged).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mr_sequences: Vec<hn_imaging::mr::MrSequence>,
+    /// How MR voxels are combined onto coarser grids (the study's common grid, then this
+    /// one). The default, the mean, is what configs written before the choice existed did:
+    /// it is not written, so their cache keys and cards stay valid.
+    #[serde(default, skip_serializing_if = "hn_imaging::mr::MrReduction::is_mean")]
+    pub mr_reduction: hn_imaging::mr::MrReduction,
 }
 
 /// The value of an MR channel whose sequence the study lacks: a constant no present sequence
@@ -185,9 +190,10 @@ pub fn preprocess(
 }
 
 /// Preprocess an MR study already on one grid ([`hn_imaging::mr::MrStack`]: every sequence
-/// normalised and resampled onto the reference sequence's grid) with `cfg`: each channel of
-/// `cfg.mr_sequences` resampled to `cfg.shape` (area-averaged where it shrinks when
-/// `cfg.antialias`), a missing sequence the constant [`MISSING_CHANNEL`]. Slice labels (one per
+/// normalised and resampled onto the reference sequence's grid, with `cfg.mr_reduction`) with
+/// `cfg`: each channel of `cfg.mr_sequences` resampled to `cfg.shape` (where it shrinks,
+/// combined as `cfg.mr_reduction` says: area-averaged when `cfg.antialias`, or the minimum for
+/// a susceptibility sequence), a missing sequence the constant [`MISSING_CHANNEL`]. Slice labels (one per
 /// slice of the reference grid) follow by coverage as for CT.
 pub fn preprocess_mr(
     stack: &hn_imaging::mr::MrStack,
@@ -208,21 +214,29 @@ pub fn preprocess_mr(
     let Some([s, h, w]) = cfg.shape else {
         return Err(terr("MR preprocessing needs a fixed grid shape".into()));
     };
+    if stack.reduction != cfg.mr_reduction {
+        return Err(terr(format!(
+            "the study was brought onto one grid with {:?} but this preprocessing combines \
+             voxels with {:?}",
+            stack.reduction, cfg.mr_reduction
+        )));
+    }
     let nz_in = stack.grid.dims[2];
-    let resample = Resample {
-        in_plane: Some((w, h)),
-        slices: SliceTarget::Count(s),
-        interp: if cfg.antialias {
-            Interp::Area
-        } else {
-            Interp::Linear
-        },
+    let mean = if cfg.antialias {
+        Interp::Area
+    } else {
+        Interp::Linear
     };
     let plane = s * h * w;
     let mut data = vec![MISSING_CHANNEL; cfg.channels() * plane];
     let mut spacing = None;
     for (c, q) in cfg.mr_sequences.iter().enumerate() {
         if let Some(ch) = stack.channels.iter().find(|ch| ch.sequence == *q) {
+            let resample = Resample {
+                in_plane: Some((w, h)),
+                slices: SliceTarget::Count(s),
+                interp: cfg.mr_reduction.footprint(*q).interp(mean),
+            };
             let v = resample.apply(ch.volume.clone())?;
             data[c * plane..(c + 1) * plane].copy_from_slice(&v.data);
             spacing.get_or_insert(v.spacing);
@@ -373,5 +387,96 @@ mod tests {
         // The same count is the identity.
         let same: Vec<StudyLabels> = (0..6).map(|k| pos(k % 5)).collect();
         assert_eq!(resample_slice_labels(&same, 6), same);
+    }
+}
+
+#[cfg(test)]
+mod mr_tests {
+    use super::*;
+    use hn_imaging::mr::{MrChannel, MrReduction, MrSequence, MrStack};
+
+    /// Two sequences on a 16² × 8 grid, parenchyma 1, each with one dark voxel (a void).
+    fn stack(reduction: MrReduction) -> MrStack {
+        let channel = |sequence| {
+            let mut v = hn_imaging::Volume::new(
+                vec![1.0; 16 * 16 * 8],
+                [16, 16, 8],
+                [1.0, 1.0, 2.0],
+                hn_imaging::Modality::Other("mr-normalised".into()),
+            )
+            .unwrap();
+            let i = v.index(5, 9, 3);
+            v.data[i] = 0.0;
+            MrChannel {
+                sequence,
+                volume: v,
+                coverage: 1.0,
+                scale: 1.0,
+            }
+        };
+        let channels = vec![channel(MrSequence::T2), channel(MrSequence::Swi)];
+        MrStack {
+            reference: MrSequence::T2,
+            grid: channels[0].volume.grid(),
+            channels,
+            missing: vec![MrSequence::T1],
+            reduction,
+        }
+    }
+
+    fn cfg(reduction: MrReduction) -> PreprocessConfig {
+        PreprocessConfig {
+            windows: vec![(40.0, 80.0)],
+            shape: Some([4, 8, 8]),
+            spacing_mm: None,
+            dtype: CacheDtype::F32,
+            pipeline_version: "test".into(),
+            antialias: true,
+            mr_sequences: vec![MrSequence::T1, MrSequence::T2, MrSequence::Swi],
+            mr_reduction: reduction,
+        }
+    }
+
+    #[test]
+    fn susceptibility_channels_keep_a_small_void_the_others_average() {
+        let r = MrReduction::SusceptibilityMinimum;
+        let out = preprocess_mr(&stack(r), None, None, &cfg(r)).unwrap();
+        assert_eq!(out.shape, [3, 4, 8, 8]);
+        let plane = 4 * 8 * 8;
+        let darkest = |c: usize| {
+            out.data[c * plane..(c + 1) * plane]
+                .iter()
+                .copied()
+                .fold(f32::INFINITY, f32::min)
+        };
+        // T1 is missing: the constant, not an image.
+        assert!(out.data[..plane].iter().all(|v| *v == MISSING_CHANNEL));
+        // T2 averages the void over 2 × 2 × 2 voxels; SWI keeps it black.
+        assert!((darkest(1) - 0.875).abs() < 1e-6, "{}", darkest(1));
+        assert_eq!(darkest(2), 0.0);
+        // Under the legacy reduction both average.
+        let m = MrReduction::Mean;
+        let legacy = preprocess_mr(&stack(m), None, None, &cfg(m)).unwrap();
+        assert!(legacy.data[2 * plane..].iter().all(|v| *v > 0.8));
+        // A card's legacy field: absent in JSON reads as the mean, and is not written.
+        let mut j = serde_json::to_value(cfg(m)).unwrap();
+        assert!(j.get("mr_reduction").is_none());
+        j["mr_reduction"] = "susceptibility_minimum".into();
+        assert_eq!(
+            serde_json::from_value::<PreprocessConfig>(j).unwrap(),
+            cfg(r)
+        );
+    }
+
+    #[test]
+    fn a_stack_gridded_another_way_than_the_config_says_is_an_error() {
+        let e = preprocess_mr(
+            &stack(MrReduction::Mean),
+            None,
+            None,
+            &cfg(MrReduction::SusceptibilityMinimum),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("combines voxels"), "{e}");
     }
 }

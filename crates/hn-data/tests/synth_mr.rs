@@ -173,7 +173,9 @@ print(d.SeriesDescription, '|', '\\'.join(d.ScanningSequence) if d['ScanningSequ
 
         // One grid: each sequence's lesion mask, brought onto the reference grid through world
         // coordinates, lies where the reference sequence's own mask is.
-        let stack = read.on_one_grid().unwrap();
+        let stack = read
+            .on_one_grid(hn_imaging::mr::MrReduction::default())
+            .unwrap();
         let reference = truth
             .series
             .iter()
@@ -220,8 +222,13 @@ print(d.SeriesDescription, '|', '\\'.join(d.ScanningSequence) if d['ScanningSequ
                 .volume
                 .with_data(s.mask.iter().map(|v| f32::from(u8::from(*v > 0))).collect())
                 .unwrap();
-            let (on_ref, _) =
-                hn_imaging::transforms::resample_onto(&m, &ref_vol.grid(), 0.0).unwrap();
+            let (on_ref, _) = hn_imaging::transforms::resample_onto(
+                &m,
+                &ref_vol.grid(),
+                0.0,
+                hn_imaging::transforms::Footprint::Mean,
+            )
+            .unwrap();
             let a: Vec<bool> = on_ref.data.iter().map(|v| *v >= 0.5).collect();
             let b: Vec<bool> = reference.mask.iter().map(|v| *v > 0).collect();
             let big = b.iter().filter(|x| **x).count() > 60;

@@ -532,6 +532,23 @@ pub fn evaluate(
         }
     }
 
+    // Detection by true bleed size (synthetic data): is a small bleed found?
+    let bleed_volumes: Vec<(f64, Option<f64>)> = if data.synthetic {
+        known
+            .iter()
+            .filter_map(|&k| {
+                let tr = smp(k).truth?;
+                let bleed = smp(k).labels?.any;
+                Some((
+                    test[k].detection_row(t.any, t.subtypes)[0],
+                    bleed.then_some(tr.total_ml),
+                ))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+
     // Heatmap overlays: the most confident true bleeds, slice with most heat.
     let mut overlays = Vec::new();
     let mut bleeds: Vec<usize> = known
@@ -601,6 +618,7 @@ pub fn evaluate(
         test_time_augmentation: tta,
         overlays,
         withheld,
+        bleed_volumes,
     };
     let (report, plots) = report::evaluate(&inputs)?;
     Ok(Evaluation {

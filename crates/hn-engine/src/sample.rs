@@ -27,6 +27,7 @@ pub fn default_preprocess(slices: usize, size: usize) -> PreprocessConfig {
         pipeline_version: "hn-engine-2".into(),
         antialias: true,
         mr_sequences: Vec::new(),
+        mr_reduction: hn_imaging::mr::MrReduction::Mean,
     }
 }
 
@@ -188,7 +189,7 @@ impl StudySample {
         study: &SyntheticMrStudy,
         cfg: &PreprocessConfig,
     ) -> Result<Self, hn_imaging::transforms::TransformError> {
-        let stack = study.as_read().on_one_grid()?;
+        let stack = study.as_read().on_one_grid(cfg.mr_reduction)?;
         let cached = hn_data::preprocess::preprocess_mr(
             &stack,
             Some(study.labels),

@@ -67,10 +67,13 @@ impl MrInspect {
     /// Read the study sequence by sequence and bring it onto one grid.
     pub fn of(path: &Path, opts: &crate::ReadOptions) -> Result<Self, ImagingError> {
         let study = crate::dicom::read_mr_study(&[path.to_path_buf()], opts)?;
-        let stack = study.on_one_grid().map_err(|e| ImagingError::Unsupported {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        // Coverage does not depend on how footprints are combined: the default reduction.
+        let stack = study
+            .on_one_grid(crate::mr::MrReduction::default())
+            .map_err(|e| ImagingError::Unsupported {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
         Ok(MrInspect {
             reference: stack.reference,
             sequences: study

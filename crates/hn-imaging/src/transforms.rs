@@ -168,6 +168,30 @@ pub enum Interp {
     /// one-voxel-wide rim of blood can vanish or not depending on where it falls on the grid.
     /// Area keeps every input voxel's contribution (and the image mean).
     Area,
+    /// Minimum-intensity: along an axis that shrinks, each output voxel is the minimum of the
+    /// input voxels whose centres lie in its footprint; along an axis that keeps or grows its
+    /// size, linear. For images whose finding is dark and small (susceptibility voids,
+    /// [`crate::mr::MrReduction`]), which an average would fade.
+    Minimum,
+}
+
+/// How the samples inside one target voxel's footprint are combined ([`resample_onto`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Footprint {
+    Mean,
+    /// The darkest sample: a minimum-intensity projection over the footprint.
+    Minimum,
+}
+
+impl Footprint {
+    /// The [`Resample`] interpolation that combines a shrinking axis the same way; `mean` is
+    /// the one used for averaging ([`Interp::Area`] or [`Interp::Linear`]).
+    pub fn interp(self, mean: Interp) -> Interp {
+        match self {
+            Footprint::Mean => mean,
+            Footprint::Minimum => Interp::Minimum,
+        }
+    }
 }
 
 /// What to do along k in [`Resample`].
@@ -224,6 +248,10 @@ impl Transform for Resample {
             let data = area_resample(&vol, target);
             return finish(data, &vol, target, scale).map_err(|e| terr(&name, e));
         }
+        if self.interp == Interp::Minimum {
+            let data = minimum_resample(&vol, target);
+            return finish(data, &vol, target, scale).map_err(|e| terr(&name, e));
+        }
         let xs: Vec<f64> = (0..tx).map(|t| src(0, t)).collect();
         let ys: Vec<f64> = (0..ty).map(|t| src(1, t)).collect();
         let zs: Vec<f64> = (0..tz).map(|t| src(2, t)).collect();
@@ -240,8 +268,9 @@ impl Transform for Resample {
                             Interp::Nearest => {
                                 get(x.round() as usize, y.round() as usize, z.round() as usize)
                             }
-                            // (Area returned above; the arm keeps the match exhaustive.)
-                            Interp::Linear | Interp::Area => {
+                            // (Area and Minimum returned above; the arm keeps the match
+                            // exhaustive.)
+                            Interp::Linear | Interp::Area | Interp::Minimum => {
                                 let (x0, y0, z0) =
                                     (x.floor() as usize, y.floor() as usize, z.floor() as usize);
                                 let (x1, y1, z1) = (
@@ -392,6 +421,84 @@ fn area_resample(vol: &Volume, target: [usize; 3]) -> Vec<f32> {
     out
 }
 
+/// [`Interp::Minimum`] as three separable passes (the minimum over a box is the minimum of
+/// per-axis minima): along a shrinking axis each output takes the input voxels whose centres
+/// its footprint `[t·scale, (t+1)·scale)` holds (at least one, since `scale > 1`); along
+/// other axes the linear weights of [`axis_weights`].
+fn minimum_resample(vol: &Volume, target: [usize; 3]) -> Vec<f32> {
+    enum Taps {
+        Min(Vec<usize>),
+        Sum(Vec<(usize, f32)>),
+    }
+    let taps = |n_in: usize, n_out: usize| -> Vec<Taps> {
+        if n_in <= n_out {
+            return axis_weights(n_in, n_out)
+                .into_iter()
+                .map(Taps::Sum)
+                .collect();
+        }
+        let scale = n_in as f64 / n_out as f64;
+        (0..n_out)
+            .map(|t| {
+                let (lo, hi) = (t as f64 * scale, (t + 1) as f64 * scale);
+                let inside: Vec<usize> = (0..n_in)
+                    .filter(|&i| {
+                        let c = i as f64 + 0.5;
+                        c >= lo && c < hi
+                    })
+                    .collect();
+                Taps::Min(inside)
+            })
+            .collect()
+    };
+    // One pass along an axis: `line(i)` is the i-th input line (as long as `out`), `out` the
+    // output line that `taps` combine them into.
+    fn reduce<'a>(out: &mut [f32], taps: &Taps, line: impl Fn(usize) -> &'a [f32]) {
+        match taps {
+            Taps::Min(idx) => {
+                out.fill(f32::INFINITY);
+                for &i in idx {
+                    for (o, v) in out.iter_mut().zip(line(i)) {
+                        *o = o.min(*v);
+                    }
+                }
+            }
+            Taps::Sum(w) => {
+                out.fill(0.0);
+                for &(i, c) in w {
+                    for (o, v) in out.iter_mut().zip(line(i)) {
+                        *o += c * v;
+                    }
+                }
+            }
+        }
+    }
+    let [nx, ny, nz] = vol.dims;
+    let [tx, ty, tz] = target;
+    let (wx, wy, wz) = (taps(nx, tx), taps(ny, ty), taps(nz, tz));
+    let plane = nx * ny;
+    // z: [nx, ny, nz] -> [nx, ny, tz]
+    let mut a = vec![0f32; plane * tz];
+    for (k, dst) in a.chunks_mut(plane).enumerate() {
+        reduce(dst, &wz[k], |i| &vol.data[i * plane..(i + 1) * plane]);
+    }
+    // y: [nx, ny, tz] -> [nx, ty, tz]
+    let mut b = vec![0f32; nx * ty * tz];
+    for (out, src) in b.chunks_mut(nx * ty).zip(a.chunks(plane)) {
+        for (j, dst) in out.chunks_mut(nx).enumerate() {
+            reduce(dst, &wy[j], |r| &src[r * nx..(r + 1) * nx]);
+        }
+    }
+    // x: [nx, ty, tz] -> [tx, ty, tz]
+    let mut out = vec![0f32; tx * ty * tz];
+    for (o, row) in out.chunks_mut(tx).zip(b.chunks(nx)) {
+        for (v, w) in o.chunks_mut(1).zip(&wx) {
+            reduce(v, w, |i| &row[i..i + 1]);
+        }
+    }
+    out
+}
+
 /// Centre crop and/or pad to `dims`, padding with `fill` (e.g. -1024 HU air). Origin follows.
 pub struct CropPad {
     pub dims: [usize; 3],
@@ -533,10 +640,11 @@ impl Transform for ThresholdMask {
     }
 }
 
-/// Resample `vol` onto `grid` through world coordinates: each target voxel is the mean of
-/// trilinear samples spread over its own extent (along each target axis as many as source
-/// voxels its edge spans, at most 4), so a thin-slice series brought onto a
-/// thick-slice grid keeps every slice's contribution instead of the two nearest. Target
+/// Resample `vol` onto `grid` through world coordinates: each target voxel combines (the mean
+/// or the minimum, as `footprint` says) trilinear samples spread over its own extent (along
+/// each target axis as many as source voxels its edge spans, at most 4), so a thin-slice
+/// series brought onto a thick-slice grid keeps every slice's contribution instead of the two
+/// nearest. Target
 /// voxels outside the source's field of view get `fill`. Returns the volume and the fraction
 /// of target voxels the source covered.
 ///
@@ -547,6 +655,7 @@ pub fn resample_onto(
     vol: &Volume,
     grid: &crate::Grid,
     fill: f32,
+    footprint: Footprint,
 ) -> Result<(Volume, f64), TransformError> {
     let name = "resample_onto";
     if vol.is_empty() || grid.dims.contains(&0) {
@@ -631,20 +740,24 @@ pub fn resample_onto(
             let mut n = 0usize;
             for j in 0..ty {
                 for i in 0..tx {
-                    let (mut acc, mut hits) = (0f32, 0usize);
+                    let (mut acc, mut lowest, mut hits) = (0f32, f32::INFINITY, 0usize);
                     for dz in &oz {
                         for dy in &oy {
                             for dx in &ox {
                                 let p = to_src([i as f64 + dx, j as f64 + dy, k as f64 + dz]);
                                 if let Some(v) = sample(p) {
                                     acc += v;
+                                    lowest = lowest.min(v);
                                     hits += 1;
                                 }
                             }
                         }
                     }
                     if hits > 0 {
-                        plane[j * tx + i] = acc / hits as f32;
+                        plane[j * tx + i] = match footprint {
+                            Footprint::Mean => acc / hits as f32,
+                            Footprint::Minimum => lowest,
+                        };
                         n += 1;
                     }
                 }
@@ -702,7 +815,7 @@ mod tests {
             [-20.0, -19.0, -30.0],
             rot(0.0),
         );
-        let (out, coverage) = resample_onto(&src, &tgt.grid(), -1.0).unwrap();
+        let (out, coverage) = resample_onto(&src, &tgt.grid(), -1.0, Footprint::Mean).unwrap();
         assert_eq!(out.dims, tgt.dims);
         assert_eq!(out.origin, tgt.origin);
         assert!(coverage > 0.3 && coverage < 1.0, "coverage {coverage}");
@@ -736,6 +849,87 @@ mod tests {
     }
 
     use super::*;
+
+    /// A parenchyma-bright volume with one dark voxel: what a susceptibility void smaller than
+    /// the model's voxel looks like.
+    fn one_dark_voxel(dims: [usize; 3], at: [usize; 3]) -> Volume {
+        let mut v = Volume::new(
+            vec![1.0; dims[0] * dims[1] * dims[2]],
+            dims,
+            [1.0, 1.0, 1.0],
+            Modality::Mr,
+        )
+        .unwrap();
+        let i = v.index(at[0], at[1], at[2]);
+        v.data[i] = 0.0;
+        v
+    }
+
+    #[test]
+    fn minimum_downsampling_keeps_a_dark_voxel_that_area_fades() {
+        // 10 → 4 slices (scale 2.5: footprints hold 2 or 3 input centres), 8 → 4 in-plane.
+        for at in [[0, 0, 0], [5, 2, 4], [7, 7, 9], [3, 6, 5]] {
+            let v = one_dark_voxel([8, 8, 10], at);
+            let r = |interp| {
+                Resample {
+                    in_plane: Some((4, 4)),
+                    slices: SliceTarget::Count(4),
+                    interp,
+                }
+                .apply(v.clone())
+                .unwrap()
+            };
+            let (min, area) = (r(Interp::Minimum), r(Interp::Area));
+            // Exactly one output voxel holds the void, fully dark, wherever it fell.
+            let dark: Vec<usize> = (0..min.data.len())
+                .filter(|&i| min.data[i] == 0.0)
+                .collect();
+            assert_eq!(dark.len(), 1, "void at {at:?}: {dark:?}");
+            assert!(min.data.iter().all(|x| *x == 0.0 || *x == 1.0));
+            let centre = |t: usize, s: f64| ((t as f64 + 0.5) / s) as usize;
+            let want = min.index(centre(at[0], 2.0), centre(at[1], 2.0), centre(at[2], 2.5));
+            assert_eq!(dark[0], want, "void at {at:?}");
+            // Averaging fades it to a grey (one of 8 × 2.5 voxels).
+            let darkest = area.data.iter().copied().fold(f32::INFINITY, f32::min);
+            assert!(darkest > 0.85, "area {darkest}");
+            // Same geometry as every resampler.
+            assert_eq!((min.origin, min.spacing), (area.origin, area.spacing));
+        }
+        // An axis that does not shrink is interpolated, so Minimum at the same size is the
+        // identity.
+        let v = ramp([4, 3, 5]);
+        let same = Resample {
+            in_plane: None,
+            slices: SliceTarget::Keep,
+            interp: Interp::Minimum,
+        }
+        .apply(v.clone())
+        .unwrap();
+        assert_eq!(same.data, v.data);
+    }
+
+    #[test]
+    fn resample_onto_minimum_keeps_a_thin_slice_void_on_a_thick_grid() {
+        // Thin 1 mm slices (the SWI) with a void on one, onto 4 mm slabs (the T1 reference).
+        let mut src = one_dark_voxel([12, 12, 24], [6, 6, 13]);
+        src.origin = [0.0, 0.0, 0.0];
+        let mut tgt = Volume::new(
+            vec![0.0; 12 * 12 * 6],
+            [12, 12, 6],
+            [1.0, 1.0, 4.0],
+            Modality::Mr,
+        )
+        .unwrap();
+        tgt.origin = [0.0, 0.0, 1.5];
+        let (min, _) = resample_onto(&src, &tgt.grid(), -1.0, Footprint::Minimum).unwrap();
+        let (mean, _) = resample_onto(&src, &tgt.grid(), -1.0, Footprint::Mean).unwrap();
+        // The slab that holds slice 13 (world z 13: slab 3 spans z 11.5..15.5).
+        assert!(min.get(6, 6, 3) < 0.3, "minimum {}", min.get(6, 6, 3));
+        assert!(mean.get(6, 6, 3) > 0.7, "mean {}", mean.get(6, 6, 3));
+        // Elsewhere both are parenchyma.
+        assert_eq!(min.get(2, 2, 3), 1.0);
+        assert_eq!(min.get(6, 6, 1), 1.0);
+    }
 
     fn ramp(dims: [usize; 3]) -> Volume {
         let n = dims[0] * dims[1] * dims[2];

@@ -134,8 +134,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         synth_seed: args.synth_seed,
         cache: None,
     };
-    let mr = cfg.synth.as_ref().is_some_and(|s| s.modality.has_mr());
-    let pre = hn_engine::sample::preprocess_for(cfg.net.slices, cfg.net.size, mr);
+    let pre = cfg.preprocess();
     let data = load(&data_args, &pre, &cfg.split, cfg.synth.as_ref())?;
     let d = data.digest();
     eprintln!(

@@ -49,8 +49,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     }
     cfg.validate()
         .map_err(|m| anyhow::anyhow!("invalid training config: {m}"))?;
-    let mr = cfg.synth.as_ref().is_some_and(|s| s.modality.has_mr());
-    let pre = hn_engine::sample::preprocess_for(cfg.net.slices, cfg.net.size, mr);
+    let pre = cfg.preprocess();
     let data = load(&args.data, &pre, &cfg.split, cfg.synth.as_ref())?;
     let summary = run_training(&cfg, &data, &args.out, args.resume, &devices)?;
     let st = &summary.state;

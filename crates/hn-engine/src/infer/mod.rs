@@ -414,8 +414,8 @@ impl Predictor {
             study: key.to_string(),
             source,
         };
-        let stack = mr.on_one_grid().map_err(transform)?;
         let cfg = &self.card.preprocess;
+        let stack = mr.on_one_grid(cfg.mr_reduction).map_err(transform)?;
         if !stack
             .channels
             .iter()
@@ -454,6 +454,7 @@ impl Predictor {
         let mut info = describe_input(&volume, format, &sample, &[]);
         info.mr = Some(schema::MrInputInfo {
             reference: stack.reference,
+            reduction: stack.reduction,
             sequences: mr
                 .sequences
                 .iter()

@@ -113,6 +113,10 @@ pub struct MrInputInfo {
     /// covers.
     pub sequences: Vec<MrSequenceInfo>,
     pub missing: Vec<hn_imaging::mr::MrSequence>,
+    /// How voxels were combined onto the coarser grids (the card's preprocessing): `mean`, or
+    /// `susceptibility_minimum` (T2*-GRE and SWI by their minimum intensity).
+    #[serde(default)]
+    pub reduction: hn_imaging::mr::MrReduction,
 }
 
 /// One sequence of [`MrInputInfo`].

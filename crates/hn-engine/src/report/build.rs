@@ -184,6 +184,51 @@ pub struct EvalInputs {
     pub overlays: Vec<(String, Vec<u8>)>,
     /// The model's outputs left unreported because their head never learned.
     pub withheld: Vec<crate::infer::WithheldOutput>,
+    /// Synthetic data: any-bleed scores with the true bleed volume (`None`: no bleed).
+    pub bleed_volumes: Vec<(f64, Option<f64>)>,
+}
+
+/// Bounds (mL) of the bleed-size strata of [`SizeStratum`]: under 5 mL, then 5 mL and more.
+/// 5 mL because the intraparenchymal bleeds the generator calls small (`p_small_bleed`) are
+/// under 1 mL, and a 5 mL bleed is about 2 cm across, a few pixels on the model grid.
+pub const BLEED_SIZE_BOUNDS_ML: [f64; 1] = [5.0];
+
+/// [`SizeStratum`]s of `(any-bleed score, true volume)` pairs at [`BLEED_SIZE_BOUNDS_ML`].
+pub fn bleed_size_strata(
+    scored: &[(f64, Option<f64>)],
+    n_boot: usize,
+    seed: u64,
+) -> Vec<SizeStratum> {
+    let negatives: Vec<f64> = scored
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(s, _)| *s)
+        .collect();
+    let mut edges = vec![0.0];
+    edges.extend(BLEED_SIZE_BOUNDS_ML);
+    (0..edges.len())
+        .map(|i| {
+            let (lo, hi) = (edges[i], edges.get(i + 1).copied());
+            let pos: Vec<f64> = scored
+                .iter()
+                .filter(|(_, v)| v.is_some_and(|v| v >= lo && hi.is_none_or(|h| v < h)))
+                .map(|(s, _)| *s)
+                .collect();
+            let scores: Vec<f64> = pos.iter().chain(&negatives).copied().collect();
+            let labels: Vec<bool> = (0..scores.len()).map(|k| k < pos.len()).collect();
+            SizeStratum {
+                label: match hi {
+                    Some(h) => format!("< {h} mL"),
+                    None => format!("≥ {lo} mL"),
+                },
+                min_ml: lo,
+                max_ml: hi,
+                n_positive: pos.len(),
+                n_negative: negatives.len(),
+                auc: metrics::roc_auc_ci(&scores, &labels, n_boot, seed).ok(),
+            }
+        })
+        .collect()
 }
 
 /// Referral fractions of the report's curve: 0, 5, ..., 50 %.
@@ -324,6 +369,11 @@ pub fn evaluate(inp: &EvalInputs) -> Result<(MetricsReport, ReportPlots), Report
             test_time_augmentation: inp.test_time_augmentation,
             recalibration: None,
             withheld: inp.withheld.clone(),
+            detection_by_bleed_size: if inp.bleed_volumes.is_empty() {
+                Vec::new()
+            } else {
+                bleed_size_strata(&inp.bleed_volumes, n_boot, seed)
+            },
         },
         plots,
     ))

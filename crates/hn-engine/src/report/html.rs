@@ -202,6 +202,22 @@ both. The chart also ranks by distance alone and by the larger validation rank o
             f.infratentorial_auc.map(f3).unwrap_or_else(|| "–".into())
         );
     }
+    if !r.detection_by_bleed_size.is_empty() {
+        h += "<h2>Detection by bleed size</h2><p>Synthetic data: bleeds grouped by the \
+generator's true volume, each group against every study without a bleed.</p><table><tr>\
+<th>bleeds</th><th>n bleeding</th><th>n without</th><th>any-bleed AUC (95 % CI)</th></tr>";
+        for st in &r.detection_by_bleed_size {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&st.label),
+                st.n_positive,
+                st.n_negative,
+                fmt_ci(&st.auc)
+            );
+        }
+        h += "</table>";
+    }
     if !r.baselines.is_empty() || !r.bayes_limit.is_empty() {
         h += "<h2>Baselines and ablations</h2><table><tr><th>name</th><th>task</th><th>n</th>\
 <th>AUC (95 % CI)</th><th>Brier</th></tr>";

@@ -35,6 +35,25 @@ pub struct MetricsReport {
     /// label counts): no `prognosis` entry or model ablation for them, the reason here.
     #[serde(default)]
     pub withheld: Vec<crate::infer::WithheldOutput>,
+    /// Synthetic data: any-bleed detection by the generator's true bleed volume.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detection_by_bleed_size: Vec<SizeStratum>,
+}
+
+/// Any-bleed detection among the bleeds of one size range (synthetic data: the generator's
+/// true volume of all blood) against every study without a bleed: whether small bleeds are
+/// found, which the all-bleed AUC, dominated by large ones, does not say.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SizeStratum {
+    /// `"< 5 mL"`, `"≥ 5 mL"`.
+    pub label: String,
+    pub min_ml: f64,
+    /// Exclusive; `None`: unbounded.
+    pub max_ml: Option<f64>,
+    pub n_positive: usize,
+    pub n_negative: usize,
+    /// `None` when the stratum is empty.
+    pub auc: Option<Interval>,
 }
 
 /// The same studies under two calibrations.

@@ -77,6 +77,16 @@ fn fake() -> (MetricsReport, ReportPlots) {
         test_time_augmentation: TestTimeAugmentation::Flip,
         recalibration: None,
         withheld: Vec::new(),
+        detection_by_bleed_size: bleed_size_strata(
+            &[
+                (0.9, Some(40.0)),
+                (0.4, Some(0.5)),
+                (0.1, None),
+                (0.3, None),
+            ],
+            50,
+            1,
+        ),
     };
     let (w, h) = (32, 24);
     let slice: Vec<f32> = (0..w * h)
@@ -141,6 +151,8 @@ fn writes_json_and_html() {
     );
     assert!(html.contains("data:image/png;base64,iVBOR"));
     assert!(html.contains("ROC: any") && html.contains("TP "));
+    assert!(html.contains("Detection by bleed size") && html.contains("&lt; 5 mL"));
+    assert_eq!(back.detection_by_bleed_size, r.detection_by_bleed_size);
     assert!(!html.contains("NaN"));
     // Not synthetic: no banner.
     let mut real = r.clone();
@@ -227,8 +239,16 @@ fn evaluate_assembles_all_sections() {
         test_time_augmentation: TestTimeAugmentation::Flip,
         overlays: vec![],
         withheld: Vec::new(),
+        bleed_volumes: Vec::new(),
     };
     let (r, plots) = evaluate(&inp).unwrap();
+    // Not synthetic (no volumes): no size strata, and none written.
+    assert!(r.detection_by_bleed_size.is_empty());
+    assert!(
+        !serde_json::to_string(&r)
+            .unwrap()
+            .contains("detection_by_bleed_size")
+    );
     assert_eq!(r.detection.len(), 6);
     // epidural has no positives: no AUC, no ROC plot, but still a row.
     assert!(r.detection[1].auc.is_none());
@@ -282,4 +302,41 @@ fn overlay_png_decodes_with_right_size_and_colors() {
     assert_eq!(&buf[..12], &pic.data[..]);
     assert_eq!(&buf[0..3], &[0, 0, 0]); // black, no heat
     assert!(render_overlay_png(&slice, &heat[..3], 2, 2).is_err());
+}
+
+#[test]
+fn bleed_size_strata_split_at_5_ml_against_all_negatives() {
+    // Large bleeds (and one of exactly 5 mL: the upper stratum) scored above every negative,
+    // small ones among them.
+    let scored = [
+        (0.9, Some(30.0)),
+        (0.8, Some(5.0)),
+        (0.7, Some(12.0)),
+        (0.35, Some(0.4)),
+        (0.05, Some(2.0)),
+        (0.1, None),
+        (0.3, None),
+        (0.5, None),
+        (0.2, None),
+    ];
+    let st = bleed_size_strata(&scored, 200, 7);
+    assert_eq!(st.len(), 2);
+    assert_eq!(
+        (st[0].label.as_str(), st[1].label.as_str()),
+        ("< 5 mL", "≥ 5 mL")
+    );
+    assert_eq!((st[0].n_positive, st[1].n_positive), (2, 3));
+    assert!(st.iter().all(|s| s.n_negative == 4));
+    assert_eq!((st[0].max_ml, st[1].max_ml), (Some(5.0), None));
+    // Small: 0.35 beats 3 of 4 negatives, 0.05 none: (3 + 0) / 8.
+    let small = st[0].auc.as_ref().unwrap();
+    assert!(
+        (small.estimate - 3.0 / 8.0).abs() < 1e-12,
+        "{}",
+        small.estimate
+    );
+    assert_eq!(st[1].auc.as_ref().unwrap().estimate, 1.0);
+    // No negatives: no AUC, still a row.
+    let none = bleed_size_strata(&[(0.9, Some(1.0))], 50, 1);
+    assert!(none[0].auc.is_none() && none[1].auc.is_none());
 }

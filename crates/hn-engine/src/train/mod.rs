@@ -142,6 +142,24 @@ pub struct TrainConfig {
     /// study — training on the serving path (docs/TRAINING.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synth: Option<hn_data::synth::SynthConfig>,
+    /// How a model that reads MR combines MR voxels onto coarser grids (`"mean"`, or
+    /// `"susceptibility_minimum"`: T2*-GRE and SWI by their minimum intensity); recorded in
+    /// the card's preprocessing.
+    #[serde(default, skip_serializing_if = "hn_imaging::mr::MrReduction::is_mean")]
+    pub mr_reduction: hn_imaging::mr::MrReduction,
+}
+
+impl TrainConfig {
+    /// The preprocessing of the model this config trains: the CT windows on the model grid,
+    /// plus the MR channels (combined as `mr_reduction` says) when the cohort holds MR.
+    pub fn preprocess(&self) -> hn_data::cache::PreprocessConfig {
+        let mr = self.synth.as_ref().is_some_and(|s| s.modality.has_mr());
+        let mut p = crate::sample::preprocess_for(self.net.slices, self.net.size, mr);
+        if mr {
+            p.mr_reduction = self.mr_reduction;
+        }
+        p
+    }
 }
 
 impl Default for TrainConfig {
@@ -169,6 +187,7 @@ impl Default for TrainConfig {
             augment: AugmentConfig::default(),
             split: SplitConfig::default(),
             synth: None,
+            mr_reduction: Default::default(),
         }
     }
 }
