@@ -257,13 +257,14 @@ pub fn evaluate(
             // Uncalibrated model: fit on validation here, exactly as training would.
             let temps = crate::train::fit_temperatures(&data.samples, &val_idx, &val);
             let uncertainty = UncertaintyMeasure::default();
+            let thresholds = [0.5; N_LABELS];
             let unc: Vec<f64> = val
                 .iter()
-                .map(|s| s.referral_uncertainty(uncertainty, &temps))
+                .map(|s| s.referral_uncertainty(uncertainty, &temps, thresholds[0]))
                 .collect();
             Calibration {
                 temperatures: temps,
-                thresholds: [0.5; N_LABELS],
+                thresholds,
                 uncertainty,
                 referral: metrics::ReferralPolicy::fit(&unc, 0.1)?,
                 mc_passes: mc,
@@ -364,14 +365,14 @@ pub fn evaluate(
         fixed: Some(calibration.referral),
         val_uncertainty: val
             .iter()
-            .map(|s| s.referral_uncertainty(measure, &t))
+            .map(|s| s.referral_uncertainty(measure, &t, calibration.thresholds[0]))
             .collect(),
         target_rate: calibration.referral.target_rate,
         test_probs: known.iter().map(|&k| test[k].p_any(t.any)).collect(),
         test_labels: known.iter().map(|&k| smp(k).labels.unwrap().any).collect(),
         test_uncertainty: known
             .iter()
-            .map(|&k| test[k].referral_uncertainty(measure, &t))
+            .map(|&k| test[k].referral_uncertainty(measure, &t, calibration.thresholds[0]))
             .collect(),
         distance: calibration
             .distance

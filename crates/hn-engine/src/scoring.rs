@@ -454,9 +454,15 @@ impl StudyScores {
         }
     }
 
-    /// The value the referral policy compares with its threshold.
-    pub fn referral_uncertainty(&self, measure: UncertaintyMeasure, t: &TemperatureSet) -> f64 {
-        measure.of(&binary_uncertainty(&self.any_per_pass(t)))
+    /// The value the referral policy compares with its threshold, for a bleed decision at
+    /// calibrated P(any) ≥ `any_threshold`.
+    pub fn referral_uncertainty(
+        &self,
+        measure: UncertaintyMeasure,
+        t: &TemperatureSet,
+        any_threshold: f64,
+    ) -> f64 {
+        measure.of_passes(&self.any_per_pass(t), any_threshold)
     }
 
     /// Calibrated P(any) of each MC pass (of the deterministic forward when none ran).

@@ -6,15 +6,27 @@ use serde::{Deserialize, Serialize};
 
 use hn_model::N_MRS_CLASSES;
 
-use crate::metrics::binary_entropy;
+use crate::metrics::{binary_entropy, sigmoid};
+
+fn logit(p: f64) -> f64 {
+    (p / (1.0 - p)).ln()
+}
 
 /// Which uncertainty of P(hemorrhage) drives referral (`Calibration::uncertainty`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UncertaintyMeasure {
-    /// `H[E p]`: total predictive uncertainty (what training fits the policy on).
-    #[default]
+    /// `H[E p]`: total predictive uncertainty, largest at P = 0.5 (what cards calibrated
+    /// before the decision entropy existed use).
     #[serde(rename = "any_predictive_entropy")]
     AnyPredictiveEntropy,
+    /// `H[E σ(logit p − logit τ)]`: the predictive entropy measured around the card's bleed
+    /// threshold τ instead of 0.5 (what training fits the policy on). The threshold is fitted
+    /// on validation and a site recalibration moves it; the plain entropy would then rank
+    /// studies by their distance from 0.5, not from the decision, and refer the wrong ones
+    /// (docs/RESULTS.md, "Shift suite"). At τ = 0.5 both are the same.
+    #[default]
+    #[serde(rename = "any_decision_entropy")]
+    AnyDecisionEntropy,
     /// `H[E p] − E H[p]`: the epistemic part only. `any_mutual_info` is the name some early
     /// cards used.
     #[serde(rename = "any_mutual_information", alias = "any_mutual_info")]
@@ -26,6 +38,7 @@ impl UncertaintyMeasure {
     pub fn name(self) -> &'static str {
         match self {
             UncertaintyMeasure::AnyPredictiveEntropy => "any_predictive_entropy",
+            UncertaintyMeasure::AnyDecisionEntropy => "any_decision_entropy",
             UncertaintyMeasure::AnyMutualInformation => "any_mutual_information",
         }
     }
@@ -34,15 +47,31 @@ impl UncertaintyMeasure {
     pub fn describe(self) -> &'static str {
         match self {
             UncertaintyMeasure::AnyPredictiveEntropy => "predictive entropy of P(hemorrhage)",
+            UncertaintyMeasure::AnyDecisionEntropy => {
+                "predictive entropy of P(hemorrhage) around the bleed threshold"
+            }
             UncertaintyMeasure::AnyMutualInformation => "mutual information of P(hemorrhage)",
         }
     }
 
-    /// This measure's value in `u`.
-    pub fn of(self, u: &HeadUncertainty) -> f64 {
+    /// This measure's value for the calibrated P(hemorrhage) of each MC pass, `passes`, when
+    /// the bleed decision is `P ≥ threshold`.
+    pub fn of_passes(self, passes: &[f64], threshold: f64) -> f64 {
         match self {
-            UncertaintyMeasure::AnyPredictiveEntropy => u.predictive_entropy,
-            UncertaintyMeasure::AnyMutualInformation => u.mutual_information,
+            UncertaintyMeasure::AnyPredictiveEntropy => {
+                binary_uncertainty(passes).predictive_entropy
+            }
+            UncertaintyMeasure::AnyMutualInformation => {
+                binary_uncertainty(passes).mutual_information
+            }
+            UncertaintyMeasure::AnyDecisionEntropy => {
+                let tau = logit(threshold.clamp(1e-6, 1.0 - 1e-6));
+                let centred: Vec<f64> = passes
+                    .iter()
+                    .map(|&p| sigmoid(logit(p.clamp(1e-12, 1.0 - 1e-12)) - tau))
+                    .collect();
+                binary_uncertainty(&centred).predictive_entropy
+            }
         }
     }
 }
@@ -130,9 +159,27 @@ mod tests {
     }
 
     #[test]
+    fn the_decision_entropy_peaks_at_the_threshold() {
+        let d = UncertaintyMeasure::AnyDecisionEntropy;
+        let h = |p: f64| d.of_passes(&[p], 0.3);
+        // Largest at the threshold, not at 0.5, and symmetric in the logit around it.
+        assert!((h(0.3) - 2f64.ln()).abs() < 1e-9);
+        assert!(h(0.3) > h(0.5) && h(0.3) > h(0.2));
+        let lo = sigmoid(logit(0.3) - 1.0);
+        let hi = sigmoid(logit(0.3) + 1.0);
+        assert!((h(lo) - h(hi)).abs() < 1e-9);
+        // At a threshold of 0.5 it is the plain predictive entropy.
+        let passes = [0.2, 0.45, 0.7];
+        let plain = UncertaintyMeasure::AnyPredictiveEntropy.of_passes(&passes, 0.9);
+        assert!((d.of_passes(&passes, 0.5) - plain).abs() < 1e-9);
+        assert!((plain - binary_uncertainty(&passes).predictive_entropy).abs() < 1e-12);
+    }
+
+    #[test]
     fn measure_names_round_trip_and_accept_the_old_alias() {
         for m in [
             UncertaintyMeasure::AnyPredictiveEntropy,
+            UncertaintyMeasure::AnyDecisionEntropy,
             UncertaintyMeasure::AnyMutualInformation,
         ] {
             let json = serde_json::to_string(&m).unwrap();

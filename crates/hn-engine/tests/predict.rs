@@ -698,7 +698,7 @@ fn model_card_is_validated_at_load() {
     let path = dir.join("card.json");
     let text = std::fs::read_to_string(&path)
         .unwrap()
-        .replace("any_predictive_entropy", "entropy_of_everything");
+        .replace("any_decision_entropy", "entropy_of_everything");
     std::fs::write(&path, text).unwrap();
     let msg = Predictor::load(&dir).err().unwrap().to_string();
     assert!(msg.contains("entropy_of_everything"), "{msg}");

@@ -88,10 +88,13 @@ pub fn demo_config() -> TrainConfig {
         // thickness drawn from 2.5–5 mm) and brought to the grid by the preprocessing a DICOM
         // study gets. A model trained on studies rendered at the grid saw its P(bleed) move on
         // DICOM input and its bleed decisions fail far more often; the measurements and the
-        // cost are in docs/RESULTS.md ("Shift suite").
+        // cost are in docs/RESULTS.md ("Shift suite"). With what real scans carry on top
+        // (table and holder, kernel, calibration drift, pose, partial coverage, motion, metal:
+        // `ArtifactConfig::realistic`), measured on the suite's `artifacts` cohort.
         synth: Some(hn_data::synth::SynthConfig {
             size: 128,
             n_slices: None,
+            artifacts: hn_data::synth::ArtifactConfig::realistic(),
             ..Default::default()
         }),
         ..TrainConfig::default()

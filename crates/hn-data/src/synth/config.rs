@@ -53,6 +53,9 @@ pub struct SynthConfig {
     /// MR sequences, contrasts and scanner effects (`[mr]`).
     #[serde(skip_serializing_if = "super::mr::MrConfig::is_default")]
     pub mr: super::mr::MrConfig,
+    /// What real CT scans carry that the phantom lacks (`[artifacts]`; all off by default).
+    #[serde(skip_serializing_if = "super::artifacts::ArtifactConfig::is_default")]
+    pub artifacts: super::artifacts::ArtifactConfig,
 }
 
 /// The imaging modalities of a synthetic cohort: every patient is imaged with CT, with MR,
@@ -112,6 +115,7 @@ impl Default for SynthConfig {
             seed: 2026,
             modality: CohortModality::Ct,
             mr: super::mr::MrConfig::default(),
+            artifacts: super::artifacts::ArtifactConfig::default(),
         }
     }
 }
@@ -198,6 +202,7 @@ impl SynthConfig {
                 self.beam_hardening
             ));
         }
+        self.artifacts.validate()?;
         self.mr.validate()
     }
 }
@@ -241,6 +246,23 @@ pub fn shift_presets() -> Vec<ShiftPreset> {
             description: "7–10 mm slices (older or fast protocols), 128²",
             config: SynthConfig {
                 slice_thickness_mm: [7.0, 10.0],
+                ..base.clone()
+            },
+        },
+        ShiftPreset {
+            name: "artifacts",
+            description: "every scan with the table and head holder; kernels up to very sharp (0–2), HU offsets ±8, heads off-centre (σ 10 mm) and turned (σ 8°), 35 % partial coverage, 30 % motion, 35 % metal",
+            config: SynthConfig {
+                artifacts: super::artifacts::ArtifactConfig {
+                    sharpness: [0.0, 2.0],
+                    hu_offset: [-8.0, 8.0],
+                    p_head_holder: 1.0,
+                    off_centre_sd_mm: 10.0,
+                    rotation_sd_deg: 8.0,
+                    p_partial_coverage: 0.35,
+                    p_motion: 0.3,
+                    p_metal: 0.35,
+                },
                 ..base.clone()
             },
         },

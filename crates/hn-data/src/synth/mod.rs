@@ -12,7 +12,8 @@
 //! 1. [`case`]: anatomy parameters and lesion plan → measured [`ImageFacts`] → clinical
 //!    record (truth, then missingness) → oracle probabilities → drawn outcomes.
 //! 2. [`phantom`]: the continuous procedural head (HU + lesion label at any point).
-//! 3. [`render`]: the scanner (grid, partial volume, PSF, noise, pose).
+//! 3. [`render`]: the scanner (grid, partial volume, PSF, noise, pose), with the table,
+//!    holder, motion, metal and kernel of [`artifacts`] when configured.
 //! 4. [`io`]: cohort files (DICOM/NIfTI, RSNA-style CSVs, manifest) and [`read_cohort`].
 //!
 //! Everything is a pure function of `(config, cohort seed, study index)`: studies can be
@@ -20,6 +21,7 @@
 //!
 //! Documentation of the model (causal table, calibration): `docs/SYNTH.md`.
 
+pub mod artifacts;
 pub mod case;
 mod config;
 pub mod io;
@@ -31,6 +33,7 @@ pub mod render;
 
 use std::path::PathBuf;
 
+pub use artifacts::ArtifactConfig;
 pub use case::{ImageFacts, OracleProbabilities, sample_case};
 pub use config::{CohortModality, ShiftPreset, SynthConfig, shift_presets};
 pub use io::{
@@ -152,7 +155,8 @@ pub fn try_generate_study(
 ) -> Result<SyntheticStudy, SynthError> {
     cfg.validate()
         .map_err(|msg| SynthError::Config { path: None, msg })?;
-    let case = sample_case(cfg, cohort_seed, index);
+    let mut case = sample_case(cfg, cohort_seed, index);
+    artifacts::perturb_pose(&cfg.artifacts, &mut case.pose, cohort_seed, index);
     let geometry = render::scan_geometry(cfg, &case, cohort_seed, index);
     let (mut volume, mut mask) = render::render(&case, &geometry, cohort_seed, index)?;
     // Every lesion in the facts must be visible in the mask: a lesion smaller than a voxel

@@ -12,12 +12,13 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
 
+use super::artifacts::{self, ArtifactPlan, METAL_HU};
 use super::case::{Case, Pose, rng_for};
 use super::{SynthConfig, SynthError};
 use hn_imaging::{Modality, Volume};
 
 /// Scan geometry for one study.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScanGeometry {
     pub size: usize,
     pub n_slices: usize,
@@ -29,6 +30,9 @@ pub struct ScanGeometry {
     pub origin: [f64; 3],
     /// Slice index left out of the DICOM series, if any.
     pub missing_slice: Option<usize>,
+    /// Table, holder, motion, metal, kernel and calibration of this scan (none by default).
+    #[serde(default, skip_serializing_if = "ArtifactPlan::is_none")]
+    pub artifacts: ArtifactPlan,
 }
 
 pub(crate) fn scan_geometry(
@@ -42,7 +46,18 @@ pub(crate) fn scan_geometry(
     let fov = rng.random_range(cfg.fov_mm[0]..=cfg.fov_mm[1]);
     let size = cfg.size;
     let pixel = fov / size as f64;
-    let coverage = rng.random_range(118.0..132.0) * s;
+    let planned = rng.random_range(118.0..132.0) * s;
+    let bottom_edge = case.pose.offset[2] - 47.0 * s;
+    let plan = artifacts::sample_plan(
+        &cfg.artifacts,
+        case,
+        seed,
+        index,
+        (bottom_edge, bottom_edge + planned),
+        lesions_world_z(case),
+    );
+    let coverage = planned - plan.coverage_cut_mm[0] - plan.coverage_cut_mm[1];
+    let bottom_edge = bottom_edge + plan.coverage_cut_mm[0];
     let (n_slices, thickness) = match cfg.n_slices {
         Some(n) if n > 0 => (n, coverage / n as f64),
         _ => {
@@ -63,7 +78,7 @@ pub(crate) fn scan_geometry(
     } else {
         None
     };
-    let bottom = case.pose.offset[2] - 47.0 * s + thickness / 2.0;
+    let bottom = bottom_edge + thickness / 2.0;
     ScanGeometry {
         size,
         n_slices,
@@ -73,7 +88,26 @@ pub(crate) fn scan_geometry(
         z_sub,
         origin: [-fov / 2.0 + pixel / 2.0, -fov / 2.0 + pixel / 2.0, bottom],
         missing_slice,
+        artifacts: plan,
     }
+}
+
+/// World z range the case's lesions occupy (their head-frame boxes under the pose), if any.
+fn lesions_world_z(case: &Case) -> Option<(f64, f64)> {
+    let mut range: Option<(f64, f64)> = None;
+    for les in &case.phantom.lesions {
+        let (lo, hi) = case.phantom.lesion_bbox(les);
+        for c in 0..8 {
+            let p = [
+                if c & 1 == 0 { lo[0] } else { hi[0] },
+                if c & 2 == 0 { lo[1] } else { hi[1] },
+                if c & 4 == 0 { lo[2] } else { hi[2] },
+            ];
+            let z = world_from_head(&case.pose, p)[2];
+            range = Some(range.map_or((z, z), |(a, b)| (a.min(z), b.max(z))));
+        }
+    }
+    range
 }
 
 /// Rotation matrix (head frame → world) from pitch (x), roll (y), yaw (z).
@@ -147,6 +181,19 @@ pub(crate) fn render(
         .collect();
     let centre_in_subs = g.z_sub % 2 == 1;
     let white_sd = g.noise_sd / 0.375; // [1,2,1]⊗[1,2,1]/16 keeps 0.375 of white-noise σ
+    let plan = &g.artifacts;
+    // Half the diagonal of one sample's cell: every metal object covers at least one sample.
+    let dz = g.thickness_mm / g.z_sub as f64;
+    let metal_bloom = 0.5 * (2.0 * g.pixel_mm * g.pixel_mm + dz * dz).sqrt();
+    let metal_world: Vec<[f64; 3]> = plan
+        .metal
+        .iter()
+        .flat_map(|m| {
+            m.points
+                .iter()
+                .map(|q| world_from_head(&case.pose, q.centre))
+        })
+        .collect();
 
     data.par_chunks_mut(plane)
         .zip(mask.par_chunks_mut(plane))
@@ -171,11 +218,14 @@ pub(crate) fn render(
                     let mut acc = 0.0f32;
                     let mut label = 0u8;
                     for (m, dz) in subs.iter().enumerate() {
-                        let p = to_head([wx, wy, wz + dz]);
-                        let (hu, l) = if inside(p) {
+                        let w = [wx, wy, wz + dz];
+                        let p = to_head(w);
+                        let (hu, l) = if plan.metal_at(p, metal_bloom) {
+                            (METAL_HU, 0)
+                        } else if inside(p) {
                             ph.classify(p)
                         } else {
-                            (-1000.0, 0)
+                            (plan.outside_hu(w, off), 0)
                         };
                         acc += hu;
                         if centre_in_subs && m == g.z_sub / 2 {
@@ -192,6 +242,20 @@ pub(crate) fn render(
                     ml[j * n + i] = label;
                 }
             }
+            // What happens before detection: motion ghosts the slice, metal throws streaks.
+            if let Some(m) = &plan.motion
+                && (k + nz - m.first % nz) % nz < m.count
+            {
+                let shift = [m.shift_mm[0] / g.pixel_mm, m.shift_mm[1] / g.pixel_mm];
+                artifacts::ghost(sl, n, shift, m.weight);
+            }
+            let half = g.thickness_mm / 2.0;
+            plan.add_streaks(sl, n, (wz - half, wz + half), &metal_world, |i, j| {
+                [
+                    g.origin[0] + i as f64 * g.pixel_mm,
+                    g.origin[1] + j as f64 * g.pixel_mm,
+                ]
+            });
             // Noise then PSF blur (correlated noise, soft edges).
             let mut rng = rng_for(seed, index, 1000 + k as u64);
             if white_sd > 0.0 {
@@ -201,8 +265,19 @@ pub(crate) fn render(
                 }
             }
             blur121(sl, n);
+            // The reconstruction kernel: unsharp masking against one more blur (sharpness > 0
+            // enhances edges and noise, < 0 smooths toward the blurred slice).
+            if plan.sharpness != 0.0 {
+                let mut b = sl.to_vec();
+                blur121(&mut b, n);
+                let s = plan.sharpness as f32;
+                for (v, bv) in sl.iter_mut().zip(&b) {
+                    *v += s * (*v - bv);
+                }
+            }
+            let offset = plan.hu_offset as f32;
             for v in sl.iter_mut() {
-                *v = v.clamp(-1024.0, 3071.0);
+                *v = (*v + offset).clamp(-1024.0, 3071.0);
             }
         });
 
@@ -217,6 +292,7 @@ pub(crate) fn render(
     vol.provenance
         .notes
         .push("synthetic head CT (HemorrhageNet generator)".into());
+    vol.provenance.notes.extend(plan.notes());
     if case.pose.gantry_tilt {
         vol.provenance
             .notes

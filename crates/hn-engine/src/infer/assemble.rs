@@ -214,7 +214,7 @@ pub fn review(cal: Option<&Calibration>, scores: &StudyScores) -> Review {
                      every result needs clinician review"
                 .into(),
             uncertainty_measure: measure.name().into(),
-            uncertainty: scores.referral_uncertainty(measure, &TemperatureSet::default()),
+            uncertainty: scores.referral_uncertainty(measure, &TemperatureSet::default(), 0.5),
             threshold: None,
             target_referral_rate: None,
             validation_referral_rate: None,
@@ -222,7 +222,7 @@ pub fn review(cal: Option<&Calibration>, scores: &StudyScores) -> Review {
             distance_threshold: None,
         };
     };
-    let u = scores.referral_uncertainty(c.uncertainty, &c.temperatures);
+    let u = scores.referral_uncertainty(c.uncertainty, &c.temperatures, c.thresholds[0]);
     let pol = &c.referral;
     let uncertain = pol.refer(u);
     let distance = c

@@ -156,7 +156,7 @@ pub fn calibrate_modality(
     .unwrap_or(0.5);
     let unc: Vec<f64> = scores
         .iter()
-        .map(|s| s.referral_uncertainty(uncertainty, &temps))
+        .map(|s| s.referral_uncertainty(uncertainty, &temps, thresholds[0]))
         .collect();
     // The feature distance from the training data: its density from the training split's
     // embeddings (one deterministic forward, the card's test-time augmentation, no MC), its
