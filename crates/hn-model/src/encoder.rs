@@ -73,8 +73,8 @@ impl ResBlock {
             Some(conv) => strided_pointwise(conv, x.clone()),
             None => x.clone(),
         };
-        let y = relu(self.norm1.forward(crate::conv::conv2d(&self.conv1, x)));
-        let y = self.norm2.forward(crate::conv::conv2d(&self.conv2, y));
+        let y = crate::norm::group_norm(&self.norm1, crate::conv::conv2d(&self.conv1, x), true);
+        let y = crate::norm::group_norm(&self.norm2, crate::conv::conv2d(&self.conv2, y), false);
         relu(y + identity)
     }
 }
@@ -194,7 +194,7 @@ impl ImageEncoder {
         } else {
             (&self.stem, &self.stem_norm)
         };
-        relu(norm.forward(crate::conv::conv2d(conv, x)))
+        crate::norm::group_norm(norm, crate::conv::conv2d(conv, x), true)
     }
 
     /// The shared residual stages after a stem.

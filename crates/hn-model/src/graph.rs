@@ -215,11 +215,12 @@ impl GatLayer {
         let e_src = (wh4 * self.attn_src.val().reshape([1, 1, h, dh]))
             .sum_dim(3)
             .reshape([b, n, h]);
-        let e_src_nb = e_src.select(1, graph.index.clone()).reshape([b, n, k, h]);
+        let e_src_nb =
+            crate::gather::gather_nodes(e_src, graph.index.clone()).reshape([b, n, k, h]);
         let scores = leaky_relu(e_dst + e_src_nb, 0.2)
             .mask_fill(graph.invalid.clone().expand([b, n, k, h]), -1.0e9);
         let alpha = softmax(scores, 2); // [B, N, K, H]
-        let v_nb = wh.select(1, graph.index.clone()).reshape([b, n, k, h, dh]);
+        let v_nb = crate::gather::gather_nodes(wh, graph.index.clone()).reshape([b, n, k, h, dh]);
         let agg = (alpha.clone().reshape([b, n, k, h, 1]) * v_nb)
             .sum_dim(2)
             .reshape([b, n, d]);

@@ -9,6 +9,8 @@
 //! transpose. A 1×1 stride-1 convolution needs no im2col at all. When there are fewer samples
 //! than threads, the samples run one after another and `gemm` parallelises inside each.
 
+use std::ops::Range;
+
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
@@ -135,23 +137,29 @@ impl ConvGeometry {
     }
 }
 
-/// im2col of one sample: `col[(ci·kh + ky)·kw + kx][oy·wo + ox]`, zero where the kernel reads
-/// padding.
-fn im2col<T: Real>(g: &ConvGeometry, x: &[T], col: &mut [T]) {
-    let p = g.p();
+/// Output rows `rows` of one sample's im2col matrix, as `col[(ci·kh + ky)·kw + kx][r·wo + ox]`
+/// for output row `rows.start + r`, zero where the kernel reads padding.
+fn im2col<T: Real>(g: &ConvGeometry, x: &[T], rows: Range<usize>, col: &mut [T]) {
+    let tp = rows.len() * g.wo;
     for ci in 0..g.c_in {
         let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
         for ky in 0..g.kh {
             let (y0, y1, ybase) = g.valid_range(ky, 0, g.ho, g.h);
+            let (y0, y1) = (
+                y0.clamp(rows.start, rows.end),
+                y1.clamp(rows.start, rows.end),
+            );
+            let (y0, y1) = (y0 - rows.start, y1.max(y0) - rows.start);
             for kx in 0..g.kw {
                 let (x0, x1, xbase) = g.valid_range(kx, 1, g.wo, g.w);
-                let row = &mut col[((ci * g.kh + ky) * g.kw + kx) * p..][..p];
+                let row = &mut col[((ci * g.kh + ky) * g.kw + kx) * tp..][..tp];
                 row[..y0 * g.wo].fill(T::ZERO);
                 row[y1 * g.wo..].fill(T::ZERO);
-                for oy in y0..y1 {
+                for r in y0..y1 {
+                    let oy = rows.start + r;
                     let iy = (ybase + (oy * g.stride[0]) as isize) as usize;
                     let src = &plane[iy * g.w..(iy + 1) * g.w];
-                    let dst = &mut row[oy * g.wo..(oy + 1) * g.wo];
+                    let dst = &mut row[r * g.wo..(r + 1) * g.wo];
                     dst[..x0].fill(T::ZERO);
                     dst[x1..].fill(T::ZERO);
                     let ix0 = (xbase + (x0 * g.stride[1]) as isize) as usize;
@@ -168,21 +176,26 @@ fn im2col<T: Real>(g: &ConvGeometry, x: &[T], col: &mut [T]) {
     }
 }
 
-/// col2im of one sample: the adjoint of [`im2col`], accumulating into `dx` (which the caller
-/// gives zeroed).
-fn col2im<T: Real>(g: &ConvGeometry, col: &[T], dx: &mut [T]) {
-    let p = g.p();
+/// col2im of output rows `rows` of one sample: the adjoint of [`im2col`], accumulating into
+/// `dx`.
+fn col2im<T: Real>(g: &ConvGeometry, col: &[T], rows: Range<usize>, dx: &mut [T]) {
+    let tp = rows.len() * g.wo;
     for ci in 0..g.c_in {
         let plane = &mut dx[ci * g.h * g.w..(ci + 1) * g.h * g.w];
         for ky in 0..g.kh {
             let (y0, y1, ybase) = g.valid_range(ky, 0, g.ho, g.h);
+            let (y0, y1) = (
+                y0.clamp(rows.start, rows.end),
+                y1.clamp(rows.start, rows.end),
+            );
             for kx in 0..g.kw {
                 let (x0, x1, xbase) = g.valid_range(kx, 1, g.wo, g.w);
-                let row = &col[((ci * g.kh + ky) * g.kw + kx) * p..][..p];
+                let row = &col[((ci * g.kh + ky) * g.kw + kx) * tp..][..tp];
                 for oy in y0..y1 {
+                    let r = oy - rows.start;
                     let iy = (ybase + (oy * g.stride[0]) as isize) as usize;
                     let dst = &mut plane[iy * g.w..(iy + 1) * g.w];
-                    let src = &row[oy * g.wo + x0..oy * g.wo + x1];
+                    let src = &row[r * g.wo + x0..r * g.wo + x1];
                     let ix0 = (xbase + (x0 * g.stride[1]) as isize) as usize;
                     if g.stride[1] == 1 {
                         for (d, s) in dst[ix0..ix0 + src.len()].iter_mut().zip(src) {
@@ -199,6 +212,32 @@ fn col2im<T: Real>(g: &ConvGeometry, col: &[T], dx: &mut [T]) {
     }
 }
 
+/// The output-row tiles of one sample's im2col matrix: the column buffer of a 16-channel 3×3
+/// layer at 128² is 9.4 MB per slice, written once and read once by the GEMM; in tiles of
+/// [`DEFAULT_TILE_ELEMS`] it stays small and mostly in cache, which measured 5–7 % faster at
+/// 128² and the same at 64² (docs/BENCHMARKS.md, run M).
+fn row_tiles(g: &ConvGeometry) -> impl Iterator<Item = Range<usize>> + use<> {
+    let per_row = (g.k() * g.wo).max(1);
+    let rows = (tile_elems() / per_row).clamp(1, g.ho.max(1));
+    let ho = g.ho;
+    (0..ho.div_ceil(rows)).map(move |t| t * rows..((t + 1) * rows).min(ho))
+}
+
+/// Elements of one column tile (see [`row_tiles`]); `HN_CONV_TILE` overrides it for
+/// benchmarks.
+fn tile_elems() -> usize {
+    static TILE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *TILE.get_or_init(|| {
+        std::env::var("HN_CONV_TILE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_TILE_ELEMS)
+    })
+}
+
+/// 512 KiB of `f32`: the best of the tile sizes tried (16 Ki–256 Ki elements, and none).
+const DEFAULT_TILE_ELEMS: usize = 128 * 1024;
+
 /// A row-major matrix view for [`matmul`]: element (i, j) at `ptr[i·rs + j·cs]`.
 #[derive(Clone, Copy)]
 struct View {
@@ -211,13 +250,15 @@ const ROW_MAJOR: fn(usize) -> View = |cols| View {
     cs: 1,
 };
 
-/// `dst[m×n] (+)= a[m×k] · b[k×n]` with the given strides (`accumulate` adds to `dst`).
+/// `dst[m×n] (+)= a[m×k] · b[k×n]` with the given strides (`dst` row `i` at `dst[i·dst_rs]`;
+/// `accumulate` adds to `dst`).
 #[allow(clippy::too_many_arguments)]
 fn matmul<T: Real>(
     m: usize,
     n: usize,
     k: usize,
     dst: &mut [T],
+    dst_rs: usize,
     accumulate: bool,
     a: &[T],
     av: View,
@@ -225,15 +266,16 @@ fn matmul<T: Real>(
     bv: View,
     par: Parallelism,
 ) {
-    assert!(dst.len() >= m * n);
     let extent = |v: View, rows: usize, cols: usize| {
         (rows.saturating_sub(1) as isize * v.rs + cols.saturating_sub(1) as isize * v.cs) as usize
             + 1
     };
+    assert!(m == 0 || n == 0 || (dst_rs >= n && dst.len() >= extent(ROW_MAJOR(dst_rs), m, n)));
     assert!(m == 0 || k == 0 || a.len() >= extent(av, m, k));
     assert!(k == 0 || n == 0 || b.len() >= extent(bv, k, n));
     // SAFETY: the asserts above keep every index gemm computes from the strides inside the
-    // three slices; `dst` does not alias `a` or `b` (distinct borrows).
+    // three slices (`dst_rs ≥ n`, so rows do not overlap); `dst` does not alias `a` or `b`
+    // (distinct borrows).
     unsafe {
         gemm(
             m,
@@ -241,7 +283,7 @@ fn matmul<T: Real>(
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_rs as isize,
             accumulate,
             a.as_ptr(),
             av.cs,
@@ -293,7 +335,7 @@ fn per_sample<T: Real>(
     }
 }
 
-/// Forward: `y[n] = W · im2col(x[n])`, `[N, C_out, Ho, Wo]`.
+/// Forward: `y[n] = W · im2col(x[n])`, `[N, C_out, Ho, Wo]`, one column tile at a time.
 pub fn forward<T: Real>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> {
     let (k, p) = (g.k(), g.p());
     let mut y = vec![T::ZERO; g.batch * g.out_len()];
@@ -301,31 +343,36 @@ pub fn forward<T: Real>(g: &ConvGeometry, x: &[T], w: &[T]) -> Vec<T> {
     let par = inner_parallelism(outer);
     let one = |col: &mut Vec<T>, (n, yn): (usize, &mut [T])| {
         let xn = &x[n * g.in_len()..(n + 1) * g.in_len()];
-        let colm: &[T] = if g.is_pointwise() {
-            xn
-        } else {
-            col.resize(k * p, T::ZERO);
-            im2col(g, xn, col);
-            col
-        };
-        matmul(
-            g.c_out,
-            p,
-            k,
-            yn,
-            false,
-            w,
-            ROW_MAJOR(k),
-            colm,
-            ROW_MAJOR(p),
-            par,
-        );
+        if g.is_pointwise() {
+            let (a, b) = (ROW_MAJOR(k), ROW_MAJOR(p));
+            matmul(g.c_out, p, k, yn, p, false, w, a, xn, b, par);
+            return;
+        }
+        for rows in row_tiles(g) {
+            let tp = rows.len() * g.wo;
+            col.resize(k * tp, T::ZERO);
+            im2col(g, xn, rows.clone(), col);
+            let dst = &mut yn[rows.start * g.wo..];
+            matmul(
+                g.c_out,
+                tp,
+                k,
+                dst,
+                p,
+                false,
+                w,
+                ROW_MAJOR(k),
+                col,
+                ROW_MAJOR(tp),
+                par,
+            );
+        }
     };
     per_sample(&mut y, g.out_len(), outer, one);
     y
 }
 
-/// Input gradient: `dx[n] = col2im(Wᵀ · dy[n])`, `[N, C_in, H, W]`.
+/// Input gradient: `dx[n] = col2im(Wᵀ · dy[n])`, `[N, C_in, H, W]`, one column tile at a time.
 pub fn backward_input<T: Real>(g: &ConvGeometry, w: &[T], dy: &[T]) -> Vec<T> {
     let (k, p) = (g.k(), g.p());
     let mut dx = vec![T::ZERO; g.batch * g.in_len()];
@@ -338,54 +385,75 @@ pub fn backward_input<T: Real>(g: &ConvGeometry, w: &[T], dy: &[T]) -> Vec<T> {
     let one = |col: &mut Vec<T>, (n, dxn): (usize, &mut [T])| {
         let dyn_ = &dy[n * g.out_len()..(n + 1) * g.out_len()];
         if g.is_pointwise() {
-            matmul(k, p, g.c_out, dxn, false, w, wt, dyn_, ROW_MAJOR(p), par);
-        } else {
-            col.resize(k * p, T::ZERO);
-            matmul(k, p, g.c_out, col, false, w, wt, dyn_, ROW_MAJOR(p), par);
-            col2im(g, col, dxn);
+            matmul(k, p, g.c_out, dxn, p, false, w, wt, dyn_, ROW_MAJOR(p), par);
+            return;
+        }
+        for rows in row_tiles(g) {
+            let tp = rows.len() * g.wo;
+            col.resize(k * tp, T::ZERO);
+            let src = &dyn_[rows.start * g.wo..];
+            matmul(
+                k,
+                tp,
+                g.c_out,
+                col,
+                tp,
+                false,
+                w,
+                wt,
+                src,
+                ROW_MAJOR(p),
+                par,
+            );
+            col2im(g, col, rows, dxn);
         }
     };
     per_sample(&mut dx, g.in_len(), outer, one);
     dx
 }
 
-/// Weight gradient: `dW = Σₙ dy[n] · im2col(x[n])ᵀ`, `[C_out, C_in, kh, kw]`. Samples are split
-/// into one contiguous range per thread, each summed into its own buffer; the buffers are
-/// added at the end (a fixed order, so the result does not depend on scheduling).
+/// Weight gradient: `dW = Σₙ dy[n] · im2col(x[n])ᵀ`, `[C_out, C_in, kh, kw]`, one column tile
+/// at a time. Samples are split into one contiguous range per thread, each summed into its
+/// own buffer; the buffers are added at the end (a fixed order, so the result does not depend
+/// on scheduling).
 pub fn backward_weight<T: Real>(g: &ConvGeometry, x: &[T], dy: &[T]) -> Vec<T> {
     let (k, p) = (g.k(), g.p());
     let outer = per_sample_parallel(g);
     let par = inner_parallelism(outer);
-    // col[K×P] read as colᵀ[P×K].
-    let colt = View {
-        rs: 1,
-        cs: p as isize,
-    };
     let range = |lo: usize, hi: usize| {
         let mut dw = vec![T::ZERO; g.c_out * k];
         let mut col = Vec::new();
+        let mut accumulate = false;
         for n in lo..hi {
             let xn = &x[n * g.in_len()..(n + 1) * g.in_len()];
             let dyn_ = &dy[n * g.out_len()..(n + 1) * g.out_len()];
-            let colm: &[T] = if g.is_pointwise() {
-                xn
-            } else {
-                col.resize(k * p, T::ZERO);
-                im2col(g, xn, &mut col);
-                &col
-            };
-            matmul(
-                g.c_out,
-                k,
-                p,
-                &mut dw,
-                n > lo,
-                dyn_,
-                ROW_MAJOR(p),
-                colm,
-                colt,
-                par,
-            );
+            if g.is_pointwise() {
+                // xn[K×P] read as xnᵀ[P×K].
+                let xt = View {
+                    rs: 1,
+                    cs: p as isize,
+                };
+                let dv = ROW_MAJOR(p);
+                matmul(g.c_out, k, p, &mut dw, k, accumulate, dyn_, dv, xn, xt, par);
+                accumulate = true;
+                continue;
+            }
+            for rows in row_tiles(g) {
+                let tp = rows.len() * g.wo;
+                col.resize(k * tp, T::ZERO);
+                im2col(g, xn, rows.clone(), &mut col);
+                // col[K×tp] read as colᵀ[tp×K].
+                let colt = View {
+                    rs: 1,
+                    cs: tp as isize,
+                };
+                let src = &dyn_[rows.start * g.wo..];
+                let dv = ROW_MAJOR(p);
+                matmul(
+                    g.c_out, k, tp, &mut dw, k, accumulate, src, dv, &col, colt, par,
+                );
+                accumulate = true;
+            }
         }
         dw
     };
@@ -468,7 +536,8 @@ mod tests {
 
     /// Forward equals the definition; both gradients satisfy the adjoint identities
     /// ⟨dy, conv(x, w)⟩ = ⟨dx, x⟩ (linear in x) = ⟨dW, w⟩ (linear in w), over strides,
-    /// asymmetric padding, dilation, odd sizes, pointwise and batch 1.
+    /// asymmetric padding, dilation, odd sizes, pointwise, batch 1 and images split into
+    /// several column tiles.
     #[test]
     fn kernels_match_the_definition_and_their_adjoints() {
         let cases = [
@@ -485,9 +554,27 @@ mod tests {
                 [2, 1],
             ),
             ([5, 3, 4, 4], [1, 3, 5, 5], [1, 1], [(2, 2), (2, 2)], [1, 1]),
+            // Several column tiles per sample (see `row_tiles`), even and uneven.
+            (
+                [2, 16, 40, 40],
+                [8, 16, 3, 3],
+                [1, 1],
+                [(1, 1), (1, 1)],
+                [1, 1],
+            ),
+            (
+                [1, 32, 61, 63],
+                [4, 32, 3, 3],
+                [2, 2],
+                [(1, 1), (1, 1)],
+                [1, 1],
+            ),
         ];
         for (i, (xs, ws, st, pad, dil)) in cases.into_iter().enumerate() {
             let g = ConvGeometry::new(xs, ws, st, pad, dil).unwrap();
+            if i >= 6 {
+                assert!(row_tiles(&g).count() > 1, "case {i} is one tile");
+            }
             let x = noise(xs.iter().product(), i as u64);
             let w = noise(ws.iter().product(), 100 + i as u64);
             let y = forward(&g, &x, &w);

@@ -225,10 +225,15 @@ pub fn set_fast_kernels(on: bool) {
     FAST_KERNELS.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Whether our flex kernels (this module's and [`crate::gather`]'s) are on.
+pub fn fast_kernels_on() -> bool {
+    FAST_KERNELS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Whether [`conv2d`] runs our kernels for `x`: it lives on flex (with or without autodiff) and
 /// they are on. Callers keep rewrites meant for burn's kernels for the other case.
 pub fn runs_fast_kernels(x: &Tensor<4>) -> bool {
-    FAST_KERNELS.load(std::sync::atomic::Ordering::Relaxed) && x.device().inner() == Device::flex()
+    fast_kernels_on() && x.device().inner() == Device::flex()
 }
 
 /// `conv.forward(x)`, on our kernels where `x` is on flex.
