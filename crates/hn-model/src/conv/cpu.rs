@@ -315,24 +315,30 @@ fn inner_parallelism(outer: bool) -> Parallelism {
     }
 }
 
-/// Run `one(scratch, (n, out[n]))` for every sample's slice of `out` (`len` elements each): on
-/// the rayon pool with a scratch buffer per worker when `outer`, else in order.
+/// Run `one(scratch, (n, out[n]))` for every sample's slice of `out` (`len` elements each): when
+/// `outer`, in one contiguous range of samples per thread on the rayon pool, each range with
+/// one scratch buffer (allocated and zeroed once, not per sample); else in order.
 fn per_sample<T: Real>(
     out: &mut [T],
     len: usize,
     outer: bool,
     one: impl Fn(&mut Vec<T>, (usize, &mut [T])) + Sync + Send,
 ) {
-    let chunks = out.chunks_mut(len.max(1)).enumerate();
-    if outer {
-        chunks
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .for_each_init(Vec::new, one);
+    let len = len.max(1);
+    let samples = out.len() / len;
+    let per_range = if outer {
+        samples.div_ceil(rayon::current_num_threads().max(1)).max(1)
     } else {
-        let mut col = Vec::new();
-        chunks.for_each(|c| one(&mut col, c));
-    }
+        samples.max(1)
+    };
+    out.par_chunks_mut(per_range * len)
+        .enumerate()
+        .for_each(|(r, range)| {
+            let mut col = Vec::new();
+            for (j, c) in range.chunks_mut(len).enumerate() {
+                one(&mut col, (r * per_range + j, c));
+            }
+        });
 }
 
 /// Forward: `y[n] = W · im2col(x[n])`, `[N, C_out, Ho, Wo]`, one column tile at a time.
