@@ -137,7 +137,7 @@ fn forward<T: Float>(x: &[T], gamma: &[T], beta: &[T], d: Dims, o: &GroupNormOpt
                     let px = ch * d.hw..(ch + 1) * d.hw;
                     for (yv, &xv) in yn[px.clone()].iter_mut().zip(&xn[px]) {
                         let z = a * xv + b;
-                        *yv = if o.relu && !(z > zero) { zero } else { z };
+                        *yv = if o.relu && z <= zero { zero } else { z };
                     }
                 }
             }
@@ -229,7 +229,7 @@ fn dims_of(x: &FlexTensor, gamma: &FlexTensor, o: &GroupNormOptions) -> Dims {
     );
     let (c, hw) = (s[1], s[2] * s[3]);
     assert!(
-        o.groups > 0 && c % o.groups == 0 && gamma.layout().shape()[0] == c,
+        o.groups > 0 && c.is_multiple_of(o.groups) && gamma.layout().shape()[0] == c,
         "group_norm_act: shapes are checked by `norm::group_norm`"
     );
     Dims {
@@ -400,7 +400,7 @@ pub fn group_norm(norm: &GroupNorm, x: Tensor<4>, then_relu: bool) -> Tensor<4> 
         && matches!(x.dtype(), DType::F32 | DType::F64)
         && norm.num_groups > 0
         && c == norm.num_channels
-        && c % norm.num_groups == 0;
+        && c.is_multiple_of(norm.num_groups);
     let (Some(gamma), Some(beta), true) = (&norm.gamma, &norm.beta, fast) else {
         let y = norm.forward(x);
         return if then_relu { relu(y) } else { y };
