@@ -8,6 +8,8 @@
 //! cargo run -p hn-model --example export_reference -- /tmp/hn_reference.json
 //! /tmp/torchenv/bin/python bench/torch/check_equivalence.py /tmp/hn_reference.json
 //! ```
+//!
+//! `HN_CONV=burn` runs flex's own kernels instead of hn-model's extension ops (A/B checks).
 
 use std::fmt::Write as _;
 
@@ -88,6 +90,9 @@ fn json_array(v: &[f32]) -> String {
 }
 
 fn main() {
+    if std::env::var("HN_CONV").as_deref() == Ok("burn") {
+        hn_model::conv::set_fast_kernels(false);
+    }
     let path = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "/tmp/hn_reference.json".into());
