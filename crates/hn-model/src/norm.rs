@@ -251,6 +251,13 @@ macro_rules! slice {
     };
 }
 
+/// The sizes and shape of `x` and `[x, γ, β]` made contiguous, for the kernels.
+fn contiguous(o: &GroupNormOptions, t: [FlexTensor; 3]) -> (Dims, Vec<usize>, [FlexTensor; 3]) {
+    let d = dims_of(&t[0], &t[1], o);
+    let shape = t[0].layout().shape().dims::<4>().to_vec();
+    (d, shape, t.map(|t| t.to_contiguous()))
+}
+
 impl FastGroupNorm for Flex {
     fn group_norm_act(
         x: FlexTensor,
@@ -258,13 +265,7 @@ impl FastGroupNorm for Flex {
         beta: FlexTensor,
         o: GroupNormOptions,
     ) -> FlexTensor {
-        let d = dims_of(&x, &gamma, &o);
-        let shape = x.layout().shape().dims::<4>().to_vec();
-        let (x, gamma, beta) = (
-            x.to_contiguous(),
-            gamma.to_contiguous(),
-            beta.to_contiguous(),
-        );
+        let (d, shape, [x, gamma, beta]) = contiguous(&o, [x, gamma, beta]);
         macro_rules! go {
             ($t:ty) => {
                 flex::<$t>(
@@ -286,13 +287,7 @@ impl FastGroupNorm for Flex {
         grad: FlexTensor,
         o: GroupNormOptions,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let d = dims_of(&x, &gamma, &o);
-        let shape = x.layout().shape().dims::<4>().to_vec();
-        let (x, gamma, beta) = (
-            x.to_contiguous(),
-            gamma.to_contiguous(),
-            beta.to_contiguous(),
-        );
+        let (d, shape, [x, gamma, beta]) = contiguous(&o, [x, gamma, beta]);
         let grad = grad.to_contiguous();
         macro_rules! go {
             ($t:ty) => {{
