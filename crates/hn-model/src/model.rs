@@ -208,6 +208,15 @@ impl ModelOutput {
     }
 }
 
+/// The rows `idx` of a batch's `[B]` modality indices (all of them when `idx` is `None`),
+/// as [`HemorrhageNet::by_modality`] hands them to its closure.
+fn rows_of(modality: &Tensor<1, Int>, idx: Option<Tensor<1, Int>>) -> Tensor<1, Int> {
+    match idx {
+        Some(i) => modality.clone().select(0, i),
+        None => modality.clone(),
+    }
+}
+
 /// The HemorrhageNet network.
 #[derive(Module, Debug)]
 pub struct HemorrhageNet {
@@ -487,7 +496,7 @@ impl HemorrhageNet {
         );
         // Each modality through its own stem, then the shared CNN: [B·S, D, h, w].
         let stems = self.by_modality(&modality, |idx, mr| {
-            let x = match idx {
+            let x = match idx.clone() {
                 Some(i) => images.clone().select(0, i),
                 None => images.clone(),
             };
@@ -501,11 +510,7 @@ impl HemorrhageNet {
             let x = if mr {
                 x
             } else {
-                let m = Tensor::<1, Int>::from_data(
-                    TensorData::new(vec![MODALITY_CT; bm], [bm]),
-                    &x.device(),
-                );
-                self.normalise_channels(x, m)
+                self.normalise_channels(x, rows_of(&modality, idx))
             };
             let x = self.with_context(x);
             let cin = x.dims()[2];
@@ -610,7 +615,7 @@ impl HemorrhageNet {
             ci * groups
         );
         let stems = self.by_modality(&modality, |idx, mr| {
-            let x = match idx {
+            let x = match idx.clone() {
                 Some(i) => x.clone().select(0, i),
                 None => x.clone(),
             };
@@ -626,11 +631,7 @@ impl HemorrhageNet {
             let x = if mr {
                 x
             } else {
-                let m = Tensor::<1, Int>::from_data(
-                    TensorData::new(vec![MODALITY_CT; nm], [nm]),
-                    &x.device(),
-                );
-                self.normalise_channels(x, m)
+                self.normalise_channels(x, rows_of(&modality, idx))
             };
             self.encoder
                 .stem(x.reshape([nm, groups * own, height, width]), mr)
@@ -679,7 +680,9 @@ impl HemorrhageNet {
     }
 
     /// `x [B, G, C, H, W]` (G slices or context groups of C windowed channels) scaled and
-    /// shifted per channel with each study's modality parameters.
+    /// shifted per channel with each study's modality parameters. Only the CT stem's input
+    /// is normalised this way; a network without an MR stem also sends its MR studies
+    /// there, and they keep their own (MR) row, as the PyTorch reference does.
     fn normalise_channels(&self, x: Tensor<5>, modality: Tensor<1, Int>) -> Tensor<5> {
         let [b, _, c, _, _] = x.dims();
         let scale = self
@@ -804,4 +807,71 @@ pub(crate) fn mrs_cumulative(mrs: Tensor<1, Int>) -> Tensor<2> {
         .reshape([1, N_MRS_THRESHOLDS])
         .expand([b, N_MRS_THRESHOLDS]);
     (m - ks).greater_elem(-0.5).float()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gradient of `[channel_scale, channel_shift]`'s rows from a loss on the whole
+    /// output of a batch of `modality` studies, as `[row][0]` absolute sums.
+    fn row_gradients(cfg: &HemorrhageNetConfig, modality: Vec<i64>) -> Vec<[f32; 2]> {
+        let device = Device::flex().autodiff();
+        let net = cfg.init(&device);
+        let b = modality.len();
+        let [s, c, h, w] = [cfg.slices, cfg.input_channels(), cfg.height, cfg.width];
+        let images = (0..b * s * c * h * w)
+            .map(|i| ((i * 7919) % 97) as f32 / 97.0)
+            .collect();
+        let f = cfg.n_clinical;
+        let input = ModelInput::from_host(
+            images,
+            [b, s, c, h, w],
+            vec![0.5; b * f],
+            vec![1.0; b * f],
+            modality,
+            &device,
+        );
+        let out = net.forward(input);
+        let grads = (out.any_logit.sum() + out.mortality_logit.sum()).backward();
+        let per_row = |p: &Param<Tensor<2>>| -> Vec<f32> {
+            let g = p.val().grad(&grads).expect("a gradient");
+            let [m, _] = g.dims();
+            (0..m)
+                .map(|r| {
+                    g.clone()
+                        .slice(s![r..r + 1, ..])
+                        .abs()
+                        .sum()
+                        .into_scalar::<f32>()
+                })
+                .collect()
+        };
+        let (scale, shift) = (per_row(&net.channel_scale), per_row(&net.channel_shift));
+        scale.into_iter().zip(shift).map(|(a, b)| [a, b]).collect()
+    }
+
+    #[test]
+    fn a_network_without_an_mr_stem_normalises_each_study_with_its_own_row() {
+        let cfg = HemorrhageNetConfig::tiny();
+        let mr_only = row_gradients(&cfg, vec![MODALITY_MR; 2]);
+        assert!(
+            mr_only[MODALITY_MR as usize].iter().all(|g| *g > 0.0),
+            "{mr_only:?}"
+        );
+        assert_eq!(mr_only[MODALITY_CT as usize], [0.0, 0.0], "{mr_only:?}");
+        let ct_only = row_gradients(&cfg, vec![MODALITY_CT; 2]);
+        assert!(ct_only[MODALITY_CT as usize].iter().all(|g| *g > 0.0));
+        assert_eq!(ct_only[MODALITY_MR as usize], [0.0, 0.0], "{ct_only:?}");
+        let mixed = row_gradients(&cfg, vec![MODALITY_CT, MODALITY_MR]);
+        assert!(mixed.iter().flatten().all(|g| *g > 0.0), "{mixed:?}");
+    }
+
+    #[test]
+    fn with_an_mr_stem_only_ct_studies_are_channel_normalised() {
+        let cfg = HemorrhageNetConfig::tiny().with_mr_channels(5);
+        let mixed = row_gradients(&cfg, vec![MODALITY_CT, MODALITY_MR]);
+        assert!(mixed[MODALITY_CT as usize].iter().all(|g| *g > 0.0));
+        assert_eq!(mixed[MODALITY_MR as usize], [0.0, 0.0], "{mixed:?}");
+    }
 }
