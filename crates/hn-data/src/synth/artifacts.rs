@@ -15,6 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::case::{Case, Pose, rng_for};
+use super::config::ordered_range;
 
 /// RNG streams (disjoint from the case's 0, the geometry's 2, the slices' 1000+k, MR's 5000+
 /// and the writer's 9000+).
@@ -88,21 +89,8 @@ impl ArtifactConfig {
 
     /// Check ranges; returns a human-readable reason when invalid.
     pub fn validate(&self) -> Result<(), String> {
-        let range_ok = |r: [f64; 2], lo: f64, hi: f64| {
-            r[0].is_finite() && r[1].is_finite() && r[0] >= lo && r[1] <= hi && r[0] <= r[1]
-        };
-        if !range_ok(self.sharpness, -1.0, 3.0) {
-            return Err(format!(
-                "artifacts.sharpness {:?} must be an ordered range within -1..3",
-                self.sharpness
-            ));
-        }
-        if !range_ok(self.hu_offset, -30.0, 30.0) {
-            return Err(format!(
-                "artifacts.hu_offset {:?} must be an ordered range within -30..30 HU",
-                self.hu_offset
-            ));
-        }
+        ordered_range("artifacts.sharpness", self.sharpness, -1.0, 3.0, "")?;
+        ordered_range("artifacts.hu_offset", self.hu_offset, -30.0, 30.0, " HU")?;
         if !(0.0..=15.0).contains(&self.off_centre_sd_mm) {
             return Err(format!(
                 "artifacts.off_centre_sd_mm {} must be in 0..=15 (the head must stay in the field of view)",

@@ -149,27 +149,9 @@ impl SynthConfig {
         {
             return Err(format!("n_slices {n} must be 0 (automatic) or in 2..=512"));
         }
-        let range_ok = |r: [f64; 2], lo: f64, hi: f64| {
-            r[0].is_finite() && r[1].is_finite() && r[0] >= lo && r[1] <= hi && r[0] <= r[1]
-        };
-        if !range_ok(self.slice_thickness_mm, 0.5, 10.0) {
-            return Err(format!(
-                "slice_thickness_mm {:?} must be an ordered range within 0.5..10",
-                self.slice_thickness_mm
-            ));
-        }
-        if !range_ok(self.fov_mm, 200.0, 400.0) {
-            return Err(format!(
-                "fov_mm {:?} must be an ordered range within 200..400 (the head must fit)",
-                self.fov_mm
-            ));
-        }
-        if !range_ok(self.noise_sd_hu, 0.0, 100.0) {
-            return Err(format!(
-                "noise_sd_hu {:?} must be an ordered range within 0..100",
-                self.noise_sd_hu
-            ));
-        }
+        ordered_range("slice_thickness_mm", self.slice_thickness_mm, 0.5, 10.0, "")?;
+        ordered_range("fov_mm", self.fov_mm, 200.0, 400.0, " (the head must fit)")?;
+        ordered_range("noise_sd_hu", self.noise_sd_hu, 0.0, 100.0, "")?;
         if self.z_supersample > 8 {
             return Err(format!("z_supersample {} must be <= 8", self.z_supersample));
         }
@@ -279,4 +261,64 @@ pub fn shift_presets() -> Vec<ShiftPreset> {
             },
         },
     ]
+}
+
+/// `Ok` when `r` is a finite, ordered `[low, high]` range within `lo..=hi`; otherwise the
+/// reason, naming the setting `name` (`suffix` adds a unit or why the bound exists). The one
+/// range rule of every `[synth]` section's validation.
+pub(crate) fn ordered_range(
+    name: &str,
+    r: [f64; 2],
+    lo: f64,
+    hi: f64,
+    suffix: &str,
+) -> Result<(), String> {
+    if r[0].is_finite() && r[1].is_finite() && r[0] >= lo && r[1] <= hi && r[0] <= r[1] {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} {r:?} must be an ordered range within {lo}..{hi}{suffix}"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_range_rule_refuses_reversed_unbounded_and_non_finite_ranges_naming_the_setting() {
+        assert_eq!(ordered_range("x", [1.0, 2.0], 0.0, 2.0, ""), Ok(()));
+        assert_eq!(ordered_range("x", [2.0, 2.0], 0.0, 2.0, ""), Ok(()));
+        for bad in [
+            [2.0, 1.0],
+            [-0.1, 1.0],
+            [0.0, 2.1],
+            [f64::NAN, 1.0],
+            [0.0, f64::INFINITY],
+        ] {
+            let e = ordered_range("fov_mm", bad, 0.0, 2.0, " (why)").unwrap_err();
+            assert!(e.starts_with("fov_mm "), "{e}");
+            assert!(e.ends_with("within 0..2 (why)"), "{e}");
+        }
+    }
+
+    #[test]
+    fn every_section_applies_the_range_rule() {
+        let ok = SynthConfig::default();
+        assert_eq!(ok.validate(), Ok(()));
+        let mut c = ok.clone();
+        c.fov_mm = [300.0, 250.0];
+        assert!(c.validate().unwrap_err().contains("fov_mm"));
+        let mut c = ok.clone();
+        c.mr.snr = [1.0, 50.0];
+        assert!(c.validate().unwrap_err().contains("mr.snr"));
+        let mut c = ok;
+        c.artifacts.hu_offset = [-40.0, 0.0];
+        let e = c.validate().unwrap_err();
+        assert!(
+            e.contains("artifacts.hu_offset") && e.ends_with("HU"),
+            "{e}"
+        );
+    }
 }

@@ -21,6 +21,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::case::{Case, Pose, rng_for};
+use super::config::ordered_range;
 use super::phantom::{Acuity, PointSample, Tissue};
 use super::{SynthConfig, SynthError, study_id};
 use crate::{ClinicalRecord, Outcomes, StudyLabels};
@@ -158,9 +159,6 @@ impl MrConfig {
         if !(16..=1024).contains(&self.size) {
             return Err(format!("mr.size {} must be in 16..=1024", self.size));
         }
-        let range_ok = |r: [f64; 2], lo: f64, hi: f64| {
-            r[0].is_finite() && r[1].is_finite() && r[0] >= lo && r[1] <= hi && r[0] <= r[1]
-        };
         for (name, r, lo, hi) in [
             ("mr.thickness_mm", self.thickness_mm, 0.5, 10.0),
             ("mr.gap_mm", self.gap_mm, 0.0, 5.0),
@@ -168,11 +166,7 @@ impl MrConfig {
             ("mr.snr", self.snr, 2.0, 1000.0),
             ("mr.bias", self.bias, 0.0, 0.6),
         ] {
-            if !range_ok(r, lo, hi) {
-                return Err(format!(
-                    "{name} {r:?} must be an ordered range within {lo}..{hi}"
-                ));
-            }
+            ordered_range(name, r, lo, hi, "")?;
         }
         for (name, p) in [
             ("mr.p_missing_sequence", self.p_missing_sequence),
