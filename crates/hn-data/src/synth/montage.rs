@@ -105,7 +105,8 @@ pub fn write_montage(
 
 /// Write the MR montage: one column per sequence (T1, T2, FLAIR, T2*-GRE, SWI), one row per
 /// bleed type (negative, EDH, SDH, SAH, IPH, IVH: acute blood) and then one row per blood age
-/// (an intraparenchymal bleed hyperacute, acute, early/late subacute, chronic), labelled.
+/// (an intraparenchymal bleed hyperacute, acute, early/late subacute, chronic, and a small
+/// chronic one: the haemosiderin scar), labelled.
 /// Each tile is the slice of that sequence nearest the lesion's largest cross-section, shown
 /// between its own 1st and 99.5th percentile (MR has no absolute scale).
 pub fn write_mr_montage(cfg: &SynthConfig, seed: u64, path: &Path) -> Result<(), SynthError> {
@@ -121,6 +122,7 @@ pub fn write_mr_montage(cfg: &SynthConfig, seed: u64, path: &Path) -> Result<(),
         BloodAge::EarlySubacute,
         BloodAge::LateSubacute,
         BloodAge::Chronic,
+        BloodAge::HaemosiderinScar,
     ];
     // Rows: (label, subtype slot 0..=5, wanted IPH age).
     let mut rows: Vec<(String, usize, Option<BloodAge>, Option<usize>)> = [
@@ -152,9 +154,15 @@ pub fn write_mr_montage(cfg: &SynthConfig, seed: u64, path: &Path) -> Result<(),
             } else {
                 let t = r.1 - 1;
                 let want = r.2.unwrap_or(BloodAge::Acute);
+                // A scar is a small bleed by definition; the other rows want large ones.
+                let big_enough = if want == BloodAge::HaemosiderinScar {
+                    c.facts.total_ml > 0.5
+                } else {
+                    c.facts.total_ml > if t == 3 { 8.0 } else { 4.0 }
+                };
                 n == 1
                     && c.planned_subtypes[t]
-                    && c.facts.total_ml > if t == 3 { 8.0 } else { 4.0 }
+                    && big_enough
                     && c.phantom.lesions.iter().zip(&age).all(|(_, a)| *a == want)
             };
             if ok {

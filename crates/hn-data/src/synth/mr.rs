@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::case::{Case, Pose, rng_for};
 use super::config::ordered_range;
-use super::phantom::{Acuity, PointSample, Tissue};
+use super::phantom::{Acuity, PointSample, Shape, Tissue};
 use super::{SynthConfig, SynthError, study_id};
 use crate::{ClinicalRecord, Outcomes, StudyLabels};
 use hn_imaging::mr::{MrProtocol, MrSequence};
@@ -43,7 +43,16 @@ pub enum BloodAge {
     LateSubacute,
     /// Months: haemosiderin and ferritin around a fluid cavity.
     Chronic,
+    /// Months, a bleed too small to leave a cavity (under [`HAEMOSIDERIN_SCAR_MAX_ML`]):
+    /// haemosiderin-laden macrophages in otherwise normal parenchyma, as in a microbleed.
+    /// Spin echo and FLAIR barely show it; GRE and SWI show a blooming void.
+    HaemosiderinScar,
 }
+
+/// Below this volume (mL) a chronic intraparenchymal bleed resorbs to a haemosiderin scar
+/// ([`BloodAge::HaemosiderinScar`]) instead of a fluid cavity. The generator's small bleeds
+/// (`p_small_bleed`) lie under it, its other bleeds above. Source: docs/SYNTH.md.
+pub const HAEMOSIDERIN_SCAR_MAX_ML: f64 = 1.0;
 
 /// Relative signal (white matter on T1 = 1) of a tissue on each sequence, in
 /// [`MrSequence::ALL`] order (T1, T2, FLAIR, T2*-GRE, SWI), and its susceptibility source
@@ -89,6 +98,10 @@ fn blood_contrast(age: BloodAge) -> Contrast {
         BloodAge::LateSubacute => c([1.50, 1.45, 1.25, 1.10, 1.00], 0.35),
         // Fluid cavity lined by haemosiderin: CSF-like inside, dark rim (blooming).
         BloodAge::Chronic => c([0.40, 1.30, 0.35, 0.90, 0.85], 0.8),
+        // Haemosiderin in parenchyma: these are factors on the tissue's own signal (see
+        // `point_signal`) — iso on T1, faintly dark on fast spin echo and FLAIR, whose
+        // refocusing pulses undo most of the dephasing; the void comes from `chi`.
+        BloodAge::HaemosiderinScar => c([1.0, 0.85, 0.9, 0.9, 0.9], 1.0),
     }
 }
 
@@ -278,7 +291,13 @@ pub(crate) fn blood_ages(cfg: &MrConfig, case: &Case, seed: u64, index: usize) -
             match l.acuity {
                 Acuity::Hyperacute => BloodAge::Hyperacute,
                 Acuity::Acute => BloodAge::Acute,
-                Acuity::Subacute if u < cfg.p_chronic_of_subacute => BloodAge::Chronic,
+                Acuity::Subacute if u < cfg.p_chronic_of_subacute => {
+                    if intraparenchymal_ml(&l.shape).is_some_and(|v| v < HAEMOSIDERIN_SCAR_MAX_ML) {
+                        BloodAge::HaemosiderinScar
+                    } else {
+                        BloodAge::Chronic
+                    }
+                }
                 Acuity::Subacute if u < 0.5 + 0.5 * cfg.p_chronic_of_subacute => {
                     BloodAge::EarlySubacute
                 }
@@ -286,6 +305,17 @@ pub(crate) fn blood_ages(cfg: &MrConfig, case: &Case, seed: u64, index: usize) -
             }
         })
         .collect()
+}
+
+/// The volume (mL) of an intraparenchymal lesion's ellipsoid (its boundary wobble averages
+/// out); `None` for the other shapes.
+fn intraparenchymal_ml(shape: &Shape) -> Option<f64> {
+    match shape {
+        Shape::Intraparenchymal { radii, .. } => {
+            Some(4.0 / 3.0 * std::f64::consts::PI * radii[0] * radii[1] * radii[2] / 1000.0)
+        }
+        _ => None,
+    }
 }
 
 /// Which sequences a study has (stream 5001): those of the protocol (`mr.sequences`), each
@@ -360,7 +390,10 @@ fn point_signal(ps: &PointSample, case: &Case, ages: &[BloodAge], q: usize) -> (
     let tissue = tissue_contrast(ps.tissue);
     let Some(li) = ps.lesion else {
         let mut s = tissue.signal[q];
-        let e = if matches!(ps.tissue, Tissue::Gm | Tissue::Wm | Tissue::DeepGm) {
+        // Edema resolves within weeks: none around a haemosiderin scar (the case's one
+        // intraparenchymal lesion is the only one with an edema rim).
+        let scarred = ages.contains(&BloodAge::HaemosiderinScar);
+        let e = if matches!(ps.tissue, Tissue::Gm | Tissue::Wm | Tissue::DeepGm) && !scarred {
             ps.edema
         } else {
             0.0
@@ -381,6 +414,9 @@ fn point_signal(ps: &PointSample, case: &Case, ages: &[BloodAge], q: usize) -> (
             0.6 * blood.signal[q] + 0.4 * csf.signal[q]
         };
         return (s, 0.6 * blood.chi);
+    }
+    if ages[li] == BloodAge::HaemosiderinScar {
+        return (tissue.signal[q] * blood.signal[q], blood.chi);
     }
     (blood.signal[q], blood.chi)
 }
@@ -755,6 +791,99 @@ mod tests {
             acute && sah,
             "acute IPH {acute}, SAH {sah} not found in 60 studies"
         );
+    }
+
+    /// A cohort of old intraparenchymal bleeds only: every bleed subacute on CT and chronic
+    /// on MR, `p_small` of them small.
+    fn old_bleeds(p_small: f64) -> SynthConfig {
+        let mut c = cfg();
+        c.primary_subtype_weights = [0.0, 0.0, 0.0, 1.0, 0.0];
+        c.p_ivh_extension = 0.0;
+        c.p_hyperacute = 0.0;
+        c.p_subacute = 1.0;
+        c.p_small_bleed = p_small;
+        c.mr.p_chronic_of_subacute = 1.0;
+        c.mr.size = 128;
+        c
+    }
+
+    #[test]
+    fn a_small_old_bleed_is_a_haemosiderin_scar_and_a_large_one_a_cavity() {
+        for (p_small, want) in [(1.0, BloodAge::HaemosiderinScar), (0.0, BloodAge::Chronic)] {
+            let c = old_bleeds(p_small);
+            for i in 0..8 {
+                let case = super::super::sample_case(&c, 3, i);
+                let ages = blood_ages(&c.mr, &case, 3, i);
+                for (l, a) in case.phantom.lesions.iter().zip(&ages) {
+                    assert_eq!(l.subtype_index, 3);
+                    assert_eq!(*a, want, "case {i}: {:?}", case.facts.volume_ml);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_haemosiderin_scar_shows_on_gre_and_swi_and_barely_on_spin_echo() {
+        let c = old_bleeds(1.0);
+        let mut seen = 0;
+        for n in 0..12 {
+            let st = generate_mr_study(&c, 9, n).unwrap();
+            if st
+                .blood_ages
+                .iter()
+                .all(|(_, a)| *a != BloodAge::HaemosiderinScar)
+            {
+                continue;
+            }
+            // Lesion against the brain around it: non-lesion voxels 8–14 mm from the
+            // lesion's centroid (beyond the blooming; the scar sits in parenchyma).
+            let contrast = |q: MrSequence| {
+                let s = &st.series[q.index()];
+                let [nx, ny, _] = s.volume.dims;
+                let sp = s.volume.spacing;
+                let at = |i: usize| [i % nx, (i / nx) % ny, i / (nx * ny)];
+                let lesion: Vec<usize> = (0..s.mask.len()).filter(|i| s.mask[*i] == 4).collect();
+                if lesion.is_empty() {
+                    return None;
+                }
+                let mut cen = [0f64; 3];
+                for i in &lesion {
+                    for (a, p) in cen.iter_mut().zip(at(*i)) {
+                        *a += p as f64 / lesion.len() as f64;
+                    }
+                }
+                let (mut sum, mut k) = (0f64, 0usize);
+                for i in 0..s.mask.len() {
+                    let p = at(i);
+                    let d2: f64 = (0..3)
+                        .map(|a| ((p[a] as f64 - cen[a]) * sp[a]).powi(2))
+                        .sum();
+                    if s.mask[i] == 0 && (64.0..196.0).contains(&d2) {
+                        sum += f64::from(s.volume.data[i]);
+                        k += 1;
+                    }
+                }
+                Some(mean_where(s, |m| m == 4) / (sum / k.max(1) as f64))
+            };
+            let (Some(t2), Some(flair), Some(swi), Some(gre)) = (
+                contrast(MrSequence::T2),
+                contrast(MrSequence::Flair),
+                contrast(MrSequence::Swi),
+                contrast(MrSequence::T2StarGre),
+            ) else {
+                continue;
+            };
+            // The shell's CSF and partial volume spread the scar's T2 ratio over 0.7–1.0
+            // here; GRE and SWI put it at 0.2–0.4.
+            assert!(t2 > 0.6 && flair > 0.7, "scar on T2 {t2}, FLAIR {flair}");
+            assert!(swi < 0.45 && gre < 0.45, "scar on SWI {swi}, GRE {gre}");
+            assert!(
+                swi < t2 - 0.25,
+                "SWI {swi} must show it far more than T2 {t2}"
+            );
+            seen += 1;
+        }
+        assert!(seen >= 2, "{seen} scars seen in 12 studies");
     }
 
     #[test]

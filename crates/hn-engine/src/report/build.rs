@@ -188,10 +188,11 @@ pub struct EvalInputs {
     pub bleed_volumes: Vec<(f64, Option<f64>)>,
 }
 
-/// Bounds (mL) of the bleed-size strata of [`SizeStratum`]: under 5 mL, then 5 mL and more.
-/// 5 mL because the intraparenchymal bleeds the generator calls small (`p_small_bleed`) are
-/// under 1 mL, and a 5 mL bleed is about 2 cm across, a few pixels on the model grid.
-pub const BLEED_SIZE_BOUNDS_ML: [f64; 1] = [5.0];
+/// Bounds (mL) of the bleed-size strata of [`SizeStratum`]: under 1 mL, 1–5 mL, 5 mL and
+/// more. 1 mL because the intraparenchymal bleeds the generator calls small (`p_small_bleed`)
+/// are under it — microbleed-sized, and on MR a haemosiderin scar when old — and 5 mL because
+/// a 5 mL bleed is about 2 cm across, a few pixels on the model grid.
+pub const BLEED_SIZE_BOUNDS_ML: [f64; 2] = [1.0, 5.0];
 
 /// [`SizeStratum`]s of `(any-bleed score, true volume)` pairs at [`BLEED_SIZE_BOUNDS_ML`].
 pub fn bleed_size_strata(
@@ -218,7 +219,8 @@ pub fn bleed_size_strata(
             let labels: Vec<bool> = (0..scores.len()).map(|k| k < pos.len()).collect();
             SizeStratum {
                 label: match hi {
-                    Some(h) => format!("< {h} mL"),
+                    Some(h) if i == 0 => format!("< {h} mL"),
+                    Some(h) => format!("{lo}–{h} mL"),
                     None => format!("≥ {lo} mL"),
                 },
                 min_ml: lo,

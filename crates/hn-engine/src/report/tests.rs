@@ -305,38 +305,36 @@ fn overlay_png_decodes_with_right_size_and_colors() {
 }
 
 #[test]
-fn bleed_size_strata_split_at_5_ml_against_all_negatives() {
+fn bleed_size_strata_split_at_1_and_5_ml_against_all_negatives() {
     // Large bleeds (and one of exactly 5 mL: the upper stratum) scored above every negative,
-    // small ones among them.
+    // smaller ones among them; exactly 1 mL is in the middle stratum.
     let scored = [
         (0.9, Some(30.0)),
         (0.8, Some(5.0)),
         (0.7, Some(12.0)),
         (0.35, Some(0.4)),
         (0.05, Some(2.0)),
+        (0.6, Some(1.0)),
         (0.1, None),
         (0.3, None),
         (0.5, None),
         (0.2, None),
     ];
     let st = bleed_size_strata(&scored, 200, 7);
-    assert_eq!(st.len(), 2);
-    assert_eq!(
-        (st[0].label.as_str(), st[1].label.as_str()),
-        ("< 5 mL", "≥ 5 mL")
-    );
-    assert_eq!((st[0].n_positive, st[1].n_positive), (2, 3));
+    let labels: Vec<&str> = st.iter().map(|s| s.label.as_str()).collect();
+    assert_eq!(labels, ["< 1 mL", "1–5 mL", "≥ 5 mL"]);
+    let n: Vec<usize> = st.iter().map(|s| s.n_positive).collect();
+    assert_eq!(n, [1, 2, 3]);
     assert!(st.iter().all(|s| s.n_negative == 4));
-    assert_eq!((st[0].max_ml, st[1].max_ml), (Some(5.0), None));
-    // Small: 0.35 beats 3 of 4 negatives, 0.05 none: (3 + 0) / 8.
-    let small = st[0].auc.as_ref().unwrap();
-    assert!(
-        (small.estimate - 3.0 / 8.0).abs() < 1e-12,
-        "{}",
-        small.estimate
-    );
-    assert_eq!(st[1].auc.as_ref().unwrap().estimate, 1.0);
+    let bounds: Vec<(f64, Option<f64>)> = st.iter().map(|s| (s.min_ml, s.max_ml)).collect();
+    assert_eq!(bounds, [(0.0, Some(1.0)), (1.0, Some(5.0)), (5.0, None)]);
+    let auc = |i: usize| st[i].auc.as_ref().unwrap().estimate;
+    // < 1 mL: 0.35 beats 3 of 4 negatives. 1–5 mL: 0.05 beats none, 0.6 all four: 4 / 8.
+    assert!((auc(0) - 0.75).abs() < 1e-12, "{}", auc(0));
+    assert!((auc(1) - 0.5).abs() < 1e-12, "{}", auc(1));
+    assert_eq!(auc(2), 1.0);
     // No negatives: no AUC, still a row.
     let none = bleed_size_strata(&[(0.9, Some(1.0))], 50, 1);
-    assert!(none[0].auc.is_none() && none[1].auc.is_none());
+    assert_eq!(none.len(), 3);
+    assert!(none.iter().all(|s| s.auc.is_none()));
 }
