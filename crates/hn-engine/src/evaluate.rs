@@ -637,7 +637,9 @@ pub const MIN_RECALIBRATION_STUDIES: usize = 100;
 
 /// The card of `model` with its calibration refitted on `data`'s validation split, as training
 /// fits it (temperatures and Platt biases, thresholds, mortality threshold, referral policy),
-/// keeping the card's MC passes, test-time augmentation and referral target.
+/// keeping the card's MC passes, test-time augmentation and referral target — and each head's
+/// temperature where a refit does not predict held-out site studies better
+/// ([`crate::train::refit_temperatures`]).
 pub fn recalibrate(
     model: &LoadedModel,
     data: &Dataset,
@@ -665,9 +667,19 @@ pub fn recalibrate(
         old.and_then(|c| c.distance.as_ref())
             .map(|d| d.density.clone()),
     );
-    let calibration =
-        crate::train::calibrate_with(&model.net, data, &cfg, measure, density, &model.device())
-            .map_err(|e| EvalError::Invalid(format!("recalibration: {e}")))?;
+    // The card's temperatures are refitted only where the site's data predict better with a
+    // refit (cross-validated): a few dozen events can move a right calibration.
+    let card_temperatures = old.map(|c| c.temperatures);
+    let calibration = crate::train::calibrate_with(
+        &model.net,
+        data,
+        &cfg,
+        measure,
+        density,
+        card_temperatures.as_ref(),
+        &model.device(),
+    )
+    .map_err(|e| EvalError::Invalid(format!("recalibration: {e}")))?;
     let mut card = model.card.clone();
     card.calibration = Some(calibration);
     Ok(card)

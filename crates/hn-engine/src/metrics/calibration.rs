@@ -285,3 +285,45 @@ pub fn fit_logit_calibration(logits: &[f64], labels: &[bool]) -> Result<LogitCal
         bias: 0.0,
     })
 }
+
+/// Folds of [`keep_or_refit`]'s cross-validation.
+pub const REFIT_FOLDS: usize = 5;
+
+/// A site recalibration's choice for one head: `fit` on all of `(logits, labels)` if refitting
+/// predicts held-out studies better than `kept` (the card's mapping) — the summed NLL over
+/// [`REFIT_FOLDS`] interleaved folds, each fold scored by a fit on the others — else `kept`.
+/// A refit on a few dozen events can move a calibration that was right further than the
+/// site's data justify; this keeps the card unless the site's own data say otherwise. Returns
+/// the mapping and whether it is the refit.
+pub fn keep_or_refit(
+    logits: &[f64],
+    labels: &[bool],
+    kept: LogitCalibration,
+    fit: impl Fn(&[f64], &[bool]) -> Result<LogitCalibration>,
+) -> (LogitCalibration, bool) {
+    let nll = |c: &LogitCalibration, z: &[f64], y: &[bool]| {
+        let z: Vec<f64> = z.iter().map(|v| c.logit(*v)).collect();
+        nll_at_temperature(&z, y, 1.0) * z.len() as f64
+    };
+    if logits.len() < 2 * REFIT_FOLDS || logits.len() != labels.len() {
+        return (kept, false);
+    }
+    let (mut refit_nll, mut kept_nll) = (0.0, 0.0);
+    for f in 0..REFIT_FOLDS {
+        let part = |held: bool| -> (Vec<f64>, Vec<bool>) {
+            (0..logits.len())
+                .filter(|i| (i % REFIT_FOLDS == f) == held)
+                .map(|i| (logits[i], labels[i]))
+                .unzip()
+        };
+        let ((zt, yt), (zh, yh)) = (part(false), part(true));
+        // A fold where the refit cannot be fitted counts as the card's.
+        let c = fit(&zt, &yt).unwrap_or(kept);
+        refit_nll += nll(&c, &zh, &yh);
+        kept_nll += nll(&kept, &zh, &yh);
+    }
+    match fit(logits, labels) {
+        Ok(c) if refit_nll < kept_nll => (c, true),
+        _ => (kept, false),
+    }
+}

@@ -196,6 +196,46 @@ fn platt_scaling_recovers_a_shift_that_temperature_cannot() {
     );
 }
 
+#[test]
+fn a_site_refit_is_kept_only_when_it_predicts_held_out_studies_better() {
+    // Site data drawn from sigmoid(a·z + b) for a card that is already right (a = 1, b = 0),
+    // and for one that is off (a = 0.5, b = −1).
+    let site = |a: f64, b: f64, n: usize, seed: u64| -> (Vec<f64>, Vec<bool>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let z: Vec<f64> = (0..n).map(|_| rng.random_range(-4.0..4.0)).collect();
+        let y = z
+            .iter()
+            .map(|z| rng.random::<f64>() < sigmoid(a * z + b))
+            .collect();
+        (z, y)
+    };
+    let card = LogitCalibration::IDENTITY;
+    // Wrong card, plenty of data: refitted, and the refit is the fit on all of it.
+    let (z, y) = site(0.5, -1.0, 2000, 5);
+    let (c, refitted) = keep_or_refit(&z, &y, card, fit_logit_calibration);
+    assert!(refitted);
+    assert_eq!(c, fit_logit_calibration(&z, &y).unwrap());
+    // Right card, a small site: the card stays on (nearly) every draw.
+    let kept = (0..40)
+        .filter(|seed| {
+            let (z, y) = site(1.0, 0.0, 200, 100 + seed);
+            !keep_or_refit(&z, &y, card, fit_logit_calibration).1
+        })
+        .count();
+    assert!(kept >= 28, "card kept on {kept} of 40 small right sites");
+    // Too few studies to cross-validate, or a fit that always fails: the card.
+    let (z, y) = site(0.5, -1.0, 9, 6);
+    assert_eq!(
+        keep_or_refit(&z, &y, card, fit_logit_calibration),
+        (card, false)
+    );
+    let (z, y) = site(0.5, -1.0, 500, 7);
+    let fails = |_: &[f64], _: &[bool]| -> Result<LogitCalibration> {
+        Err(MetricsError::Invalid("no".into()))
+    };
+    assert_eq!(keep_or_refit(&z, &y, card, fails), (card, false));
+}
+
 fn log_loss_mean(p: &[f64], y: &[bool]) -> f64 {
     p.iter()
         .zip(y)

@@ -69,6 +69,7 @@ pub fn calibrate(
         cfg,
         UncertaintyMeasure::default(),
         Density::FitOnTrainingSplit,
+        None,
         device,
     )
 }
@@ -84,16 +85,28 @@ pub enum Density {
 }
 
 /// [`calibrate`] with the referral policy fitted on `uncertainty` (a recalibration keeps the
-/// measure the card had) and the feature density of the model's training data ([`Density`]).
+/// measure the card had), the feature density of the model's training data ([`Density`]),
+/// and, for a site recalibration, the card's temperatures to keep where refitting them does
+/// not generalise on the site's data (`card_temperatures`, [`refit_temperatures`]).
 pub fn calibrate_with(
     net: &HemorrhageNet,
     data: &Dataset,
     cfg: &TrainConfig,
     uncertainty: UncertaintyMeasure,
     density: Density,
+    card_temperatures: Option<&TemperatureSet>,
     device: &Device,
 ) -> Result<Calibration, TrainError> {
-    calibrate_modality(net, data, cfg, uncertainty, density, None, device)
+    calibrate_modality(
+        net,
+        data,
+        cfg,
+        uncertainty,
+        density,
+        card_temperatures,
+        None,
+        device,
+    )
 }
 
 /// [`calibrate_with`] on the studies of one modality only (`None`: all): the temperatures,
@@ -105,6 +118,7 @@ pub fn calibrate_modality(
     cfg: &TrainConfig,
     uncertainty: UncertaintyMeasure,
     density: Density,
+    card_temperatures: Option<&TemperatureSet>,
     modality: Option<i64>,
     device: &Device,
 ) -> Result<Calibration, TrainError> {
@@ -118,7 +132,10 @@ pub fn calibrate_modality(
         cfg.tta,
         device,
     );
-    let temps = fit_temperatures(&data.samples, &idx, &scores);
+    let temps = match card_temperatures {
+        Some(card) => refit_temperatures(&data.samples, &idx, &scores, card),
+        None => fit_temperatures(&data.samples, &idx, &scores),
+    };
     let mut thresholds = [0.5; hn_model::N_LABELS];
     let known: Vec<usize> = (0..idx.len())
         .filter(|&k| data.samples[idx[k]].labels.is_some())
@@ -232,14 +249,13 @@ pub fn calibrate_modality(
     })
 }
 
-/// Temperatures (and the prognosis heads' Platt biases) fitted on validation scores (identity
-/// where a head has no labelled cases).
-pub fn fit_temperatures(
+/// Each head's validation `(logits, labels)`: any, subtypes (pooled over known bleeds),
+/// mortality, poor outcome.
+fn head_logits(
     samples: &[StudySample],
     idx: &[usize],
     scores: &[StudyScores],
-) -> TemperatureSet {
-    let mut t = TemperatureSet::default();
+) -> [(Vec<f64>, Vec<bool>); 4] {
     let mut any = (Vec::new(), Vec::new());
     let mut sub = (Vec::new(), Vec::new());
     let mut mort = (Vec::new(), Vec::new());
@@ -266,17 +282,102 @@ pub fn fit_temperatures(
             poor.1.push(p);
         }
     }
-    let fit = |(z, y): &(Vec<f64>, Vec<bool>)| metrics::fit_temperature(z, y).unwrap_or(1.0);
-    t.any = fit(&any);
-    t.subtypes = fit(&sub);
-    // Prognosis heads: Platt scaling where validation has enough of both outcomes (their
-    // probabilities are reported as risks, so the offset matters as much as the spread).
-    let platt = |(z, y): &(Vec<f64>, Vec<bool>)| {
-        metrics::fit_logit_calibration(z, y).unwrap_or(metrics::LogitCalibration::IDENTITY)
-    };
-    let m = platt(&mort);
-    (t.mortality, t.mortality_bias) = (m.temperature, m.bias);
-    let p = platt(&poor);
-    (t.mrs, t.mrs_bias) = (p.temperature, p.bias);
-    t
+    [any, sub, mort, poor]
 }
+
+/// The detection heads' fit: a temperature (their thresholds are picked after it; a bias
+/// would only move them).
+fn fit_detection(
+    z: &[f64],
+    y: &[bool],
+) -> Result<metrics::LogitCalibration, metrics::MetricsError> {
+    Ok(metrics::LogitCalibration {
+        method: metrics::CalibrationMethod::Temperature,
+        temperature: metrics::fit_temperature(z, y)?,
+        bias: 0.0,
+    })
+}
+
+/// The prognosis heads' fit: Platt scaling where validation has enough of both outcomes
+/// (their probabilities are reported as risks, so the offset matters as much as the spread).
+fn fit_prognosis(
+    z: &[f64],
+    y: &[bool],
+) -> Result<metrics::LogitCalibration, metrics::MetricsError> {
+    metrics::fit_logit_calibration(z, y)
+}
+
+fn temperature_set(heads: [metrics::LogitCalibration; 4]) -> TemperatureSet {
+    let [any, sub, mort, poor] = heads;
+    TemperatureSet {
+        any: any.temperature,
+        subtypes: sub.temperature,
+        mortality: mort.temperature,
+        mortality_bias: mort.bias,
+        mrs: poor.temperature,
+        mrs_bias: poor.bias,
+    }
+}
+
+/// Temperatures (and the prognosis heads' Platt biases) fitted on validation scores (identity
+/// where a head has no labelled cases).
+pub fn fit_temperatures(
+    samples: &[StudySample],
+    idx: &[usize],
+    scores: &[StudyScores],
+) -> TemperatureSet {
+    let [any, sub, mort, poor] = head_logits(samples, idx, scores);
+    let or_identity = |c: Result<metrics::LogitCalibration, metrics::MetricsError>| {
+        c.unwrap_or(metrics::LogitCalibration::IDENTITY)
+    };
+    temperature_set([
+        or_identity(fit_detection(&any.0, &any.1)),
+        or_identity(fit_detection(&sub.0, &sub.1)),
+        or_identity(fit_prognosis(&mort.0, &mort.1)),
+        or_identity(fit_prognosis(&poor.0, &poor.1)),
+    ])
+}
+
+/// A site recalibration's temperatures: each head refitted on the site's validation scores
+/// only where the refit predicts held-out site studies better than `card`'s mapping
+/// ([`metrics::keep_or_refit`]), else the card's kept. Logged per head.
+pub fn refit_temperatures(
+    samples: &[StudySample],
+    idx: &[usize],
+    scores: &[StudyScores],
+    card: &TemperatureSet,
+) -> TemperatureSet {
+    let [any, sub, mort, poor] = head_logits(samples, idx, scores);
+    let temperature = |t: f64| metrics::LogitCalibration {
+        method: metrics::CalibrationMethod::Temperature,
+        temperature: t,
+        bias: 0.0,
+    };
+    let choose = |name: &str, (z, y): &(Vec<f64>, Vec<bool>), kept, fit: FitFn| {
+        let (c, refitted) = metrics::keep_or_refit(z, y, kept, fit);
+        tracing::info!(
+            head = name,
+            studies = z.len(),
+            "site recalibration: {}",
+            if refitted {
+                "refitted"
+            } else {
+                "the card's mapping kept (a refit did not predict held-out site studies better)"
+            }
+        );
+        c
+    };
+    temperature_set([
+        choose("any", &any, temperature(card.any), fit_detection),
+        choose("subtypes", &sub, temperature(card.subtypes), fit_detection),
+        choose(
+            "mortality",
+            &mort,
+            card.mortality_calibration(),
+            fit_prognosis,
+        ),
+        choose("poor_outcome", &poor, card.mrs_calibration(), fit_prognosis),
+    ])
+}
+
+type FitFn = fn(&[f64], &[bool]) -> Result<metrics::LogitCalibration, metrics::MetricsError>;

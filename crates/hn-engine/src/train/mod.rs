@@ -629,6 +629,7 @@ pub fn train_on(
             cfg,
             crate::uncertainty::UncertaintyMeasure::default(),
             calibrate::Density::FitOnTrainingSplit,
+            None,
             m,
             &infer_device,
         )
