@@ -309,6 +309,8 @@ fn recalibration_reports_before_and_after_and_predict_agrees() {
     assert!(n_fitted < 2 * hn_engine::metrics::REFIT_FOLDS, "{n_fitted}");
     assert_ne!(rc["before"]["thresholds"][0], rc["after"]["thresholds"][0]);
     assert_eq!(rc["before"]["ece"], rc["after"]["ece"]);
+    assert_eq!(rc["before"]["temperatures"]["any"], 1.3);
+    assert_eq!(rc["before"]["temperatures"], rc["after"]["temperatures"]);
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(
         html.contains("<h2>Recalibration</h2>"),

@@ -534,21 +534,26 @@ pub fn evaluate(
     }
 
     // Detection by true bleed size (synthetic data): is a small bleed found?
-    let bleed_volumes: Vec<(f64, Option<f64>)> = if data.synthetic {
+    // Also from the images alone: the full model's strata mix in what the clinical values
+    // say about a bleed, which no sequence changes.
+    let by_size = |scores: &[StudyScores]| -> Vec<(f64, Option<f64>)> {
+        if !data.synthetic {
+            return Vec::new();
+        }
         known
             .iter()
             .filter_map(|&k| {
                 let tr = smp(k).truth?;
                 let bleed = smp(k).labels?.any;
                 Some((
-                    test[k].detection_row(t.any, t.subtypes)[0],
+                    scores[k].detection_row(t.any, t.subtypes)[0],
                     bleed.then_some(tr.total_ml),
                 ))
             })
             .collect()
-    } else {
-        Vec::new()
     };
+    let bleed_volumes = by_size(&test);
+    let bleed_volumes_image_only = by_size(&img_only);
 
     // Heatmap overlays: the most confident true bleeds, slice with most heat.
     let mut overlays = Vec::new();
@@ -620,6 +625,7 @@ pub fn evaluate(
         overlays,
         withheld,
         bleed_volumes,
+        bleed_volumes_image_only,
     };
     let (report, plots) = report::evaluate(&inputs)?;
     Ok(Evaluation {
@@ -765,6 +771,7 @@ pub fn compare_calibrations(
             ece,
             brier,
             thresholds: cal.map_or([0.5; N_LABELS], |c| c.thresholds),
+            temperatures: cal.map(|c| c.temperatures),
             referral_rate: rows.iter().filter(|r| r.review_flag == 1).count() as f64
                 / rows.len().max(1) as f64,
             target_referral_rate: cal.map_or(1.0, |c| c.referral.target_rate),

@@ -186,6 +186,9 @@ pub struct EvalInputs {
     pub withheld: Vec<crate::infer::WithheldOutput>,
     /// Synthetic data: any-bleed scores with the true bleed volume (`None`: no bleed).
     pub bleed_volumes: Vec<(f64, Option<f64>)>,
+    /// The same studies scored from the images alone (clinical values hidden): what the
+    /// imaging, one sequence more or less, finds by itself.
+    pub bleed_volumes_image_only: Vec<(f64, Option<f64>)>,
 }
 
 /// Bounds (mL) of the bleed-size strata of [`SizeStratum`]: under 1 mL, 1–5 mL, 5 mL and
@@ -375,6 +378,11 @@ pub fn evaluate(inp: &EvalInputs) -> Result<(MetricsReport, ReportPlots), Report
                 Vec::new()
             } else {
                 bleed_size_strata(&inp.bleed_volumes, n_boot, seed)
+            },
+            detection_by_bleed_size_image_only: if inp.bleed_volumes_image_only.is_empty() {
+                Vec::new()
+            } else {
+                bleed_size_strata(&inp.bleed_volumes_image_only, n_boot, seed)
             },
         },
         plots,

@@ -205,15 +205,21 @@ both. The chart also ranks by distance alone and by the larger validation rank o
     if !r.detection_by_bleed_size.is_empty() {
         h += "<h2>Detection by bleed size</h2><p>Synthetic data: bleeds grouped by the \
 generator's true volume, each group against every study without a bleed.</p><table><tr>\
-<th>bleeds</th><th>n bleeding</th><th>n without</th><th>any-bleed AUC (95 % CI)</th></tr>";
-        for st in &r.detection_by_bleed_size {
+<th>bleeds</th><th>n bleeding</th><th>n without</th><th>any-bleed AUC (95 % CI)</th>\
+<th>from the images alone</th></tr>";
+        for (k, st) in r.detection_by_bleed_size.iter().enumerate() {
+            let image_only = r
+                .detection_by_bleed_size_image_only
+                .get(k)
+                .map_or("–".to_string(), |s| fmt_ci(&s.auc));
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&st.label),
                 st.n_positive,
                 st.n_negative,
-                fmt_ci(&st.auc)
+                fmt_ci(&st.auc),
+                image_only
             );
         }
         h += "</table>";

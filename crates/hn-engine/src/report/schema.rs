@@ -38,6 +38,10 @@ pub struct MetricsReport {
     /// Synthetic data: any-bleed detection by the generator's true bleed volume.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub detection_by_bleed_size: Vec<SizeStratum>,
+    /// The same strata scored from the images alone (the clinical values hidden, as in the
+    /// `image_only` ablation): which bleeds the imaging finds by itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detection_by_bleed_size_image_only: Vec<SizeStratum>,
 }
 
 /// Any-bleed detection among the bleeds of one size range (synthetic data: the generator's
@@ -45,7 +49,7 @@ pub struct MetricsReport {
 /// found, which the all-bleed AUC, dominated by large ones, does not say.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SizeStratum {
-    /// `"< 5 mL"`, `"≥ 5 mL"`.
+    /// `"< 1 mL"`, `"1–5 mL"`, `"≥ 5 mL"`.
     pub label: String,
     pub min_ml: f64,
     /// Exclusive; `None`: unbounded.
@@ -76,6 +80,10 @@ pub struct CalibrationCheck {
     pub brier: [Option<f64>; 3],
     /// Operating thresholds `[any, 5 subtypes]`.
     pub thresholds: [f64; 6],
+    /// Each head's temperature (and Platt bias): `after` equals `before` for a head whose refit
+    /// did not predict held-out site studies better (`metrics::keep_or_refit`).
+    #[serde(default)]
+    pub temperatures: Option<crate::checkpoint::TemperatureSet>,
     /// Fraction of the reported studies flagged for review, and the rate the policy targets.
     pub referral_rate: f64,
     pub target_referral_rate: f64,

@@ -87,6 +87,17 @@ fn fake() -> (MetricsReport, ReportPlots) {
             50,
             1,
         ),
+        // From the images alone the small bleed scores below every negative: AUC 0.
+        detection_by_bleed_size_image_only: bleed_size_strata(
+            &[
+                (0.8, Some(40.0)),
+                (0.05, Some(0.5)),
+                (0.1, None),
+                (0.3, None),
+            ],
+            50,
+            1,
+        ),
     };
     let (w, h) = (32, 24);
     let slice: Vec<f32> = (0..w * h)
@@ -151,8 +162,21 @@ fn writes_json_and_html() {
     );
     assert!(html.contains("data:image/png;base64,iVBOR"));
     assert!(html.contains("ROC: any") && html.contains("TP "));
-    assert!(html.contains("Detection by bleed size") && html.contains("&lt; 5 mL"));
+    assert!(html.contains("Detection by bleed size") && html.contains("&lt; 1 mL"));
+    assert!(html.contains("1–5 mL") && html.contains("from the images alone"));
     assert_eq!(back.detection_by_bleed_size, r.detection_by_bleed_size);
+    assert_eq!(
+        back.detection_by_bleed_size_image_only,
+        r.detection_by_bleed_size_image_only
+    );
+    assert_eq!(
+        r.detection_by_bleed_size_image_only[0]
+            .auc
+            .as_ref()
+            .unwrap()
+            .estimate,
+        0.0
+    );
     assert!(!html.contains("NaN"));
     // Not synthetic: no banner.
     let mut real = r.clone();
@@ -240,6 +264,7 @@ fn evaluate_assembles_all_sections() {
         overlays: vec![],
         withheld: Vec::new(),
         bleed_volumes: Vec::new(),
+        bleed_volumes_image_only: Vec::new(),
     };
     let (r, plots) = evaluate(&inp).unwrap();
     // Not synthetic (no volumes): no size strata, and none written.
