@@ -309,8 +309,17 @@ fn recalibration_reports_before_and_after_and_predict_agrees() {
     assert!(n_fitted < 2 * hn_engine::metrics::REFIT_FOLDS, "{n_fitted}");
     assert_ne!(rc["before"]["thresholds"][0], rc["after"]["thresholds"][0]);
     assert_eq!(rc["before"]["ece"], rc["after"]["ece"]);
+    // Each head with fewer studies than the cross-validation needs keeps the card's mapping.
+    // (The subtype head pools five logits per bleeding study, so it may have enough; the
+    // untrained net's subtype logits are noise, and whether a refit of them wins depends on
+    // its random weights.)
     assert_eq!(rc["before"]["temperatures"]["any"], 1.3);
-    assert_eq!(rc["before"]["temperatures"], rc["after"]["temperatures"]);
+    for head in ["any", "mortality", "mortality_bias", "mrs", "mrs_bias"] {
+        assert_eq!(
+            rc["before"]["temperatures"][head], rc["after"]["temperatures"][head],
+            "{head}"
+        );
+    }
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(
         html.contains("<h2>Recalibration</h2>"),
