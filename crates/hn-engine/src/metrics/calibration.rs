@@ -223,11 +223,16 @@ pub struct LogitCalibration {
 
 impl LogitCalibration {
     /// The identity (temperature 1, no bias).
-    pub const IDENTITY: LogitCalibration = LogitCalibration {
-        method: CalibrationMethod::Temperature,
-        temperature: 1.0,
-        bias: 0.0,
-    };
+    pub const IDENTITY: LogitCalibration = LogitCalibration::temperature(1.0);
+
+    /// Temperature scaling alone: `z ↦ z / t`.
+    pub const fn temperature(t: f64) -> LogitCalibration {
+        LogitCalibration {
+            method: CalibrationMethod::Temperature,
+            temperature: t,
+            bias: 0.0,
+        }
+    }
 
     /// Calibrated logit.
     pub fn logit(&self, z: f64) -> f64 {
@@ -279,11 +284,9 @@ pub fn fit_logit_calibration(logits: &[f64], labels: &[bool]) -> Result<LogitCal
     {
         return Ok(c);
     }
-    Ok(LogitCalibration {
-        method: CalibrationMethod::Temperature,
-        temperature: fit_temperature(logits, labels)?,
-        bias: 0.0,
-    })
+    Ok(LogitCalibration::temperature(fit_temperature(
+        logits, labels,
+    )?))
 }
 
 /// Folds of [`keep_or_refit`]'s cross-validation.

@@ -291,11 +291,7 @@ fn fit_detection(
     z: &[f64],
     y: &[bool],
 ) -> Result<metrics::LogitCalibration, metrics::MetricsError> {
-    Ok(metrics::LogitCalibration {
-        method: metrics::CalibrationMethod::Temperature,
-        temperature: metrics::fit_temperature(z, y)?,
-        bias: 0.0,
-    })
+    metrics::fit_temperature(z, y).map(metrics::LogitCalibration::temperature)
 }
 
 /// The prognosis heads' fit: Platt scaling where validation has enough of both outcomes
@@ -348,11 +344,6 @@ pub fn refit_temperatures(
     card: &TemperatureSet,
 ) -> TemperatureSet {
     let [any, sub, mort, poor] = head_logits(samples, idx, scores);
-    let temperature = |t: f64| metrics::LogitCalibration {
-        method: metrics::CalibrationMethod::Temperature,
-        temperature: t,
-        bias: 0.0,
-    };
     let choose = |name: &str, (z, y): &(Vec<f64>, Vec<bool>), kept, fit: FitFn| {
         let (c, refitted) = metrics::keep_or_refit(z, y, kept, fit);
         tracing::info!(
@@ -368,8 +359,18 @@ pub fn refit_temperatures(
         c
     };
     temperature_set([
-        choose("any", &any, temperature(card.any), fit_detection),
-        choose("subtypes", &sub, temperature(card.subtypes), fit_detection),
+        choose(
+            "any",
+            &any,
+            metrics::LogitCalibration::temperature(card.any),
+            fit_detection,
+        ),
+        choose(
+            "subtypes",
+            &sub,
+            metrics::LogitCalibration::temperature(card.subtypes),
+            fit_detection,
+        ),
         choose(
             "mortality",
             &mort,
