@@ -118,6 +118,24 @@ fn one_model_trains_on_ct_and_mr_evaluates_each_and_scores_an_mr_study() {
     let n = |m: &serde_json::Value| m["dataset"]["n_studies"].as_u64().unwrap();
     assert_eq!(n(&all), n(&ct) + n(&mr));
     assert!(n(&mr) > 0 && n(&ct) > 0);
+    // The combined report judges each study under its own modality's calibration (the
+    // thresholds differ, asserted above): its operating points are the two reports' summed,
+    // with no one threshold to name, and so is its review rate.
+    for j in 0..6 {
+        let counts = |m: &serde_json::Value| {
+            ["tp", "fp", "tn", "fn"].map(|f| m["detection"][j]["at_chosen"][f].as_u64().unwrap())
+        };
+        let (a, c, r) = (counts(&all), counts(&ct), counts(&mr));
+        assert_eq!(a, [0, 1, 2, 3].map(|i| c[i] + r[i]), "label {j}");
+    }
+    assert!(
+        all["detection"][0]["at_chosen"]["threshold"].is_null(),
+        "{}",
+        all["detection"][0]
+    );
+    let referred =
+        |m: &serde_json::Value| m["referral"]["test_rate"].as_f64().unwrap() * n(m) as f64;
+    assert!((referred(&all) - referred(&ct) - referred(&mr)).abs() < 1e-6);
 
     // An MR study of a new patient with its SWI series missing: scored, the gap reported.
     let cohort = dir.path().join("mr");

@@ -182,6 +182,26 @@ pub fn beyond(threshold: f64, distance: f64) -> bool {
     !distance.is_finite() || distance > threshold
 }
 
+/// The distance [`beyond`] `threshold` exactly when `distance` is beyond `own` (its own
+/// policy's threshold; `None`: a study whose calibration has no distance policy, never
+/// atypical), shifted by the difference of the thresholds: a study of another modality
+/// re-expressed on this threshold, so one report can pool both.
+pub fn equivalent_distance(distance: f64, own: Option<f64>, threshold: f64) -> f64 {
+    let Some(own) = own else {
+        return f64::MIN;
+    };
+    if own == threshold || !distance.is_finite() {
+        return distance;
+    }
+    let v = distance - own + threshold;
+    // Rounding must not move a case across the threshold.
+    match (beyond(own, distance), beyond(threshold, v)) {
+        (true, false) => threshold.next_up(),
+        (false, true) => threshold,
+        _ => v,
+    }
+}
+
 /// The share of `reference` values at or below `x` (an empirical CDF; 0 for an empty reference).
 fn rank_in(sorted: &[f64], x: f64) -> f64 {
     if sorted.is_empty() {
@@ -285,5 +305,19 @@ mod tests {
         // A constant embedding still fits (shrinkage floor).
         assert!(FeatureDensity::fit(&vec![vec![1.0f32; 4]; 5]).is_some());
         assert!(FeatureDensity::fit(&[vec![1.0]]).is_none());
+    }
+
+    #[test]
+    fn a_distance_re_expressed_on_another_threshold_keeps_its_decision() {
+        for own in [2.0, 7.5, 7.5_f64.next_up()] {
+            for onto in [2.0, 7.5] {
+                for d in [0.0, 2.0, 3.0, 7.5, 9.0, f64::NAN, f64::INFINITY] {
+                    let v = equivalent_distance(d, Some(own), onto);
+                    assert_eq!(beyond(onto, v), beyond(own, d), "{d}: {own} onto {onto}");
+                }
+            }
+        }
+        // A study whose calibration has no distance policy is never atypical.
+        assert!(!beyond(2.0, equivalent_distance(f64::NAN, None, 2.0)));
     }
 }

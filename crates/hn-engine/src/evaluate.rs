@@ -19,7 +19,7 @@ const IVH: usize = 1 + hn_data::Subtype::Intraventricular as usize;
 use hn_data::splits::Split;
 
 use crate::baselines::{self, ClinicalLogistic, IchImageFacts};
-use crate::checkpoint::{Calibration, LoadedModel};
+use crate::checkpoint::{Calibration, LoadedModel, ModelCard, TemperatureSet};
 use crate::dataset::Dataset;
 use crate::metrics::sigmoid;
 use crate::metrics::{self, RSNA_LABELS};
@@ -156,6 +156,30 @@ pub fn model_ich_facts(
     }
 }
 
+/// The calibration that judges each study: its modality's ([`ModelCard::calibration_for`]),
+/// or for an uncalibrated card the one fitted on validation in [`evaluate`].
+enum StudyCalibrations<'a> {
+    Card {
+        card: &'a ModelCard,
+        /// The card's (CT) calibration, present by construction.
+        ct: &'a Calibration,
+    },
+    Fitted(Box<Calibration>),
+}
+
+impl StudyCalibrations<'_> {
+    fn of_modality(&self, modality: i64) -> &Calibration {
+        match self {
+            Self::Card { card, ct } => card.calibration_for(modality).unwrap_or(ct),
+            Self::Fitted(c) => c,
+        }
+    }
+
+    fn of(&self, s: &StudySample) -> &Calibration {
+        self.of_modality(s.modality)
+    }
+}
+
 /// Evaluate `model` on `opts.split` of `data`. Without a trained facts read-out, the
 /// model-estimated ICH score takes the crude image volume ([`crate::infer::estimate_volume_ml`]
 /// with the card's windows) on the slices [`crate::infer::volume_gate`] opens, as `predict`
@@ -246,13 +270,14 @@ pub fn evaluate(
             PredictionRow::new(data.splits[i].name(), &model.card, sample, sc)
         })
         .collect();
-    // The calibration of the evaluated modality (a per-modality report of a mixed model uses
-    // its own; the combined report the CT one, as `calibration` is).
-    let calibration = match model
-        .card
-        .calibration_for(opts.modality.unwrap_or(hn_model::MODALITY_CT))
-    {
-        Some(c) => c.clone(),
+    // Each study is judged under its own modality's calibration; where the report needs one
+    // scale (prognosis logits, referral uncertainty and distance) the others are re-expressed
+    // on the evaluated modality's (`primary`; CT for the combined report of a mixed model).
+    let cals = match &model.card.calibration {
+        Some(ct) => StudyCalibrations::Card {
+            card: &model.card,
+            ct,
+        },
         None => {
             // Uncalibrated model: fit on validation here, exactly as training would.
             let temps = crate::train::fit_temperatures(&data.samples, &val_idx, &val);
@@ -262,7 +287,7 @@ pub fn evaluate(
                 .iter()
                 .map(|s| s.referral_uncertainty(uncertainty, &temps, thresholds[0]))
                 .collect();
-            Calibration {
+            StudyCalibrations::Fitted(Box::new(Calibration {
                 temperatures: temps,
                 thresholds,
                 uncertainty,
@@ -272,11 +297,13 @@ pub fn evaluate(
                 mortality_threshold: 0.5,
                 facts: crate::scoring::facts_agreement(&data.samples, &val_idx, &val),
                 distance: None,
-            }
+            }))
         }
     };
-    let t = calibration.temperatures;
+    let primary = cals.of_modality(opts.modality.unwrap_or(hn_model::MODALITY_CT));
     let smp = |k: usize| &data.samples[test_idx[k]];
+    let cal_of = |k: usize| cals.of(smp(k));
+    let val_cal_of = |k: usize| cals.of(&data.samples[val_idx[k]]);
 
     // Detection on labelled test studies.
     let known: Vec<usize> = (0..test_idx.len())
@@ -285,28 +312,34 @@ pub fn evaluate(
     let detection = (!known.is_empty()).then(|| DetectionInputs {
         probs: known
             .iter()
-            .map(|&k| test[k].detection_row(t.any, t.subtypes))
+            .map(|&k| {
+                let t = &cal_of(k).temperatures;
+                test[k].detection_row(t.any, t.subtypes)
+            })
             .collect(),
         truth: known
             .iter()
             .map(|&k| crate::sample::label_row(&smp(k).labels.unwrap()))
             .collect(),
-        thresholds: calibration.thresholds,
+        thresholds: known.iter().map(|&k| cal_of(k).thresholds).collect(),
     });
 
     // Prognosis (temperatures refitted on validation logits inside the report).
     type Getter = fn(&StudySample) -> Option<bool>;
     type Logit = fn(&StudyScores) -> f64;
-    let outcomes: [(&str, Getter, Logit); 2] = [
+    type HeadCalibration = fn(&TemperatureSet) -> metrics::LogitCalibration;
+    let outcomes: [(&str, Getter, Logit, HeadCalibration); 2] = [
         (
             "mortality_30d",
             |s| s.outcomes.mortality_30d,
             |sc| sc.mortality_logit,
+            TemperatureSet::mortality_calibration,
         ),
         (
             "poor_outcome_90d",
             |s| s.outcomes.poor_outcome_90d(),
             |sc| sc.mrs_logits[POOR_OUTCOME_THRESHOLD],
+            TemperatureSet::mrs_calibration,
         ),
     ];
     // A head that never learned is not reported (prediction.json's `withheld`), so neither
@@ -319,33 +352,31 @@ pub fn evaluate(
             .is_some()
     };
     let mut prognosis = Vec::new();
-    for (name, get, logit) in outcomes {
+    for (name, get, logit, head) in outcomes {
         if unlearned(name) {
             continue;
         }
+        // Each logit on the primary calibration's scale (unchanged for its own studies).
+        let on_primary = |sc: &StudyScores, own: &Calibration| {
+            head(&primary.temperatures).equivalent_logit(logit(sc), &head(&own.temperatures))
+        };
         let (mut vl, mut vy, mut tl, mut ty) = (vec![], vec![], vec![], vec![]);
         for (k, &i) in val_idx.iter().enumerate() {
             if let Some(y) = get(&data.samples[i]) {
-                vl.push(logit(&val[k]));
+                vl.push(on_primary(&val[k], val_cal_of(k)));
                 vy.push(y);
             }
         }
         for (k, &i) in test_idx.iter().enumerate() {
             if let Some(y) = get(&data.samples[i]) {
-                tl.push(logit(&test[k]));
+                tl.push(on_primary(&test[k], cal_of(k)));
                 ty.push(y);
             }
         }
         if !ty.is_empty() && (external || !vy.is_empty()) {
             prognosis.push(PrognosisInputs {
                 outcome: name.into(),
-                fixed: external.then(|| {
-                    if name == "mortality_30d" {
-                        t.mortality_calibration()
-                    } else {
-                        t.mrs_calibration()
-                    }
-                }),
+                fixed: external.then(|| head(&primary.temperatures)),
                 val_logits: vl,
                 val_labels: vy,
                 test_logits: tl,
@@ -354,40 +385,59 @@ pub fn evaluate(
         }
     }
 
-    // Referral on the bleed decision.
-    let measure = calibration.uncertainty;
+    // Referral on the bleed decision: each study's uncertainty and distance under its own
+    // calibration, re-expressed on the primary one's thresholds (its own decision is kept).
+    let uncertainty = |sc: &StudyScores, own: &Calibration| {
+        primary.referral.equivalent_uncertainty(
+            sc.referral_uncertainty(own.uncertainty, &own.temperatures, own.thresholds[0]),
+            &own.referral,
+        )
+    };
+    let measure = if (0..test_idx.len()).all(|k| cal_of(k).uncertainty == primary.uncertainty) {
+        primary.uncertainty.name()
+    } else {
+        "per modality"
+    };
     let referral = (!known.is_empty()).then(|| ReferralInputs {
         task: "any".into(),
-        uncertainty: measure.name().into(),
+        uncertainty: measure.into(),
         // The card's policy (fitted on validation at training, or here for an uncalibrated
         // card): with a distance policy it is the uncertainty part of "atypical or uncertain",
         // which a refit on uncertainty alone would not reproduce.
-        fixed: Some(calibration.referral),
-        val_uncertainty: val
-            .iter()
-            .map(|s| s.referral_uncertainty(measure, &t, calibration.thresholds[0]))
+        fixed: Some(primary.referral),
+        val_uncertainty: (0..val.len())
+            .map(|k| uncertainty(&val[k], val_cal_of(k)))
             .collect(),
-        target_rate: calibration.referral.target_rate,
-        test_probs: known.iter().map(|&k| test[k].p_any(t.any)).collect(),
+        target_rate: primary.referral.target_rate,
+        test_probs: known
+            .iter()
+            .map(|&k| test[k].p_any(cal_of(k).temperatures.any))
+            .collect(),
         test_labels: known.iter().map(|&k| smp(k).labels.unwrap().any).collect(),
         test_uncertainty: known
             .iter()
-            .map(|&k| test[k].referral_uncertainty(measure, &t, calibration.thresholds[0]))
+            .map(|&k| uncertainty(&test[k], cal_of(k)))
             .collect(),
-        distance: calibration
-            .distance
-            .as_ref()
-            .map(|p| report::DistanceInputs {
+        distance: primary.distance.as_ref().map(|p| {
+            let distance = |sc: &StudyScores, own: &Calibration| match &own.distance {
+                Some(d) => crate::distance::equivalent_distance(
+                    d.density.distance(&sc.embedding),
+                    Some(d.threshold),
+                    p.threshold,
+                ),
+                None => crate::distance::equivalent_distance(f64::NAN, None, p.threshold),
+            };
+            report::DistanceInputs {
                 threshold: p.threshold,
-                val: val
-                    .iter()
-                    .map(|s| p.density.distance(&s.embedding))
+                val: (0..val.len())
+                    .map(|k| distance(&val[k], val_cal_of(k)))
                     .collect(),
                 test: known
                     .iter()
-                    .map(|&k| p.density.distance(&test[k].embedding))
+                    .map(|&k| distance(&test[k], cal_of(k)))
                     .collect(),
-            }),
+            }
+        }),
     });
 
     // Baselines and ablations on the prognosis tasks.
@@ -410,7 +460,7 @@ pub fn evaluate(
         data.indices(Split::Train)
     };
     let n_slices = data.samples[0].shape[0];
-    for (name, get, logit) in outcomes {
+    for (name, get, logit, head) in outcomes {
         let ks: Vec<usize> = (0..test_idx.len())
             .filter(|&k| get(smp(k)).is_some())
             .collect();
@@ -418,11 +468,6 @@ pub fn evaluate(
             continue;
         }
         let y: Vec<bool> = ks.iter().map(|&k| get(smp(k)).unwrap()).collect();
-        let t_out = if name == "mortality_30d" {
-            t.mortality_calibration()
-        } else {
-            t.mrs_calibration()
-        };
         let ablations: &[(&str, &Vec<StudyScores>)] = if unlearned(name) {
             &[]
         } else {
@@ -434,7 +479,7 @@ pub fn evaluate(
                 task: name.into(),
                 scores: ks
                     .iter()
-                    .map(|&k| sigmoid(t_out.logit(logit(&sc[k]))))
+                    .map(|&k| sigmoid(head(&cal_of(k).temperatures).logit(logit(&sc[k]))))
                     .collect(),
                 labels: y.clone(),
                 probabilities: true,
@@ -491,12 +536,12 @@ pub fn evaluate(
             });
         }
         ich("ich_score_model_estimate", &|k| {
-            let sc = &test[k];
-            Some(model_ich_facts(sc, &calibration, n_slices, || {
+            let (sc, cal) = (&test[k], cal_of(k));
+            Some(model_ich_facts(sc, cal, n_slices, || {
                 let gate = crate::infer::volume_gate(
                     &sc.slice_any,
                     &sc.slice_heat_mass(n_slices),
-                    sc.p_any(t.any) >= calibration.thresholds[0],
+                    sc.p_any(cal.temperatures.any) >= cal.thresholds[0],
                 );
                 volume_ml(smp(k), &gate)
             }))
@@ -546,7 +591,7 @@ pub fn evaluate(
                 let tr = smp(k).truth?;
                 let bleed = smp(k).labels?.any;
                 Some((
-                    scores[k].detection_row(t.any, t.subtypes)[0],
+                    scores[k].p_any(cal_of(k).temperatures.any),
                     bleed.then_some(tr.total_ml),
                 ))
             })
@@ -594,7 +639,7 @@ pub fn evaluate(
         overlays.push((
             format!(
                 "test study #{k}, slice {peak}: P(bleed) {:.2}; truth: {}",
-                test[k].p_any(t.any),
+                test[k].p_any(cal_of(k).temperatures.any),
                 types.join(", ")
             ),
             png,
@@ -616,7 +661,7 @@ pub fn evaluate(
         referral,
         baselines: bl,
         bayes_limit: bayes,
-        hematoma_facts: calibration.facts.and(crate::scoring::facts_agreement(
+        hematoma_facts: primary.facts.and(crate::scoring::facts_agreement(
             &data.samples,
             &test_idx,
             &test,
@@ -631,7 +676,7 @@ pub fn evaluate(
     Ok(Evaluation {
         report,
         plots,
-        calibration,
+        calibration: primary.clone(),
         predictions,
         scores: test,
     })

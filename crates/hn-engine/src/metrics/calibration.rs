@@ -239,6 +239,13 @@ impl LogitCalibration {
         z / self.temperature + self.bias
     }
 
+    /// The logit this calibration maps to the probability `from` gives `z`: a logit of a study
+    /// calibrated another way (an MR study of a model with per-modality calibrations)
+    /// re-expressed on this scale, so one report can pool both.
+    pub fn equivalent_logit(&self, z: f64, from: &LogitCalibration) -> f64 {
+        (from.logit(z) - self.bias) * self.temperature
+    }
+
     /// Calibrated probabilities of `logits`.
     pub fn probabilities(&self, logits: &[f64]) -> Vec<f64> {
         logits.iter().map(|z| sigmoid(self.logit(*z))).collect()

@@ -127,6 +127,9 @@ pub fn roc_curve(scores: &[f64], labels: &[bool]) -> Result<Vec<RocPoint>> {
 /// Confusion counts and derived rates at one threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct OperatingPoint {
+    /// Positive when the score is at or above it; NaN (`null`) when each case had its own
+    /// ([`at_thresholds`]).
+    #[serde(with = "nan_as_null")]
     pub threshold: f64,
     pub tp: usize,
     pub fp: usize,
@@ -150,10 +153,29 @@ pub struct OperatingPoint {
 
 /// Sensitivity, specificity, PPV, F1 and accuracy at `threshold` (positive when `>=`).
 pub fn at_threshold(scores: &[f64], labels: &[bool], threshold: f64) -> Result<OperatingPoint> {
+    at_thresholds(scores, labels, &vec![threshold; scores.len()])
+}
+
+/// The same with each case judged at its own threshold (`thresholds[i]` for `scores[i]`): a
+/// report pooling studies whose operating thresholds differ (CT and MR studies of one model,
+/// each fixed on its modality's validation studies). The point's `threshold` is the common
+/// value, NaN when they differ.
+pub fn at_thresholds(
+    scores: &[f64],
+    labels: &[bool],
+    thresholds: &[f64],
+) -> Result<OperatingPoint> {
     check("at_threshold", scores, labels)?;
+    if thresholds.len() != scores.len() {
+        return Err(MetricsError::LengthMismatch {
+            what: "at_thresholds",
+            a: scores.len(),
+            b: thresholds.len(),
+        });
+    }
     let (mut tp, mut fp, mut tn, mut fn_) = (0, 0, 0, 0);
-    for (s, l) in scores.iter().zip(labels) {
-        match (*s >= threshold, *l) {
+    for ((s, l), t) in scores.iter().zip(labels).zip(thresholds) {
+        match (*s >= *t, *l) {
             (true, true) => tp += 1,
             (true, false) => fp += 1,
             (false, false) => tn += 1,
@@ -168,6 +190,10 @@ pub fn at_threshold(scores: &[f64], labels: &[bool], threshold: f64) -> Result<O
         }
     };
     let zdiv = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let threshold = match thresholds.first() {
+        Some(&t) if thresholds.iter().all(|&u| u == t) => t,
+        _ => f64::NAN,
+    };
     Ok(OperatingPoint {
         threshold,
         tp,

@@ -115,4 +115,32 @@ impl ReferralPolicy {
         // NaN uncertainty means the model cannot vouch for the case: refer it.
         uncertainty.is_nan() || uncertainty > self.threshold
     }
+
+    /// The uncertainty this policy refers exactly when `own` refers `uncertainty`, shifted by
+    /// the difference of the thresholds (so rankings above and below each threshold are
+    /// kept): a study judged under another policy (its modality's) re-expressed on this one,
+    /// so one report can pool both.
+    pub fn equivalent_uncertainty(&self, uncertainty: f64, own: &ReferralPolicy) -> f64 {
+        if own.threshold == self.threshold || uncertainty.is_nan() {
+            return uncertainty;
+        }
+        let referred = own.refer(uncertainty);
+        if own.threshold == f64::NEG_INFINITY {
+            return f64::INFINITY;
+        }
+        if self.threshold == f64::NEG_INFINITY {
+            return if referred {
+                uncertainty - own.threshold
+            } else {
+                f64::NEG_INFINITY
+            };
+        }
+        let v = uncertainty - own.threshold + self.threshold;
+        // Rounding must not move a case across the threshold.
+        match (referred, self.refer(v)) {
+            (true, false) => self.threshold.next_up(),
+            (false, true) => self.threshold,
+            _ => v,
+        }
+    }
 }

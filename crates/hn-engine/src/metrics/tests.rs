@@ -273,3 +273,69 @@ fn referral_policy_hits_target_rate() {
     assert_eq!(u.iter().filter(|x| all.refer(**x)).count(), 100);
     assert!(ReferralPolicy::fit(&u, 1.5).is_err());
 }
+
+#[test]
+fn each_case_at_its_own_threshold() {
+    // Equal thresholds: the same point as `at_threshold`, threshold reported.
+    let same = at_thresholds(&S, &Y, &[0.4; 10]).unwrap();
+    assert_eq!(same, at_threshold(&S, &Y, 0.4).unwrap());
+    // The first five judged at 0.9 (all negative), the rest at 0.1 (all positive).
+    let thr: Vec<f64> = (0..10).map(|i| if i < 5 { 0.9 } else { 0.1 }).collect();
+    let p = at_thresholds(&S, &Y, &thr).unwrap();
+    // Cases 5..10: labels 1,0,1,1,0 → tp 3, fp 2; cases 0..5: labels 0,0,1,1,0 → fn 2, tn 3.
+    assert_eq!((p.tp, p.fp, p.tn, p.fn_), (3, 2, 3, 2));
+    assert!(p.threshold.is_nan());
+    let json = serde_json::to_value(p).unwrap();
+    assert!(json["threshold"].is_null());
+    assert!(at_thresholds(&S, &Y, &[0.5; 3]).is_err());
+}
+
+#[test]
+fn a_logit_re_expressed_on_another_calibration_keeps_its_probability() {
+    let mr = LogitCalibration {
+        method: CalibrationMethod::Platt,
+        temperature: 1.7,
+        bias: -0.4,
+    };
+    let ct = LogitCalibration {
+        method: CalibrationMethod::Platt,
+        temperature: 0.8,
+        bias: 0.3,
+    };
+    for z in [-5.0, -0.3, 0.0, 2.2, 9.0] {
+        close(ct.logit(ct.equivalent_logit(z, &mr)), mr.logit(z), 1e-12);
+        close(ct.equivalent_logit(z, &ct), z, 1e-12);
+    }
+}
+
+#[test]
+fn an_uncertainty_re_expressed_on_another_policy_keeps_its_referral() {
+    let policy = |threshold| ReferralPolicy {
+        threshold,
+        target_rate: 0.1,
+        validation_rate: 0.1,
+    };
+    let policies = [
+        policy(0.3),
+        policy(0.05),
+        policy(f64::NEG_INFINITY),
+        policy(0.3_f64.next_up()),
+    ];
+    let us = [0.0, 0.05, 0.1, 0.3, 0.31, 0.69, f64::NAN, f64::INFINITY];
+    for own in &policies {
+        for onto in &policies {
+            for &u in &us {
+                let v = onto.equivalent_uncertainty(u, own);
+                assert_eq!(
+                    onto.refer(v),
+                    own.refer(u),
+                    "{u} from {own:?} onto {onto:?}"
+                );
+            }
+            // Order is kept among the cases on the same side.
+            let a = onto.equivalent_uncertainty(0.31, own);
+            let b = onto.equivalent_uncertainty(0.69, own);
+            assert!(a <= b, "{a} {b}");
+        }
+    }
+}

@@ -22,7 +22,7 @@ pub fn label_metrics(
     label: &str,
     scores: &[f64],
     labels: &[bool],
-    threshold: f64,
+    thresholds: &[f64],
     n_boot: usize,
     seed: u64,
 ) -> Result<LabelMetrics, ReportError> {
@@ -38,7 +38,7 @@ pub fn label_metrics(
         } else {
             None
         },
-        at_chosen: metrics::at_threshold(scores, labels, threshold)?,
+        at_chosen: metrics::at_thresholds(scores, labels, thresholds)?,
         at_youden: if two {
             Some(metrics::youden(scores, labels)?)
         } else {
@@ -116,8 +116,9 @@ pub fn baseline_result(
 pub struct DetectionInputs {
     pub probs: Vec<[f64; 6]>,
     pub truth: Vec<[bool; 6]>,
-    /// Operating thresholds per label (e.g. picked on validation).
-    pub thresholds: [f64; 6],
+    /// Each row's operating thresholds per label (picked on validation; a mixed-modality
+    /// report judges each study at its own modality's).
+    pub thresholds: Vec<[f64; 6]>,
 }
 
 /// One binary prognosis outcome: validation logits fit the temperature, test logits are scored.
@@ -259,18 +260,24 @@ pub fn evaluate(inp: &EvalInputs) -> Result<(MetricsReport, ReportPlots), Report
     let mut detection = Vec::new();
     let mut rsna_log_loss = None;
     if let Some(d) = &inp.detection {
-        if d.probs.len() != d.truth.len() {
-            return Err(MetricsError::LengthMismatch {
-                what: "detection",
-                a: d.probs.len(),
-                b: d.truth.len(),
+        for (what, n) in [
+            ("detection", d.truth.len()),
+            ("thresholds", d.thresholds.len()),
+        ] {
+            if d.probs.len() != n {
+                return Err(MetricsError::LengthMismatch {
+                    what,
+                    a: d.probs.len(),
+                    b: n,
+                }
+                .into());
             }
-            .into());
         }
         for (j, label) in metrics::RSNA_LABELS.iter().enumerate() {
             let s: Vec<f64> = d.probs.iter().map(|p| p[j]).collect();
             let y: Vec<bool> = d.truth.iter().map(|t| t[j]).collect();
-            let m = label_metrics(label, &s, &y, d.thresholds[j], n_boot, seed)?;
+            let thr: Vec<f64> = d.thresholds.iter().map(|t| t[j]).collect();
+            let m = label_metrics(label, &s, &y, &thr, n_boot, seed)?;
             if m.auc.is_some() {
                 plots.roc.push((
                     label.to_string(),

@@ -109,7 +109,12 @@ used everywhere else in this report).</p><table><tr><th></th><th>ECE before</th>
             l.n_positive,
             fmt_ci(&l.auc),
             l.pr_auc.map(f3).unwrap_or_else(|| "–".into()),
-            f3(l.at_chosen.threshold),
+            // NaN: each study was judged at its own modality's threshold.
+            if l.at_chosen.threshold.is_nan() {
+                "per modality".into()
+            } else {
+                f3(l.at_chosen.threshold)
+            },
             f3(l.at_chosen.sensitivity),
             f3(l.at_chosen.specificity),
             f3(l.at_chosen.f1),

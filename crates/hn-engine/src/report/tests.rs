@@ -29,7 +29,7 @@ fn fake() -> (MetricsReport, ReportPlots) {
         .enumerate()
         .map(|(i, p)| (p + ((i * 13 % 7) as f64) / 7.0) / 2.0)
         .collect();
-    let det = label_metrics("any", &s, &y, 0.5, 200, 1).unwrap();
+    let det = label_metrics("any", &s, &y, &vec![0.5; s.len()], 200, 1).unwrap();
     let prog = prognosis_metrics("mortality_30d", None, &z, &y, &z, &y, 200, 1).unwrap();
     let unc: Vec<f64> = s.iter().map(|p| metrics::binary_entropy(*p)).collect();
     let policy = ReferralPolicy::fit(&unc, 0.2).unwrap();
@@ -229,8 +229,8 @@ fn evaluate_assembles_all_sections() {
         },
         detection: Some(DetectionInputs {
             probs,
+            thresholds: vec![[0.5; 6]; truth.len()],
             truth,
-            thresholds: [0.5; 6],
         }),
         prognosis: vec![PrognosisInputs {
             outcome: "mortality_30d".into(),
