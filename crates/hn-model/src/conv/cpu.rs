@@ -162,6 +162,10 @@ fn im2col<T: Real>(g: &ConvGeometry, x: &[T], rows: Range<usize>, col: &mut [T])
                     let dst = &mut row[r * g.wo..(r + 1) * g.wo];
                     dst[..x0].fill(T::ZERO);
                     dst[x1..].fill(T::ZERO);
+                    if x0 == x1 {
+                        // This tap reads only padding on this row.
+                        continue;
+                    }
                     let ix0 = (xbase + (x0 * g.stride[1]) as isize) as usize;
                     if g.stride[1] == 1 {
                         dst[x0..x1].copy_from_slice(&src[ix0..ix0 + (x1 - x0)]);
@@ -190,6 +194,10 @@ fn col2im<T: Real>(g: &ConvGeometry, col: &[T], rows: Range<usize>, dx: &mut [T]
             );
             for kx in 0..g.kw {
                 let (x0, x1, xbase) = g.valid_range(kx, 1, g.wo, g.w);
+                if x0 == x1 {
+                    // This tap reads only padding: nothing flows back.
+                    continue;
+                }
                 let row = &col[((ci * g.kh + ky) * g.kw + kx) * tp..][..tp];
                 for oy in y0..y1 {
                     let r = oy - rows.start;
@@ -560,6 +568,8 @@ mod tests {
                 [2, 1],
             ),
             ([5, 3, 4, 4], [1, 3, 5, 5], [1, 1], [(2, 2), (2, 2)], [1, 1]),
+            // A kernel wider than the padded image: some taps read only padding.
+            ([2, 1, 3, 1], [2, 1, 5, 5], [1, 1], [(2, 2), (2, 2)], [1, 1]),
             // Several column tiles per sample (see `row_tiles`), even and uneven.
             (
                 [2, 16, 40, 40],
@@ -578,7 +588,7 @@ mod tests {
         ];
         for (i, (xs, ws, st, pad, dil)) in cases.into_iter().enumerate() {
             let g = ConvGeometry::new(xs, ws, st, pad, dil).unwrap();
-            if i >= 6 {
+            if i >= 7 {
                 assert!(row_tiles(&g).count() > 1, "case {i} is one tile");
             }
             let x = noise(xs.iter().product(), i as u64);
