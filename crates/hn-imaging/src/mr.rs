@@ -129,8 +129,12 @@ pub struct MrAcquisition {
     pub flip_angle_deg: Option<f64>,
     /// SeriesDescription (0008,103E).
     pub description: String,
-    /// SequenceName (0018,0024), e.g. `*tse2d1_15`, `*swi3d1r`.
+    /// SequenceName (0018,0024), e.g. `*tse2d1_15`, `*swi3d1r` (Enhanced MR: PulseSequenceName).
     pub sequence_name: String,
+    /// AcquisitionContrast (0008,9209) of Enhanced MR: the scanner's own statement of the
+    /// weighting (`T1`, `T2`, `FLUID_ATTENUATED`, `T2_STAR`, `PROTON_DENSITY`, `DIFFUSION`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acquisition_contrast: Vec<String>,
 }
 
 /// What the rule decided for one series, and why (shown in `inspect` and `prediction.json`).
@@ -167,20 +171,51 @@ pub fn classify(a: &MrAcquisition) -> SequenceDecision {
     if has(&a.image_type, "LOCALIZER") || text_has(&["localizer", "localiser", "scout"]) {
         return decided(None, "localiser: not read");
     }
+    // SWI is a gradient echo; what makes it SWI is the phase-weighted reconstruction, which
+    // only ImageType or the sequence name/description record.
+    let swi_by_type =
+        has(&a.image_type, "SWI") || has(&a.image_type, "MIN IP") || has(&a.image_type, "MNIP");
+    let swi_by_name = text_has(&["swi", "swan", "venobold", "susceptibility"]);
+    // Enhanced MR says the weighting itself (PS3.3 C.8.13.1.1.1); MIXED and UNKNOWN leave it
+    // to the physics below.
+    for c in &a.acquisition_contrast {
+        let said = |q: Option<MrSequence>| {
+            decided(
+                q,
+                format!(
+                    "AcquisitionContrast {c}{}",
+                    if q.is_none() { ": not read" } else { "" }
+                ),
+            )
+        };
+        match c.to_ascii_uppercase().as_str() {
+            "T1" => return said(Some(MrSequence::T1)),
+            "T2" => return said(Some(MrSequence::T2)),
+            "FLUID_ATTENUATED" => return said(Some(MrSequence::Flair)),
+            "T2_STAR" if swi_by_type || swi_by_name => {
+                return decided(
+                    Some(MrSequence::Swi),
+                    format!("AcquisitionContrast {c} with SWI reconstruction"),
+                );
+            }
+            "T2_STAR" => return said(Some(MrSequence::T2StarGre)),
+            "PROTON_DENSITY" | "DIFFUSION" | "STIR" | "PERFUSION" | "FLOW_ENCODED" | "TOF"
+            | "TAGGING" => return said(None),
+            _ => {}
+        }
+    }
     let gr = has(&a.scanning_sequence, "GR");
     let ir = has(&a.scanning_sequence, "IR");
     let se = has(&a.scanning_sequence, "SE");
     let (tr, te, ti) = (a.repetition_time_ms, a.echo_time_ms, a.inversion_time_ms);
     if gr && !ir {
-        // SWI is a gradient echo; what makes it SWI is the phase-weighted reconstruction,
-        // which only ImageType or the sequence name/description record.
-        if has(&a.image_type, "SWI") || has(&a.image_type, "MIN IP") || has(&a.image_type, "MNIP") {
+        if swi_by_type {
             return decided(
                 Some(MrSequence::Swi),
                 "gradient echo with SWI reconstruction (ImageType)",
             );
         }
-        if text_has(&["swi", "swan", "venobold", "susceptibility"]) {
+        if swi_by_name {
             return decided(
                 Some(MrSequence::Swi),
                 "gradient echo named SWI (SequenceName or SeriesDescription)",
@@ -398,6 +433,7 @@ impl MrProtocol {
             flip_angle_deg: Some(self.flip_angle_deg),
             description: self.series_description.into(),
             sequence_name: self.sequence_name.into(),
+            acquisition_contrast: Vec::new(),
         }
     }
 }
@@ -632,6 +668,39 @@ mod tests {
             assert_eq!(d.sequence, Some(q), "{q}: {}", d.rule);
             assert!(!d.rule.contains("description"), "{q}: {}", d.rule);
         }
+    }
+
+    #[test]
+    fn enhanced_mr_acquisition_contrast_decides() {
+        let with = |c: &str, itype: &[&str]| MrAcquisition {
+            acquisition_contrast: vec![c.into()],
+            image_type: itype.iter().map(|s| s.to_string()).collect(),
+            // Attributes that would say otherwise: the scanner's statement wins.
+            scanning_sequence: vec!["SE".into()],
+            repetition_time_ms: Some(500.0),
+            echo_time_ms: Some(12.0),
+            ..Default::default()
+        };
+        for (c, itype, q) in [
+            ("FLUID_ATTENUATED", &[][..], Some(MrSequence::Flair)),
+            ("T2", &[], Some(MrSequence::T2)),
+            ("T2_STAR", &[], Some(MrSequence::T2StarGre)),
+            (
+                "T2_STAR",
+                &["ORIGINAL", "PRIMARY", "SWI"],
+                Some(MrSequence::Swi),
+            ),
+            ("PROTON_DENSITY", &[], None),
+            ("DIFFUSION", &[], None),
+        ] {
+            let d = classify(&with(c, itype));
+            assert_eq!(d.sequence, q, "{c}: {}", d.rule);
+            assert!(d.rule.contains("AcquisitionContrast"), "{}", d.rule);
+        }
+        // MIXED leaves it to the physics (short TR, short TE spin echo: T1).
+        let d = classify(&with("MIXED", &[]));
+        assert_eq!(d.sequence, Some(MrSequence::T1), "{}", d.rule);
+        assert!(d.rule.contains("spin echo"), "{}", d.rule);
     }
 
     #[test]

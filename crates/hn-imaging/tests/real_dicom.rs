@@ -570,3 +570,36 @@ fn real_mr_files_are_told_apart_by_their_acquisition_attributes() {
     let e = read_mr_study(&[data("CT_small.dcm")], &ReadOptions::default()).unwrap_err();
     assert!(e.to_string().contains("modality CT"), "{e}");
 }
+
+/// The series rule reads the contrast of a real Enhanced MR Image Storage file (Philips,
+/// pydicom's `emri_small.dcm`: no ScanningSequence, EchoTime or RepetitionTime at the top
+/// level; AcquisitionContrast T1, EchoPulseSequence GRADIENT, PulseSequenceName T1TFE) from the
+/// Enhanced MR attributes, and still reads a classic MR Image Storage file (`MR_small.dcm`:
+/// spin echo, TR 4000 ms, TE 240 ms) from its classic ones.
+#[test]
+fn series_rule_reads_enhanced_and_classic_mr_files() {
+    use hn_imaging::mr::MrSequence;
+    let decision = |file: &str| {
+        let read = read_series(&[data(file)], &ReadOptions::default())
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(read.series.len(), 1, "{file}");
+        read.series[0]
+            .mr
+            .clone()
+            .unwrap_or_else(|| panic!("{file}: an MR series without a sequence decision"))
+    };
+    let enhanced = decision("emri_small.dcm");
+    assert_eq!(enhanced.sequence, Some(MrSequence::T1), "{}", enhanced.rule);
+    assert!(
+        enhanced.rule.contains("AcquisitionContrast T1"),
+        "{}",
+        enhanced.rule
+    );
+    let classic = decision("MR_small.dcm");
+    assert_eq!(classic.sequence, Some(MrSequence::T2), "{}", classic.rule);
+    assert!(
+        !classic.rule.contains("AcquisitionContrast"),
+        "{}",
+        classic.rule
+    );
+}

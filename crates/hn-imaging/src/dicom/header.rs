@@ -263,8 +263,27 @@ pub(super) fn read_header(path: &Path, obj: Obj) -> Result<Header, ImagingError>
         .flatten()
         .map(|v| v as i64);
     let mr = (modality == "MR").then(|| {
-        let words = |tag: Tag| {
-            text(ds, tag)
+        // Where the first frame's attribute lives: the top level (MR Image Storage), else one
+        // macro deep in its functional groups, per-frame before shared (Enhanced MR: MR
+        // Timing and Related Parameters, MR Echo, MR Modifier, MR Image Frame Type; Legacy
+        // Converted Enhanced MR: the unassigned converted attributes).
+        let groups: Vec<&InMemDicomObject> = [per_frame.and_then(|p| p.first()), shared]
+            .into_iter()
+            .flatten()
+            .collect();
+        let holder = |tag: Tag| -> Option<&InMemDicomObject> {
+            if ds.get(tag).is_some() {
+                return Some(ds);
+            }
+            groups
+                .iter()
+                .flat_map(|g| g.iter())
+                .filter_map(|e| e.value().items().and_then(|it| it.first()))
+                .find(|it| it.get(tag).is_some())
+        };
+        let words = |tag: Tag| -> Vec<String> {
+            holder(tag)
+                .and_then(|o| text(o, tag))
                 .map(|t| {
                     t.split('\\')
                         .map(|w| w.trim().to_string())
@@ -275,21 +294,46 @@ pub(super) fn read_header(path: &Path, obj: Obj) -> Result<Header, ImagingError>
         };
         // Malformed timing values are treated as absent: the rule then says it fell back.
         let num = |tag: Tag| {
-            nums(ds, tag)
-                .ok()
-                .flatten()
+            holder(tag)
+                .and_then(|o| nums(o, tag).ok().flatten())
                 .and_then(|v| v.first().copied())
         };
+        // Enhanced MR states the echo type (SPIN, GRADIENT, BOTH) and inversion recovery
+        // instead of ScanningSequence.
+        let mut scanning = words(tags::SCANNING_SEQUENCE);
+        if scanning.is_empty() {
+            for w in words(tags::ECHO_PULSE_SEQUENCE) {
+                match w.to_ascii_uppercase().as_str() {
+                    "SPIN" => scanning.push("SE".into()),
+                    "GRADIENT" => scanning.push("GR".into()),
+                    "BOTH" => scanning.extend(["SE".into(), "GR".into()]),
+                    _ => {}
+                }
+            }
+            if words(tags::INVERSION_RECOVERY)
+                .iter()
+                .any(|w| w.eq_ignore_ascii_case("YES"))
+            {
+                scanning.push("IR".into());
+            }
+        }
         crate::mr::MrAcquisition {
-            scanning_sequence: words(tags::SCANNING_SEQUENCE),
+            scanning_sequence: scanning,
             sequence_variant: words(tags::SEQUENCE_VARIANT),
             image_type: words(tags::IMAGE_TYPE),
             repetition_time_ms: num(tags::REPETITION_TIME),
-            echo_time_ms: num(tags::ECHO_TIME),
-            inversion_time_ms: num(tags::INVERSION_TIME),
+            echo_time_ms: num(tags::ECHO_TIME).or_else(|| num(tags::EFFECTIVE_ECHO_TIME)),
+            inversion_time_ms: num(tags::INVERSION_TIME).or_else(|| num(tags::INVERSION_TIMES)),
             flip_angle_deg: num(tags::FLIP_ANGLE),
             description: description.clone(),
-            sequence_name: text(ds, tags::SEQUENCE_NAME).unwrap_or_default(),
+            sequence_name: holder(tags::SEQUENCE_NAME)
+                .and_then(|o| text(o, tags::SEQUENCE_NAME))
+                .or_else(|| {
+                    holder(tags::PULSE_SEQUENCE_NAME)
+                        .and_then(|o| text(o, tags::PULSE_SEQUENCE_NAME))
+                })
+                .unwrap_or_default(),
+            acquisition_contrast: words(tags::ACQUISITION_CONTRAST),
         }
     });
     let ts_uid = obj
