@@ -250,3 +250,69 @@ pub fn predict_heldout(
     hn_engine::infer::write_study_dir(&res, &dir, Some(&dicom))?;
     Ok(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use hn_data::synth::SynthConfig;
+    use hn_engine::train::TrainConfig;
+
+    fn config_file(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../configs")
+            .join(name)
+    }
+
+    /// TOML has no `None`: `n_slices = 0` says "count from the coverage" as `None` does.
+    fn automatic_slices(mut c: SynthConfig) -> SynthConfig {
+        if c.n_slices == Some(0) {
+            c.n_slices = None;
+        }
+        c
+    }
+
+    /// The files under `configs/` that docs/RESULTS.md runs parse, and the ones that restate
+    /// the demo's defaults still do: a change to `demo_config` that forgets them fails here.
+    #[test]
+    fn config_files_parse_and_restate_the_demo_defaults() {
+        let demo = super::demo_config();
+        let demo_synth = demo
+            .synth
+            .clone()
+            .expect("the demo renders at scanner resolution");
+
+        let default_cohort = automatic_slices(
+            SynthConfig::from_toml_file(&config_file("cohort-demo-default.toml"))
+                .expect("cohort-demo-default.toml"),
+        );
+        assert_eq!(default_cohort, demo_synth);
+
+        // The wide-scanner training config is the demo's but for five scanner ranges.
+        let wide = TrainConfig::from_toml_file(&config_file("demo-wide-scanner.toml"))
+            .expect("demo-wide-scanner.toml");
+        let wide_synth = automatic_slices(wide.synth.clone().expect("[synth]"));
+        assert_eq!(wide_synth.slice_thickness_mm, [2.5, 10.0]);
+        assert_eq!(wide_synth.fov_mm, [210.0, 290.0]);
+        assert_eq!(wide_synth.noise_sd_hu, [3.0, 18.0]);
+        assert_eq!(wide_synth.p_gantry_tilt, 0.2);
+        assert_eq!(wide_synth.beam_hardening, 1.5);
+        let as_demo = TrainConfig {
+            synth: Some(SynthConfig {
+                slice_thickness_mm: demo_synth.slice_thickness_mm,
+                fov_mm: demo_synth.fov_mm,
+                noise_sd_hu: demo_synth.noise_sd_hu,
+                p_gantry_tilt: demo_synth.p_gantry_tilt,
+                beam_hardening: demo_synth.beam_hardening,
+                ..wide_synth
+            }),
+            ..wide
+        };
+        assert_eq!(as_demo, demo);
+
+        let site_b = SynthConfig::from_toml_file(&config_file("cohort-site-b.toml"))
+            .expect("cohort-site-b.toml");
+        assert_eq!(site_b.size, 192);
+        assert_ne!(site_b.artifacts, demo_synth.artifacts);
+    }
+}
