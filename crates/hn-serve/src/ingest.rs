@@ -19,9 +19,15 @@ pub const CT_SOP_CLASSES: &[&str] = &[
     uids::LEGACY_CONVERTED_ENHANCED_CT_IMAGE_STORAGE,
 ];
 
-/// MR SOP classes, admitted when the model reads MR (single-frame MR Image Storage: what the
-/// MR reader decodes per sequence).
-pub const MR_SOP_CLASSES: &[&str] = &[uids::MR_IMAGE_STORAGE];
+/// MR SOP classes, admitted when the model reads MR: single-frame MR Image Storage, and the
+/// multi-frame Enhanced and Legacy Converted Enhanced MR classes, whose one file per series the
+/// MR reader decodes frame by frame and whose sequence it tells from AcquisitionContrast and
+/// the functional groups ([`hn_imaging::mr::classify`]).
+pub const MR_SOP_CLASSES: &[&str] = &[
+    uids::MR_IMAGE_STORAGE,
+    uids::ENHANCED_MR_IMAGE_STORAGE,
+    uids::LEGACY_CONVERTED_ENHANCED_MR_IMAGE_STORAGE,
+];
 
 /// The SOP classes a node admits: CT, and MR when its model reads MR.
 pub fn accepted_sop_classes(reads_mr: bool) -> Vec<&'static str> {
@@ -426,6 +432,14 @@ mod tests {
         );
         let ok = parse_part10("mr", bytes, 1 << 24, &accepted_sop_classes(true)).unwrap();
         assert_eq!(ok.sop_class_uid, uids::MR_IMAGE_STORAGE);
+        // A real multi-frame Enhanced MR file (Philips, 10 frames): the same rule.
+        let bytes = std::fs::read(path.with_file_name("emri_small.dcm")).unwrap();
+        let e = parse_part10("emr", bytes.clone(), 1 << 24, &accepted_sop_classes(false))
+            .err()
+            .unwrap();
+        assert_eq!(e.dimse_status(), 0x0122, "{e}");
+        let ok = parse_part10("emr", bytes, 1 << 24, &accepted_sop_classes(true)).unwrap();
+        assert_eq!(ok.sop_class_uid, uids::ENHANCED_MR_IMAGE_STORAGE);
     }
 
     #[test]
