@@ -299,32 +299,35 @@ fn serve_scores_an_mr_study(model: &Path, study: &Path, tmp: &Path) {
         .next()
         .unwrap()
         .to_string();
-    let o = Command::new("storescu")
-        .args(["-aec", "HNET", "+sd", "+r", "127.0.0.1", &port])
-        .arg(study)
-        .output()
-        .expect("storescu (dcmtk) is required");
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(o.status.success() && !err.contains("E:"), "storescu: {err}");
-    let first = std::fs::read_dir(study.join("t1"))
-        .or_else(|_| std::fs::read_dir(study.join("t2")))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let dump = Command::new("dcmdump")
-        .args(["+P", "0020,000d"])
-        .arg(&first)
-        .output()
-        .unwrap();
-    let dump = String::from_utf8_lossy(&dump.stdout);
-    let uid = dump
-        .split('[')
-        .nth(1)
-        .and_then(|r| r.split(']').next())
-        .expect("StudyInstanceUID")
-        .to_string();
+    // dcmtk sends `path` (a folder with `+sd +r`) and the node says success for every file.
+    let store = |path: &Path, args: &[&str]| {
+        let o = Command::new("storescu")
+            .args(["-aec", "HNET"])
+            .args(args)
+            .args(["127.0.0.1", &port])
+            .arg(path)
+            .output()
+            .expect("storescu (dcmtk) is required");
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(
+            o.status.success() && !err.contains("E:") && !err.contains("W:"),
+            "storescu {}: {err}",
+            path.display()
+        );
+    };
+    let study_uid = |file: &Path| -> String {
+        let dump = Command::new("dcmdump")
+            .args(["+P", "0020,000d"])
+            .arg(file)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&dump.stdout)
+            .split('[')
+            .nth(1)
+            .and_then(|r| r.split(']').next())
+            .expect("StudyInstanceUID")
+            .to_string()
+    };
     let get = |path: &str| -> serde_json::Value {
         let mut s = std::net::TcpStream::connect(&http).unwrap();
         write!(
@@ -338,15 +341,28 @@ fn serve_scores_an_mr_study(model: &Path, study: &Path, tmp: &Path) {
         let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
         serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
     };
-    let t = std::time::Instant::now();
-    let status = loop {
-        let v = get(&format!("/v1/studies/{uid}"));
-        if v["status"] == "done" || v["status"] == "failed" {
-            break v;
+    // The study's job once it has ended, done or failed.
+    let finished = |uid: &str| -> serde_json::Value {
+        let t = std::time::Instant::now();
+        loop {
+            let v = get(&format!("/v1/studies/{uid}"));
+            if v["status"] == "done" || v["status"] == "failed" {
+                return v;
+            }
+            assert!(t.elapsed().as_secs() < 120, "not scored in 120 s: {v}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        assert!(t.elapsed().as_secs() < 120, "not scored in 120 s: {v}");
-        std::thread::sleep(std::time::Duration::from_millis(200));
     };
+
+    store(study, &["+sd", "+r"]);
+    let first = std::fs::read_dir(study.join("t1"))
+        .or_else(|_| std::fs::read_dir(study.join("t2")))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let status = finished(&study_uid(&first));
     assert_eq!(status["status"], "done", "{status}");
     let text = status.to_string();
     assert!(text.contains("\"MR\""), "the result says MR: {text}");
@@ -357,41 +373,11 @@ fn serve_scores_an_mr_study(model: &Path, study: &Path, tmp: &Path) {
     // gate's reason, never with a decoding or SOP-class error.
     let emr = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../testdata/real-imaging/dicom/emri_small.dcm");
-    let o = Command::new("storescu")
-        .args(["-aec", "HNET", "127.0.0.1", &port])
-        .arg(&emr)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(
-        o.status.success() && !err.contains("E:") && !err.contains("W:"),
-        "storescu of an Enhanced MR file: {err}"
-    );
-    let dump = Command::new("dcmdump")
-        .args(["+P", "0020,000d"])
-        .arg(&emr)
-        .output()
-        .unwrap();
-    let dump = String::from_utf8_lossy(&dump.stdout);
-    let uid = dump
-        .split('[')
-        .nth(1)
-        .and_then(|r| r.split(']').next())
-        .expect("StudyInstanceUID")
-        .to_string();
-    let t = std::time::Instant::now();
-    let status = loop {
-        let v = get(&format!("/v1/studies/{uid}"));
-        if v["status"] == "done" || v["status"] == "failed" {
-            break v;
-        }
-        assert!(t.elapsed().as_secs() < 120, "not scored in 120 s: {v}");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    };
+    store(&emr, &[]);
+    let status = finished(&study_uid(&emr));
     let _ = child.kill();
     let _ = child.wait();
     let text = status.to_string();
-    eprintln!("Enhanced MR study: {text}");
     assert!(
         status["status"] == "done" || text.contains("training envelope"),
         "an Enhanced MR study is read: {text}"
