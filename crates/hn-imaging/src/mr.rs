@@ -156,6 +156,24 @@ fn decided(sequence: Option<MrSequence>, rule: impl Into<String>) -> SequenceDec
     }
 }
 
+/// ImageType values (3 and 4) of images whose frames are not one structural volume: time
+/// series, projections, parametric maps, subtractions, multi-echo sets.
+const NOT_ONE_STRUCTURAL_VOLUME: &[&str] = &[
+    "FMRI",
+    "DYNAMIC",
+    "PERFUSION",
+    "ANGIO",
+    "CINE",
+    "MULTIECHO",
+    "MAX_IP",
+    "T1_MAP",
+    "T2_MAP",
+    "T2_STAR_MAP",
+    "PROTON_DENSITY_MAP",
+    "SUBTRACTION",
+    "VELOCITY",
+];
+
 /// Tell a series' contrast from its acquisition attributes (see the module doc).
 pub fn classify(a: &MrAcquisition) -> SequenceDecision {
     let text = format!("{} {}", a.description, a.sequence_name).to_ascii_lowercase();
@@ -171,13 +189,26 @@ pub fn classify(a: &MrAcquisition) -> SequenceDecision {
     if has(&a.image_type, "LOCALIZER") || text_has(&["localizer", "localiser", "scout"]) {
         return decided(None, "localiser: not read");
     }
+    // Time series, projections, maps and multi-echo sets (ImageType values 3 and 4, PS3.3
+    // C.8.16.1): their frames are not one structural volume, whatever contrast they carry.
+    if let Some(t) = NOT_ONE_STRUCTURAL_VOLUME
+        .iter()
+        .find(|t| has(&a.image_type, t))
+    {
+        return decided(
+            None,
+            format!("ImageType {t}: not one structural volume, not read"),
+        );
+    }
     // SWI is a gradient echo; what makes it SWI is the phase-weighted reconstruction, which
     // only ImageType or the sequence name/description record.
-    let swi_by_type =
-        has(&a.image_type, "SWI") || has(&a.image_type, "MIN IP") || has(&a.image_type, "MNIP");
+    let swi_by_type = ["SWI", "MIN IP", "MIN_IP", "MNIP"]
+        .iter()
+        .any(|t| has(&a.image_type, t));
     let swi_by_name = text_has(&["swi", "swan", "venobold", "susceptibility"]);
-    // Enhanced MR says the weighting itself (PS3.3 C.8.13.1.1.1); MIXED and UNKNOWN leave it
-    // to the physics below.
+    // Enhanced MR says the weighting itself (PS3.3 C.8.13.1.1.1). MIXED says the file's frames
+    // differ in contrast, so they are not one sequence's volume; UNKNOWN leaves it to the
+    // physics below.
     for c in &a.acquisition_contrast {
         let said = |q: Option<MrSequence>| {
             decided(
@@ -201,6 +232,12 @@ pub fn classify(a: &MrAcquisition) -> SequenceDecision {
             "T2_STAR" => return said(Some(MrSequence::T2StarGre)),
             "PROTON_DENSITY" | "DIFFUSION" | "STIR" | "PERFUSION" | "FLOW_ENCODED" | "TOF"
             | "TAGGING" => return said(None),
+            "MIXED" => {
+                return decided(
+                    None,
+                    "AcquisitionContrast MIXED: frames of several contrasts in one file, not read",
+                );
+            }
             _ => {}
         }
     }
@@ -697,10 +734,20 @@ mod tests {
             assert_eq!(d.sequence, q, "{c}: {}", d.rule);
             assert!(d.rule.contains("AcquisitionContrast"), "{}", d.rule);
         }
-        // MIXED leaves it to the physics (short TR, short TE spin echo: T1).
-        let d = classify(&with("MIXED", &[]));
+        // UNKNOWN leaves it to the physics (short TR, short TE spin echo: T1); MIXED (frames
+        // of several contrasts) is not read.
+        let d = classify(&with("UNKNOWN", &[]));
         assert_eq!(d.sequence, Some(MrSequence::T1), "{}", d.rule);
         assert!(d.rule.contains("spin echo"), "{}", d.rule);
+        let d = classify(&with("MIXED", &[]));
+        assert_eq!(d.sequence, None, "{}", d.rule);
+        assert!(d.rule.contains("MIXED"), "{}", d.rule);
+        // An Enhanced minIP SWI (ImageType value 3 MIN_IP), and a BOLD series marked T2_STAR.
+        let d = classify(&with("T2_STAR", &["ORIGINAL", "PRIMARY", "MIN_IP", "NONE"]));
+        assert_eq!(d.sequence, Some(MrSequence::Swi), "{}", d.rule);
+        let d = classify(&with("T2_STAR", &["ORIGINAL", "PRIMARY", "FMRI", "NONE"]));
+        assert_eq!(d.sequence, None, "{}", d.rule);
+        assert!(d.rule.contains("FMRI"), "{}", d.rule);
     }
 
     #[test]

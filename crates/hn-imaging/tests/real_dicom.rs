@@ -603,3 +603,70 @@ fn series_rule_reads_enhanced_and_classic_mr_files() {
         classic.rule
     );
 }
+
+/// Enhanced MR files keep the acquisition physics in functional-group macros. The real
+/// Enhanced MR file with its top-level statements taken out (no AcquisitionContrast, no
+/// PulseSequenceName) and an inversion-recovery spin echo put in its shared functional groups
+/// (MR Timing and Related Parameters, MR Echo, MR Modifier): the rule reads TR, the effective
+/// echo time, InversionRecovery and InversionTimes from there and calls it FLAIR; the same in
+/// the first frame's per-frame groups.
+#[test]
+fn series_rule_reads_enhanced_mr_physics_from_the_functional_groups() {
+    use dicom_core::value::{DataSetSequence, PrimitiveValue};
+    use dicom_core::{DataElement, VR};
+    use dicom_dictionary_std::tags;
+    use dicom_object::InMemDicomObject;
+    use hn_imaging::mr::MrSequence;
+
+    let item = |elements: Vec<DataElement<InMemDicomObject>>| {
+        InMemDicomObject::from_element_iter(elements)
+    };
+    let seq = |tag, items: Vec<InMemDicomObject>| {
+        DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
+    };
+    let fd = |tag, v: f64| DataElement::new(tag, VR::FD, PrimitiveValue::F64(vec![v].into()));
+    let group = item(vec![
+        seq(
+            tags::MR_TIMING_AND_RELATED_PARAMETERS_SEQUENCE,
+            vec![item(vec![fd(tags::REPETITION_TIME, 9000.0)])],
+        ),
+        seq(
+            tags::MR_ECHO_SEQUENCE,
+            vec![item(vec![fd(tags::EFFECTIVE_ECHO_TIME, 120.0)])],
+        ),
+        seq(
+            tags::MR_MODIFIER_SEQUENCE,
+            vec![item(vec![
+                DataElement::new(tags::INVERSION_RECOVERY, VR::CS, "YES"),
+                fd(tags::INVERSION_TIMES, 2500.0),
+            ])],
+        ),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, where_) in [
+        ("shared", tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE),
+        ("per-frame", tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE),
+    ] {
+        let mut obj = dicom_object::open_file(data("emri_small.dcm")).unwrap();
+        for tag in [
+            tags::ACQUISITION_CONTRAST,
+            tags::PULSE_SEQUENCE_NAME,
+            tags::ECHO_PULSE_SEQUENCE,
+        ] {
+            assert!(obj.remove_element(tag), "{name}: the file has {tag}");
+        }
+        obj.put(DataElement::new(tags::ECHO_PULSE_SEQUENCE, VR::CS, "SPIN"));
+        let frames = if where_ == tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE {
+            10
+        } else {
+            1
+        };
+        obj.put(seq(where_, vec![group.clone(); frames]));
+        let path = dir.path().join(format!("{name}.dcm"));
+        obj.write_to_file(&path).unwrap();
+        let read = read_series(&[path], &ReadOptions::default()).unwrap();
+        let d = read.series[0].mr.clone().expect("an MR decision");
+        assert_eq!(d.sequence, Some(MrSequence::Flair), "{name}: {}", d.rule);
+        assert!(d.rule.contains("2500"), "{name}: {}", d.rule);
+    }
+}
