@@ -281,9 +281,9 @@ pub(super) fn read_header(path: &Path, obj: Obj) -> Result<Header, ImagingError>
                 .filter_map(|e| e.value().items().and_then(|it| it.first()))
                 .find(|it| it.get(tag).is_some())
         };
+        let text_at = |tag: Tag| holder(tag).and_then(|o| text(o, tag));
         let words = |tag: Tag| -> Vec<String> {
-            holder(tag)
-                .and_then(|o| text(o, tag))
+            text_at(tag)
                 .map(|t| {
                     t.split('\\')
                         .map(|w| w.trim().to_string())
@@ -326,12 +326,8 @@ pub(super) fn read_header(path: &Path, obj: Obj) -> Result<Header, ImagingError>
             inversion_time_ms: num(tags::INVERSION_TIME).or_else(|| num(tags::INVERSION_TIMES)),
             flip_angle_deg: num(tags::FLIP_ANGLE),
             description: description.clone(),
-            sequence_name: holder(tags::SEQUENCE_NAME)
-                .and_then(|o| text(o, tags::SEQUENCE_NAME))
-                .or_else(|| {
-                    holder(tags::PULSE_SEQUENCE_NAME)
-                        .and_then(|o| text(o, tags::PULSE_SEQUENCE_NAME))
-                })
+            sequence_name: text_at(tags::SEQUENCE_NAME)
+                .or_else(|| text_at(tags::PULSE_SEQUENCE_NAME))
                 .unwrap_or_default(),
             acquisition_contrast: words(tags::ACQUISITION_CONTRAST),
         }
