@@ -119,6 +119,13 @@ pub struct TrainConfig {
     pub pretrain_epochs: usize,
     /// Slices per pre-training batch.
     pub pretrain_batch: usize,
+    /// Clean (non-bleeding) slices drawn per bleeding slice in each pre-training epoch, a
+    /// fresh draw every epoch; every bleeding slice is used every epoch. Absent: every slice
+    /// every epoch. Most slices of a cohort are clean, and the subtype terms of the slice loss
+    /// only learn from bleeding ones, so an epoch of every bleeding slice and as many clean
+    /// ones costs a fraction of a full pass (docs/TRAINING.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrain_clean_per_bleeding: Option<f64>,
     /// Learning rate of the pre-trained slice encoder in the end-to-end epochs, as a fraction
     /// of `lr` (1 = no difference, 0 = frozen: no gradient is computed through the CNN). Only
     /// applies when pre-training ran; protects what the encoder learnt from single slices from
@@ -179,6 +186,7 @@ impl Default for TrainConfig {
             pos_weight_any: 1.0,
             pretrain_epochs: 3,
             pretrain_batch: 64,
+            pretrain_clean_per_bleeding: None,
             encoder_lr_ratio: 0.2,
             mc_passes: crate::scoring::DEFAULT_MC_PASSES,
             tta: TestTimeAugmentation::Flip,
@@ -227,6 +235,13 @@ impl TrainConfig {
             return Err(format!(
                 "net: n_heads ({}) must divide the last width ({d})",
                 n.n_heads
+            ));
+        }
+        if let Some(r) = self.pretrain_clean_per_bleeding
+            && !(r >= 0.0 && r.is_finite())
+        {
+            return Err(format!(
+                "pretrain_clean_per_bleeding must be a finite number ≥ 0, got {r}"
             ));
         }
         if !(self.encoder_lr_ratio >= 0.0 && self.encoder_lr_ratio <= 1.0) {

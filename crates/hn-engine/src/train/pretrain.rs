@@ -3,12 +3,32 @@
 
 #[allow(unused_imports)]
 use super::*;
+use rand::seq::IndexedRandom;
 
 /// A study whose every slice has labels (what pre-training can use).
 pub(super) fn has_slice_labels(s: &StudySample) -> bool {
     s.slice_labels
         .as_ref()
         .is_some_and(|l| l.len() == s.shape[0])
+}
+
+/// Clean slices per pre-training epoch for `ratio` clean per bleeding slice: rounded, at
+/// most what there is.
+pub(super) fn clean_per_epoch(n_bleeding: usize, n_clean: usize, ratio: f64) -> usize {
+    ((n_bleeding as f64 * ratio).round() as usize).min(n_clean)
+}
+
+/// One pre-training epoch's slices before shuffling: every bleeding slice, then `n_clean`
+/// distinct clean ones drawn with `rng`.
+pub(super) fn epoch_slices(
+    bleeding: &[(usize, usize)],
+    clean: &[(usize, usize)],
+    n_clean: usize,
+    rng: &mut ChaCha8Rng,
+) -> Vec<(usize, usize)> {
+    let mut out = bleeding.to_vec();
+    out.extend(clean.choose_multiple(rng, n_clean).copied());
+    out
 }
 
 /// `lr` for every parameter and `group_lr` for those of `group`, in the form burn's
@@ -53,6 +73,27 @@ pub(super) fn pretrain_encoder(
         );
         return Ok((model, Vec::new()));
     }
+    // With a clean-slice ratio the epoch is every bleeding slice plus a fresh draw of clean
+    // ones; without, every slice in the order above (what configs without the ratio did).
+    let sampling = cfg.pretrain_clean_per_bleeding.map(|ratio| {
+        let (bleeding, clean): (Vec<_>, Vec<_>) = pairs.iter().copied().partition(|&(i, k)| {
+            data.samples[i]
+                .slice_labels
+                .as_ref()
+                .expect("filtered above")[k]
+                .any
+        });
+        let n_clean = clean_per_epoch(bleeding.len(), clean.len(), ratio);
+        (bleeding, clean, n_clean)
+    });
+    let per_epoch = match &sampling {
+        Some((bleeding, _, n_clean)) => bleeding.len() + n_clean,
+        None => pairs.len(),
+    };
+    if per_epoch == 0 {
+        tracing::warn!("encoder pre-training skipped: the ratio leaves no slice to train on");
+        return Ok((model, Vec::new()));
+    }
     let Trainable { net, loss } = model;
     let mut pre = hn_model::SlicePretrainer::new(net, device);
     let mut optim = adamw(cfg).init();
@@ -62,15 +103,18 @@ pub(super) fn pretrain_encoder(
         ..cfg.augment
     };
     let bs = cfg.pretrain_batch;
-    let steps = pairs.len().div_ceil(bs);
+    let steps = per_epoch.div_ceil(bs);
     let total = (steps * cfg.pretrain_epochs) as f64;
     let warm = (total * 0.05).max(1.0);
     let mut records = Vec::new();
     let mut step_no = 0usize;
     for epoch in 0..cfg.pretrain_epochs {
         let t0 = std::time::Instant::now();
-        let mut order = pairs.clone();
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5EE_D0F5_11CE ^ (epoch as u64) << 40);
+        let mut order = match &sampling {
+            Some((bleeding, clean, n_clean)) => epoch_slices(bleeding, clean, *n_clean, &mut rng),
+            None => pairs.clone(),
+        };
         order.shuffle(&mut rng);
         let mut loss_sum = 0.0;
         for (b, chunk) in order.chunks(bs).enumerate() {
@@ -130,7 +174,7 @@ pub(super) fn pretrain_encoder(
         let rec = PretrainRecord {
             epoch: epoch + 1,
             loss: loss_sum / steps as f64,
-            slices: pairs.len(),
+            slices: per_epoch,
             seconds: t0.elapsed().as_secs_f64(),
         };
         progress(Progress::PretrainEpoch(&rec));

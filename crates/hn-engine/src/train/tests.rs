@@ -47,6 +47,53 @@ fn invalid_configs_are_rejected_with_the_field() {
         ..TrainConfig::default()
     };
     assert!(c.validate().unwrap_err().contains("encoder_lr_ratio"));
+    let c = TrainConfig {
+        pretrain_clean_per_bleeding: Some(-1.0),
+        ..TrainConfig::default()
+    };
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .contains("pretrain_clean_per_bleeding")
+    );
+}
+
+/// A pre-training epoch with a clean-slice ratio holds every bleeding slice and that many
+/// distinct clean ones (never more than exist), and the next epoch draws other clean ones.
+#[test]
+fn balanced_pretraining_epochs_keep_every_bleeding_slice_and_redraw_the_clean_ones() {
+    let bleeding: Vec<(usize, usize)> = (0..10).map(|k| (0, k)).collect();
+    let clean: Vec<(usize, usize)> = (0..100).map(|k| (1 + k / 16, k % 16)).collect();
+    assert_eq!(clean_per_epoch(10, 100, 1.5), 15);
+    assert_eq!(clean_per_epoch(10, 100, 0.0), 0);
+    assert_eq!(clean_per_epoch(10, 100, 50.0), 100, "capped at what exists");
+    let draw = |epoch: u64| {
+        let mut rng = ChaCha8Rng::seed_from_u64(epoch);
+        epoch_slices(&bleeding, &clean, 15, &mut rng)
+    };
+    let (a, b) = (draw(0), draw(1));
+    for e in [&a, &b] {
+        assert_eq!(e.len(), 25);
+        assert_eq!(&e[..10], &bleeding[..]);
+        let picked: std::collections::BTreeSet<_> = e[10..].iter().collect();
+        assert_eq!(picked.len(), 15, "distinct clean slices");
+        assert!(e[10..].iter().all(|p| clean.contains(p)));
+    }
+    assert_ne!(a[10..], b[10..], "a fresh draw per epoch");
+    assert_eq!(draw(0), a, "deterministic in the seed");
+}
+
+#[test]
+fn the_clean_slice_ratio_is_read_from_toml_and_absent_by_default() {
+    assert_eq!(TrainConfig::default().pretrain_clean_per_bleeding, None);
+    let c: TrainConfig = toml::from_str("pretrain_clean_per_bleeding = 1.0").unwrap();
+    assert_eq!(c.pretrain_clean_per_bleeding, Some(1.0));
+    // Absent is not written, so cards of configs without it keep their bytes.
+    assert!(
+        !toml::to_string(&TrainConfig::default())
+            .unwrap()
+            .contains("pretrain_clean")
+    );
 }
 
 #[test]
