@@ -525,4 +525,48 @@ fn rsna_layout_at_scanner_resolution_keeps_slice_labels_for_pretraining() {
     assert_eq!(counts["slices"], counts["detection"]);
     assert_eq!(counts["mortality_30d"], 0);
     assert!(card["envelope"]["coverage_mm"]["lo"].as_f64().unwrap() > 50.0);
+    // No training study had a clinical value, so the network reads none: a prediction given
+    // some says which were not used, and reports no feature weights.
+    let net: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("model/model.config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        net["clinical_unlearned"].as_array().map(|a| a.len()),
+        Some(16)
+    );
+    let clinical = dir.path().join("clinical.json");
+    std::fs::write(&clinical, r#"{"age": 70, "gcs": 7}"#).unwrap();
+    // One study's slices out of the flat RSNA folder.
+    let study = dir.path().join("study");
+    std::fs::create_dir(&study).unwrap();
+    for e in std::fs::read_dir(root.join("stage_2_train")).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("ID_SYNTH-000000-")
+        {
+            std::fs::copy(&p, study.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let o = bin()
+        .arg("predict")
+        .arg(&study)
+        .arg("--model")
+        .arg(out.join("model"))
+        .arg("--clinical")
+        .arg(&clinical)
+        .arg("--out")
+        .arg(dir.path().join("pred"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let warnings = v["warnings"].to_string();
+    assert!(
+        warnings.contains("clinical values given but not used: age, gcs"),
+        "{warnings}"
+    );
+    assert_eq!(v["feature_weights"], serde_json::json!([]));
 }

@@ -98,6 +98,19 @@ impl Dataset {
 
     /// Identity of the data for the model card: counts and a SHA-256 over the sorted
     /// `key,split,labels,outcomes` lines.
+    /// Clinical features (indices into `CLINICAL_FEATURES`) that no study of `idx` carries:
+    /// a network trained on them never learns those inputs
+    /// (`HemorrhageNetConfig::clinical_unlearned`).
+    pub fn clinical_never_given(&self, idx: &[usize]) -> Vec<usize> {
+        let mut given = [false; hn_data::clinical::N_CLINICAL];
+        for &i in idx {
+            for (g, v) in given.iter_mut().zip(self.samples[i].clinical.values()) {
+                *g |= v.is_some();
+            }
+        }
+        (0..given.len()).filter(|&f| !given[f]).collect()
+    }
+
     /// What the training split can teach each head.
     pub fn train_label_counts(&self) -> crate::checkpoint::TrainingLabelCounts {
         let train = || {
@@ -375,6 +388,38 @@ mod tests {
             ..scanner
         };
         assert!(synthetic(&bad, 4, 9, &pre, &split, &mut |_, _| {}).is_err());
+    }
+
+    /// A feature no study of the split carries is listed; one that a single study carries
+    /// is not.
+    #[test]
+    fn clinical_features_no_study_gives_are_listed() {
+        let pre = crate::sample::default_preprocess(4, 16);
+        let mut ds = synthetic(
+            &synth_config_for(4, 16),
+            6,
+            9,
+            &pre,
+            &SplitConfig::default(),
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let all: Vec<usize> = (0..ds.samples.len()).collect();
+        for s in &mut ds.samples {
+            s.clinical = hn_data::ClinicalRecord::default();
+        }
+        assert_eq!(
+            ds.clinical_never_given(&all),
+            (0..hn_data::clinical::N_CLINICAL).collect::<Vec<_>>()
+        );
+        ds.samples[3].clinical.gcs = Some(12);
+        let never = ds.clinical_never_given(&all);
+        assert_eq!(never.len(), hn_data::clinical::N_CLINICAL - 1);
+        assert!(!never.contains(&2), "gcs is feature 2");
+        assert_eq!(
+            ds.clinical_never_given(&[0, 1]).len(),
+            hn_data::clinical::N_CLINICAL
+        );
     }
 }
 

@@ -197,6 +197,25 @@ pub fn evaluate(
     check_card(model)?;
     let device = model.device();
     let net = &model.net;
+    let unread = data
+        .samples
+        .iter()
+        .filter(|s| {
+            crate::infer::assemble::unread_clinical_warning(net.config(), &s.clinical).is_some()
+        })
+        .count();
+    if unread > 0 {
+        tracing::warn!(
+            "{unread} studies give clinical values the model never learned ({}); it reads them \
+             as missing",
+            crate::infer::clinical_names(
+                net.config()
+                    .clinical_unlearned
+                    .as_deref()
+                    .unwrap_or_default()
+            )
+        );
+    }
     let external = opts.split == EvalSplit::All;
     // On external data nothing is fitted, so no validation studies are scored.
     let val_idx = if external {

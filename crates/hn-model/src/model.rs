@@ -72,6 +72,12 @@ pub struct HemorrhageNetConfig {
     /// (MR studies, if any, then go through the CT stem as before MR existed).
     #[config(default = 0)]
     pub mr_channels: usize,
+    /// Clinical features (indices into the `F` inputs) that no training study carried: their
+    /// weights never saw a value, so the network reads them as missing whatever the input
+    /// holds (a network trained on an imaging-only dataset such as RSNA has an untrained
+    /// clinical path, and values fed to it would move its outputs at random). `None` (configs written before the field, which load as `None`): every
+    /// feature is read.
+    pub clinical_unlearned: Option<Vec<usize>>,
 }
 
 /// Model input for a batch of `B` studies.
@@ -538,6 +544,25 @@ impl HemorrhageNet {
         }
     }
 
+    /// `clinical` and `clinical_present` `[B, F]` with the features of
+    /// [`HemorrhageNetConfig::clinical_unlearned`] marked missing (value 0, not present).
+    fn without_unlearned(&self, clinical: Tensor<2>, present: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+        let unlearned = self
+            .config
+            .clinical_unlearned
+            .as_deref()
+            .unwrap_or_default();
+        if unlearned.is_empty() {
+            return (clinical, present);
+        }
+        let [_, f] = clinical.dims();
+        let keep: Vec<f32> = (0..f)
+            .map(|i| if unlearned.contains(&i) { 0.0 } else { 1.0 })
+            .collect();
+        let keep = Tensor::<2>::from_data(TensorData::new(keep, [1, f]), &clinical.device());
+        (clinical * keep.clone(), present * keep)
+    }
+
     /// The rest of a deterministic forward after [`encode`](Self::encode).
     pub fn decode(&self, encoded: EncodedBatch) -> ModelOutput {
         self.decode_impl(encoded, None)
@@ -581,6 +606,7 @@ impl HemorrhageNet {
             .sum_dim(2)
             .reshape([b, s, d]);
 
+        let (clinical, clinical_present) = self.without_unlearned(clinical, clinical_present);
         let (tokens, feature_gates) = self.clinical.forward(clinical, clinical_present);
         let (embedding, cross_attention) = self.fusion.forward(tokens, x, image, mc);
         let heads = self.heads.forward(embedding.clone(), slices, mc);

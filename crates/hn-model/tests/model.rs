@@ -310,6 +310,63 @@ fn a_missing_feature_value_has_no_effect() {
     assert_ne!(a, all_outputs(&net.forward(with(present_changed))));
 }
 
+/// A feature the network never learned is read as missing whatever its value; the others
+/// are read as before, and the list survives save and load.
+#[test]
+fn an_unlearned_clinical_feature_is_read_as_missing() {
+    let device = Device::flex();
+    let cfg = HemorrhageNetConfig::tiny().with_clinical_unlearned(Some(vec![1, 3]));
+    let net = cfg.init(&device);
+    let (b, f) = (2, cfg.n_clinical);
+    let base = input(&cfg, b, 3, 16, 16, 9, &device);
+    let with = |vals: Vec<f32>, present: Vec<f32>| ModelInput {
+        clinical: Tensor::from_data(TensorData::new(vals, [b, f]), &device),
+        clinical_present: Tensor::from_data(TensorData::new(present, [b, f]), &device),
+        ..base.clone()
+    };
+    let vals = host_n(base.clinical.clone());
+    let given = vec![1.0f32; b * f];
+    let mut absent = given.clone();
+    for row in 0..b {
+        absent[row * f + 1] = 0.0;
+        absent[row * f + 3] = 0.0;
+    }
+    let a = all_outputs(&net.forward(with(vals.clone(), given.clone())));
+    assert_eq!(a, all_outputs(&net.forward(with(vals.clone(), absent))));
+    let mut changed = vals.clone();
+    changed[1] = 1e3;
+    changed[f + 3] = -7.0;
+    assert_eq!(a, all_outputs(&net.forward(with(changed, given.clone()))));
+    // Control: a learned feature is still read.
+    let mut learned = vals.clone();
+    learned[0] = 1e3;
+    assert_ne!(a, all_outputs(&net.forward(with(learned, given.clone()))));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.bpk");
+    net.save(&path).unwrap();
+    let loaded = HemorrhageNet::load(&path, &device).unwrap();
+    assert_eq!(loaded.config().clinical_unlearned, Some(vec![1, 3]));
+    assert_eq!(a, all_outputs(&loaded.forward(with(vals, given))));
+    // A config written before the field existed loads, reading every feature.
+    let cpath = dir.path().join("old.json");
+    HemorrhageNetConfig::tiny().save(&cpath).unwrap();
+    let text = std::fs::read_to_string(&cpath).unwrap();
+    let old: String = text
+        .lines()
+        .filter(|l| !l.contains("clinical_unlearned"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace(",\n}", "\n}");
+    assert_ne!(old, text, "the field was written");
+    std::fs::write(&cpath, &old).unwrap();
+    assert_eq!(
+        HemorrhageNetConfig::load(&cpath)
+            .unwrap()
+            .clinical_unlearned,
+        None
+    );
+}
+
 #[test]
 fn mc_dropout_passes_differ_while_plain_forward_is_deterministic() {
     let device = Device::flex();

@@ -71,6 +71,10 @@ pub fn demo_config() -> TrainConfig {
         // The slice encoder is what the subtypes (subarachnoid above all) gain from; the time
         // the frozen encoder saves in the end-to-end epochs pays for 6 more epochs here.
         pretrain_epochs: 14,
+        // Each pre-training epoch: every bleeding slice and as many clean ones, drawn afresh.
+        // Half the slices of a full pass (about a quarter of them bleed) for the same figures
+        // (docs/RESULTS.md, "Subarachnoid: more context, more slices").
+        pretrain_clean_per_bleeding: Some(1.0),
         // Frozen after pre-training: at the full rate the end-to-end warm-up undid the slice
         // training for some seeds; frozen or at 0.2 it held on every seed tried, and frozen
         // also skips the CNN's backward pass (docs/RESULTS.md).

@@ -267,9 +267,17 @@ pub fn review(cal: Option<&Calibration>, scores: &StudyScores) -> Review {
 }
 
 /// The `top` clinical features by this patient's gate, with the values as given.
-pub fn feature_weights(gates: &[f64], clinical: &ClinicalRecord, top: usize) -> Vec<FeatureWeight> {
+pub fn feature_weights(
+    gates: &[f64],
+    clinical: &ClinicalRecord,
+    unlearned: &[usize],
+    top: usize,
+) -> Vec<FeatureWeight> {
     let given = serde_json::to_value(clinical).unwrap_or_default();
-    let mut order: Vec<usize> = (0..N_CLINICAL.min(gates.len())).collect();
+    // A feature the network never learned is read as missing: its gate says nothing.
+    let mut order: Vec<usize> = (0..N_CLINICAL.min(gates.len()))
+        .filter(|i| !unlearned.contains(i))
+        .collect();
     order.sort_by(|a, b| gates[*b].total_cmp(&gates[*a]).then(a.cmp(b)));
     order
         .into_iter()
@@ -414,6 +422,40 @@ pub fn hematoma_volume(
     }
 }
 
+/// Names of clinical features by index into `CLINICAL_FEATURES`, comma-separated.
+pub fn clinical_names(features: &[usize]) -> String {
+    features
+        .iter()
+        .filter_map(|&i| CLINICAL_FEATURES.get(i).map(|f| f.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The clinical values given for a study that the network does not read
+/// ([`HemorrhageNetConfig::clinical_unlearned`]), as a warning; `None` when every given value
+/// was read.
+pub fn unread_clinical_warning(
+    net: &HemorrhageNetConfig,
+    clinical: &ClinicalRecord,
+) -> Option<String> {
+    let values = clinical.values();
+    let unread: Vec<usize> = net
+        .clinical_unlearned
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .copied()
+        .filter(|&i| values.get(i).is_some_and(|v| v.is_some()))
+        .collect();
+    (!unread.is_empty()).then(|| {
+        format!(
+            "clinical values given but not used: {} (no study the model was trained on had \
+             them, so it never learned them; read as missing)",
+            clinical_names(&unread)
+        )
+    })
+}
+
 /// Observations about the model every report of it carries.
 pub fn model_warnings(card: &ModelCard) -> Vec<String> {
     let mut warnings = Vec::new();
@@ -481,15 +523,70 @@ pub fn assemble(
         probabilities: probabilities(&p, &withheld),
         uncertainty: uncertainty_report(&scores.uncertainty(&t), &withheld),
         review: gated_review(cal, scores, gate.as_ref()),
-        feature_weights: feature_weights(&scores.feature_gates, &sample.clinical, top_features),
+        feature_weights: feature_weights(
+            &scores.feature_gates,
+            &sample.clinical,
+            net.clinical_unlearned.as_deref().unwrap_or_default(),
+            top_features,
+        ),
         input_gate: gate,
         withheld,
         hematoma_volume_ml: volume,
         hematoma_volume_method: method,
         estimated_facts: facts,
         key_slices: key_slices(scores, nz_in),
-        warnings: model_warnings(card),
+        warnings: model_warnings(card)
+            .into_iter()
+            .chain(unread_clinical_warning(net, &sample.clinical))
+            .collect(),
         intended_use: card.intended_use.clone(),
         heatmap: heatmap_density(net, scores, (gh, gw)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A network that never learned `gcs` (index 2) and `inr` (index 7): a study giving
+    /// `gcs` is warned about it by name, one giving neither is not, and the feature weights
+    /// leave both out.
+    #[test]
+    fn clinical_values_the_network_never_learned_are_named_and_left_out_of_the_weights() {
+        assert_eq!(CLINICAL_FEATURES[2].name, "gcs");
+        assert_eq!(CLINICAL_FEATURES[7].name, "inr");
+        let net = HemorrhageNetConfig::tiny()
+            .with_n_clinical(N_CLINICAL)
+            .with_clinical_unlearned(Some(vec![2, 7]));
+        let given = ClinicalRecord {
+            age: Some(70.0),
+            gcs: Some(9),
+            ..ClinicalRecord::default()
+        };
+        let w = unread_clinical_warning(&net, &given).expect("gcs was given");
+        assert!(
+            w.contains("gcs") && !w.contains("inr") && !w.contains("age"),
+            "{w}"
+        );
+        let only_age = ClinicalRecord {
+            age: Some(70.0),
+            ..ClinicalRecord::default()
+        };
+        assert_eq!(unread_clinical_warning(&net, &only_age), None);
+        assert_eq!(
+            unread_clinical_warning(&HemorrhageNetConfig::tiny(), &given),
+            None,
+            "a network that learned every feature reads them all"
+        );
+        // The unlearned features have the largest gates, and still do not appear.
+        let mut gates = vec![0.1; N_CLINICAL];
+        gates[2] = 0.99;
+        gates[7] = 0.98;
+        gates[0] = 0.5;
+        let top = feature_weights(&gates, &given, &[2, 7], 3);
+        assert_eq!(top.len(), 3);
+        assert_eq!(top[0].name, "age");
+        assert!(top.iter().all(|f| f.name != "gcs" && f.name != "inr"));
+        assert_eq!(feature_weights(&gates, &given, &[], 1)[0].name, "gcs");
     }
 }

@@ -31,7 +31,9 @@ pub use dicom_results::{DicomObject, DicomResults, dicom_results};
 pub use output::{Artifacts, artifacts, heatmap_on_input_grid, write_outputs, write_study_dir};
 pub use volume::{VolumeEstimateConfig, estimate_volume_ml, estimate_volume_ml_with, volume_gate};
 
-pub use assemble::{DEFAULT_TOP_FEATURES, N_KEY_SLICES, SCHEMA_VERSION, overlay_name};
+pub use assemble::{
+    DEFAULT_TOP_FEATURES, N_KEY_SLICES, SCHEMA_VERSION, clinical_names, overlay_name,
+};
 pub use schema::*;
 
 /// Inference errors. Each names the file or study it is about; none carries patient data.

@@ -462,10 +462,18 @@ pub fn train_on(
         train_idx.iter().map(|&i| &data.samples[i]),
         hn_model::MODALITY_MR,
     );
+    let never_given = data.clinical_never_given(&train_idx);
+    if !never_given.is_empty() {
+        tracing::warn!(
+            "no training study has {}: the model will read them as missing",
+            crate::infer::clinical_names(&never_given)
+        );
+    }
     let model_cfg = cfg
         .net
         .model_config(pre.windows.len())
-        .with_mr_channels(pre.mr_sequences.len());
+        .with_mr_channels(pre.mr_sequences.len())
+        .with_clinical_unlearned((!never_given.is_empty()).then_some(never_given));
     debug_assert_eq!(model_cfg.input_channels(), shape[1]);
     let device = main_device.clone().autodiff();
     device.seed(cfg.seed);
