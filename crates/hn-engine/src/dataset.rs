@@ -96,8 +96,6 @@ impl Dataset {
             .collect()
     }
 
-    /// Identity of the data for the model card: counts and a SHA-256 over the sorted
-    /// `key,split,labels,outcomes` lines.
     /// Clinical features (indices into `CLINICAL_FEATURES`) that no study of `idx` carries:
     /// a network trained on them never learns those inputs
     /// (`HemorrhageNetConfig::clinical_unlearned`).
@@ -130,6 +128,8 @@ impl Dataset {
         }
     }
 
+    /// Identity of the data for the model card: counts and a SHA-256 over the sorted
+    /// `key,split,labels,outcomes` lines.
     pub fn digest(&self) -> DatasetDigest {
         let mut lines: Vec<String> = self
             .samples

@@ -197,23 +197,18 @@ pub fn evaluate(
     check_card(model)?;
     let device = model.device();
     let net = &model.net;
-    let unread = data
-        .samples
-        .iter()
-        .filter(|s| {
-            crate::infer::assemble::unread_clinical_warning(net.config(), &s.clinical).is_some()
-        })
-        .count();
-    if unread > 0 {
+    let mut unread = std::collections::BTreeSet::new();
+    let mut studies = 0;
+    for s in &data.samples {
+        let u = crate::infer::assemble::unread_clinical(net.config(), &s.clinical);
+        studies += usize::from(!u.is_empty());
+        unread.extend(u);
+    }
+    if studies > 0 {
         tracing::warn!(
-            "{unread} studies give clinical values the model never learned ({}); it reads them \
-             as missing",
-            crate::infer::clinical_names(
-                net.config()
-                    .clinical_unlearned
-                    .as_deref()
-                    .unwrap_or_default()
-            )
+            "{studies} studies give clinical values the model never learned ({}); it reads \
+             them as missing",
+            crate::infer::clinical_names(&unread.into_iter().collect::<Vec<_>>())
         );
     }
     let external = opts.split == EvalSplit::All;

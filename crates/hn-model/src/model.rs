@@ -75,9 +75,16 @@ pub struct HemorrhageNetConfig {
     /// Clinical features (indices into the `F` inputs) that no training study carried: their
     /// weights never saw a value, so the network reads them as missing whatever the input
     /// holds (a network trained on an imaging-only dataset such as RSNA has an untrained
-    /// clinical path, and values fed to it would move its outputs at random). `None` (configs written before the field, which load as `None`): every
-    /// feature is read.
+    /// clinical path, and values fed to it would move its outputs at random). `None`, as
+    /// configs written before the field load: every feature is read.
     pub clinical_unlearned: Option<Vec<usize>>,
+}
+
+impl HemorrhageNetConfig {
+    /// [`clinical_unlearned`](Self::clinical_unlearned) as a slice (empty when `None`).
+    pub fn unlearned_clinical_features(&self) -> &[usize] {
+        self.clinical_unlearned.as_deref().unwrap_or_default()
+    }
 }
 
 /// Model input for a batch of `B` studies.
@@ -482,7 +489,8 @@ impl HemorrhageNet {
     }
 
     /// The deterministic first part of [`forward`](Self::forward): channel normalisation and
-    /// the shared CNN, giving the graph's nodes. Every dropout site lies after it, so
+    /// the shared CNN, giving the graph's nodes, and the clinical inputs as the network reads
+    /// them (unlearned features marked missing). Every dropout site lies after it, so
     /// Monte-Carlo dropout encodes a batch once and repeats only
     /// [`decode_stochastic`](Self::decode_stochastic) (graph attention, fusion, heads): the
     /// same samples as repeated full forwards, for a fraction of the cost.
@@ -536,6 +544,7 @@ impl HemorrhageNet {
             .swap_dims(2, 3)
             .reshape([b, n, d]);
         let nodes = nodes + self.modality_embedding.forward(modality.reshape([b, 1]));
+        let (clinical, clinical_present) = self.without_unlearned(clinical, clinical_present);
         EncodedBatch {
             nodes,
             grid: [s, h, w],
@@ -547,11 +556,7 @@ impl HemorrhageNet {
     /// `clinical` and `clinical_present` `[B, F]` with the features of
     /// [`HemorrhageNetConfig::clinical_unlearned`] marked missing (value 0, not present).
     fn without_unlearned(&self, clinical: Tensor<2>, present: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
-        let unlearned = self
-            .config
-            .clinical_unlearned
-            .as_deref()
-            .unwrap_or_default();
+        let unlearned = self.config.unlearned_clinical_features();
         if unlearned.is_empty() {
             return (clinical, present);
         }
@@ -606,7 +611,6 @@ impl HemorrhageNet {
             .sum_dim(2)
             .reshape([b, s, d]);
 
-        let (clinical, clinical_present) = self.without_unlearned(clinical, clinical_present);
         let (tokens, feature_gates) = self.clinical.forward(clinical, clinical_present);
         let (embedding, cross_attention) = self.fusion.forward(tokens, x, image, mc);
         let heads = self.heads.forward(embedding.clone(), slices, mc);

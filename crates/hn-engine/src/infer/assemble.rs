@@ -431,22 +431,23 @@ pub fn clinical_names(features: &[usize]) -> String {
         .join(", ")
 }
 
-/// The clinical values given for a study that the network does not read
-/// ([`HemorrhageNetConfig::clinical_unlearned`]), as a warning; `None` when every given value
-/// was read.
+/// The clinical features given for a study that the network does not read
+/// ([`HemorrhageNetConfig::clinical_unlearned`]).
+pub fn unread_clinical(net: &HemorrhageNetConfig, clinical: &ClinicalRecord) -> Vec<usize> {
+    let values = clinical.values();
+    net.unlearned_clinical_features()
+        .iter()
+        .copied()
+        .filter(|&i| values.get(i).is_some_and(|v| v.is_some()))
+        .collect()
+}
+
+/// [`unread_clinical`] as a warning; `None` when every given value was read.
 pub fn unread_clinical_warning(
     net: &HemorrhageNetConfig,
     clinical: &ClinicalRecord,
 ) -> Option<String> {
-    let values = clinical.values();
-    let unread: Vec<usize> = net
-        .clinical_unlearned
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .copied()
-        .filter(|&i| values.get(i).is_some_and(|v| v.is_some()))
-        .collect();
+    let unread = unread_clinical(net, clinical);
     (!unread.is_empty()).then(|| {
         format!(
             "clinical values given but not used: {} (no study the model was trained on had \
@@ -526,7 +527,7 @@ pub fn assemble(
         feature_weights: feature_weights(
             &scores.feature_gates,
             &sample.clinical,
-            net.clinical_unlearned.as_deref().unwrap_or_default(),
+            net.unlearned_clinical_features(),
             top_features,
         ),
         input_gate: gate,
