@@ -15,6 +15,8 @@ pretrain_epochs = 1
 pretrain_batch = 16
 # The non-default reduction, so that its path (card, predict) is exercised end to end.
 mr_reduction = "susceptibility_minimum"
+# N4 bias-field correction with its defaults, so that it too runs through card and predict.
+[mr_bias_correction]
 [net]
 slices = 6
 size = 32
@@ -70,6 +72,7 @@ fn one_model_trains_on_ct_and_mr_evaluates_each_and_scores_an_mr_study() {
     assert_eq!(seqs, ["t1", "t2", "flair", "t2star_gre", "swi"]);
     // GRE and SWI reduced by their minimum (a minimum-intensity projection), as configured.
     assert_eq!(card["preprocess"]["mr_reduction"], "susceptibility_minimum");
+    assert_eq!(card["preprocess"]["mr_bias_correction"]["levels"], 3);
     assert_eq!(card["envelope"]["modality"], "CT");
     assert_eq!(card["mr_envelope"]["modality"], "MR");
     // One calibration per modality: fitted on the CT and on the MR validation studies.
@@ -190,6 +193,18 @@ fn one_model_trains_on_ct_and_mr_evaluates_each_and_scores_an_mr_study() {
     assert!(!read.contains(&"swi") && !read.is_empty(), "{input}");
     for s in input["mr"]["sequences"].as_array().unwrap() {
         assert!(!s["rule"].as_str().unwrap().contains("description"), "{s}");
+        // Each sequence's bias field, divided out before normalising (the generator puts
+        // ±5–25 % on every sequence).
+        let field: Vec<f64> = s["bias_field"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no bias_field: {s}"))
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert!(
+            field[0] < 1.0 && field[1] > 1.0 && field[0] > 0.3 && field[1] < 3.0,
+            "{s}"
+        );
     }
     let any = p["probabilities"]["any"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&any));
@@ -221,6 +236,45 @@ fn one_model_trains_on_ct_and_mr_evaluates_each_and_scores_an_mr_study() {
     // The NIfTI folder still has the SWI file the DICOM folder lost.
     assert_eq!(seqs_nifti, read.len() + 1, "{}", q["input"]);
     assert!((0.0..=1.0).contains(&q_any));
+
+    // A real brain with its geometry: the MNI ICBM152 T1 template (1 mm, 197 × 233 × 189,
+    // nilearn) as the study's only sequence, through reading, N4, normalisation and
+    // resampling to the model's gate.
+    let real = dir.path().join("mni");
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "../../testdata/real-imaging/nifti/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+        ),
+        real.join("t1.nii.gz"),
+    )
+    .unwrap();
+    run(bin()
+        .args(["predict", "--quiet", "--key", "mni", "--model"])
+        .arg(&model)
+        .arg(&real)
+        .arg("--out")
+        .arg(&pred));
+    let m = json(&pred.join("mni/prediction.json"));
+    assert_eq!(m["input"]["dims"], serde_json::json!([197, 233, 189]));
+    assert_eq!(m["input"]["mr"]["reference"], "t1");
+    assert_eq!(
+        m["input"]["mr"]["missing"],
+        serde_json::json!(["t2", "flair", "t2star_gre", "swi"])
+    );
+    // An average of 152 scans is nearly flat: N4 finds at most a few per cent.
+    let field = &m["input"]["mr"]["sequences"][0]["bias_field"];
+    let (lo, hi) = (field[0].as_f64().unwrap(), field[1].as_f64().unwrap());
+    assert!(lo > 0.85 && hi < 1.15 && lo < hi, "{field}");
+    // 189 mm of 1 mm slices with one sequence is far from this model's training: scored,
+    // but never unflagged.
+    assert_eq!(m["input_gate"]["verdict"], "outside", "{}", m["input_gate"]);
+    assert_eq!(m["review"]["flag"], true);
+    let why = m["review"]["reason"].as_str().unwrap();
+    assert!(
+        why.contains("outside the training envelope") && why.contains("coverage_mm"),
+        "{why}"
+    );
 
     // The triage service on the same model takes the MR series by C-STORE and scores them.
     serve_scores_an_mr_study(&model, &study, dir.path());

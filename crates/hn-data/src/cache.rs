@@ -321,6 +321,7 @@ mod tests {
             antialias: false,
             mr_sequences: Vec::new(),
             mr_reduction: hn_imaging::mr::MrReduction::Mean,
+            mr_bias_correction: None,
         }
     }
 

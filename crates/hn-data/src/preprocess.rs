@@ -90,6 +90,11 @@ pub struct PreprocessConfig {
     /// it is not written, so their cache keys and cards stay valid.
     #[serde(default, skip_serializing_if = "hn_imaging::mr::MrReduction::is_mean")]
     pub mr_reduction: hn_imaging::mr::MrReduction,
+    /// The N4 bias-field correction of each MR sequence before it is normalised
+    /// ([`hn_imaging::bias`]); `None`, as every config written before it existed, is none (and
+    /// is not written, so their cache keys and cards stay valid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mr_bias_correction: Option<hn_imaging::bias::BiasCorrectionConfig>,
 }
 
 /// The value of an MR channel whose sequence the study lacks: a constant no present sequence
@@ -219,6 +224,13 @@ pub fn preprocess_mr(
             "the study was brought onto one grid with {:?} but this preprocessing combines \
              voxels with {:?}",
             stack.reduction, cfg.mr_reduction
+        )));
+    }
+    if stack.bias_correction != cfg.mr_bias_correction {
+        return Err(terr(format!(
+            "the study's sequences had bias-field correction {:?} but this preprocessing \
+             asks for {:?}",
+            stack.bias_correction, cfg.mr_bias_correction
         )));
     }
     let nz_in = stack.grid.dims[2];
@@ -412,6 +424,7 @@ mod mr_tests {
                 volume: v,
                 coverage: 1.0,
                 scale: 1.0,
+                bias_field: None,
             }
         };
         let channels = vec![channel(MrSequence::T2), channel(MrSequence::Swi)];
@@ -421,6 +434,7 @@ mod mr_tests {
             channels,
             missing: vec![MrSequence::T1],
             reduction,
+            bias_correction: None,
         }
     }
 
@@ -434,6 +448,7 @@ mod mr_tests {
             antialias: true,
             mr_sequences: vec![MrSequence::T1, MrSequence::T2, MrSequence::Swi],
             mr_reduction: reduction,
+            mr_bias_correction: None,
         }
     }
 
@@ -478,5 +493,20 @@ mod mr_tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("combines voxels"), "{e}");
+        // So is a stack corrected (or not) otherwise than the config says.
+        let mut corrected = cfg(MrReduction::Mean);
+        corrected.mr_bias_correction = Some(Default::default());
+        let e = preprocess_mr(&stack(MrReduction::Mean), None, None, &corrected).unwrap_err();
+        assert!(e.to_string().contains("bias-field correction"), "{e}");
+        // The field is not written when absent (old cards and cache keys stay valid), and
+        // an empty table in a config means the defaults.
+        let j = serde_json::to_value(cfg(MrReduction::Mean)).unwrap();
+        assert!(j.get("mr_bias_correction").is_none());
+        let mut j = j;
+        j["mr_bias_correction"] = serde_json::json!({});
+        assert_eq!(
+            serde_json::from_value::<PreprocessConfig>(j).unwrap(),
+            corrected
+        );
     }
 }

@@ -174,7 +174,7 @@ print(d.SeriesDescription, '|', '\\'.join(d.ScanningSequence) if d['ScanningSequ
         // One grid: each sequence's lesion mask, brought onto the reference grid through world
         // coordinates, lies where the reference sequence's own mask is.
         let stack = read
-            .on_one_grid(hn_imaging::mr::MrReduction::default())
+            .on_one_grid(hn_imaging::mr::MrReduction::default(), None)
             .unwrap();
         let reference = truth
             .series

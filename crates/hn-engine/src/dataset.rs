@@ -4,6 +4,7 @@
 //! labels stay aligned) and any [`StudyIndex`] read from a layout (RSNA 2019, CQ500, CT-ICH,
 //! manifest), decoded through `hn-imaging` and stored once in the preprocessing [`Cache`].
 
+use rayon::prelude::*;
 use std::path::PathBuf;
 
 use hn_data::cache::{Cache, PreprocessConfig};
@@ -218,16 +219,23 @@ pub fn synthetic(
     let mut start = 0;
     while start < n {
         let end = (start + CHUNK).min(n);
+        // Studies are brought to the grid in parallel (resampling, and N4 on MR, run on one
+        // thread per study); `collect` keeps their order.
         if m.has_ct() {
             let studies = hn_data::synth::generate_studies(synth, seed, start..end)?;
-            for st in &studies {
-                samples.push(StudySample::from_synthetic(st, pre)?);
-            }
+            let chunk: Result<Vec<_>, _> = studies
+                .par_iter()
+                .map(|st| StudySample::from_synthetic(st, pre))
+                .collect();
+            samples.extend(chunk?);
         }
         if m.has_mr() {
-            for st in &hn_data::synth::generate_mr_studies(synth, seed, start..end)? {
-                samples.push(StudySample::from_synthetic_mr(st, pre)?);
-            }
+            let studies = hn_data::synth::generate_mr_studies(synth, seed, start..end)?;
+            let chunk: Result<Vec<_>, _> = studies
+                .par_iter()
+                .map(|st| StudySample::from_synthetic_mr(st, pre))
+                .collect();
+            samples.extend(chunk?);
         }
         start = end;
         progress(start, n);

@@ -28,6 +28,7 @@ pub fn default_preprocess(slices: usize, size: usize) -> PreprocessConfig {
         antialias: true,
         mr_sequences: Vec::new(),
         mr_reduction: hn_imaging::mr::MrReduction::Mean,
+        mr_bias_correction: None,
     }
 }
 
@@ -189,7 +190,9 @@ impl StudySample {
         study: &SyntheticMrStudy,
         cfg: &PreprocessConfig,
     ) -> Result<Self, hn_imaging::transforms::TransformError> {
-        let stack = study.as_read().on_one_grid(cfg.mr_reduction)?;
+        let stack = study
+            .as_read()
+            .on_one_grid(cfg.mr_reduction, cfg.mr_bias_correction.as_ref())?;
         let cached = hn_data::preprocess::preprocess_mr(
             &stack,
             Some(study.labels),

@@ -61,6 +61,10 @@ pub struct MrSequenceInspect {
     pub spacing: [f64; 3],
     /// Fraction of the common grid this sequence covers.
     pub coverage: f64,
+    /// The bias field N4 finds in the sequence with its default settings, as its smallest and
+    /// largest value over the foreground (a coil's shading; `None` for an empty image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bias_field: Option<(f32, f32)>,
 }
 
 impl MrInspect {
@@ -69,7 +73,10 @@ impl MrInspect {
         let study = crate::dicom::read_mr_study(&[path.to_path_buf()], opts)?;
         // Coverage does not depend on how footprints are combined: the default reduction.
         let stack = study
-            .on_one_grid(crate::mr::MrReduction::default())
+            .on_one_grid(
+                crate::mr::MrReduction::default(),
+                Some(&crate::bias::BiasCorrectionConfig::default()),
+            )
             .map_err(|e| ImagingError::Unsupported {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
@@ -87,6 +94,7 @@ impl MrInspect {
                     dims: s.volume.dims,
                     spacing: s.volume.spacing,
                     coverage: c.coverage,
+                    bias_field: c.bias_field,
                 })
                 .collect(),
             missing: study.missing,
@@ -241,6 +249,9 @@ impl InspectReport {
                     100.0 * q.coverage,
                     q.rule
                 );
+                if let Some((lo, hi)) = q.bias_field {
+                    let _ = writeln!(s, "               bias field ×{lo:.2} to ×{hi:.2} (N4)");
+                }
             }
             if !mr.missing.is_empty() {
                 let names: Vec<&str> = mr.missing.iter().map(|q| q.name()).collect();

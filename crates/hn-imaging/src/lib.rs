@@ -11,6 +11,7 @@
 //! world coordinates are converted on read and write (x and y negated).
 //! See `docs/IMAGING.md` for the conventions, the series-choice rule and the codec table.
 
+pub mod bias;
 pub mod dicom;
 pub mod dicom_write;
 pub mod error;

@@ -502,6 +502,9 @@ pub struct MrChannel {
     pub coverage: f64,
     /// The foreground median the values were divided by (stored units).
     pub scale: f32,
+    /// The bias field divided out before normalising, as its smallest and largest value over
+    /// the foreground (`None`: not corrected).
+    pub bias_field: Option<(f32, f32)>,
 }
 
 /// An MR study's sequences on one grid.
@@ -515,24 +518,36 @@ pub struct MrStack {
     pub missing: Vec<MrSequence>,
     /// How the sequences were brought onto the grid (the model grid must follow suit).
     pub reduction: MrReduction,
+    /// The bias-field correction each sequence had before normalising (`None`: none).
+    pub bias_correction: Option<crate::bias::BiasCorrectionConfig>,
 }
 
-/// Robust per-sequence normalisation: divide by the median of the foreground (voxels above
-/// [`FOREGROUND_FRACTION`] of the 99.5th percentile), so the arbitrary scale of each series
-/// is gone and lesions far brighter or darker than parenchyma do not move the reference (a
-/// min-max or mean/SD scaling would). Returns the normalised values and the median.
-pub fn normalise_intensity(values: &[f32]) -> (Vec<f32>, f32) {
+/// The background threshold of an MR volume: [`FOREGROUND_FRACTION`] of its 99.5th
+/// percentile (air and the noise floor lie below it). `None` when nothing is positive.
+pub fn foreground_threshold(values: &[f32]) -> Option<f32> {
     let mut v: Vec<f32> = values.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
-        return (vec![0.0; values.len()], 0.0);
+        return None;
     }
     let i = ((v.len() - 1) as f64 * 0.995).round() as usize;
     let p995 = *v.select_nth_unstable_by(i, f32::total_cmp).1;
-    let mut fg: Vec<f32> = v
-        .into_iter()
-        .filter(|x| *x > FOREGROUND_FRACTION * p995)
+    (p995 > 0.0).then_some(FOREGROUND_FRACTION * p995)
+}
+
+/// Robust per-sequence normalisation: divide by the median of the foreground (voxels above
+/// [`foreground_threshold`]), so the arbitrary scale of each series is gone and lesions far
+/// brighter or darker than parenchyma do not move the reference (a min-max or mean/SD scaling
+/// would). Returns the normalised values and the median.
+pub fn normalise_intensity(values: &[f32]) -> (Vec<f32>, f32) {
+    let Some(threshold) = foreground_threshold(values) else {
+        return (vec![0.0; values.len()], 0.0);
+    };
+    let mut fg: Vec<f32> = values
+        .iter()
+        .copied()
+        .filter(|x| x.is_finite() && *x > threshold)
         .collect();
-    if fg.is_empty() || p995 <= 0.0 {
+    if fg.is_empty() {
         return (vec![0.0; values.len()], 0.0);
     }
     let m = fg.len() / 2;
@@ -554,10 +569,12 @@ impl crate::dicom::MrStudyRead {
     /// Bring every sequence onto the reference sequence's grid ([`REFERENCE_ORDER`]) through
     /// world coordinates ([`crate::transforms::resample_onto`], each sequence's footprint
     /// combined as `reduction` says) and normalise each ([`normalise_intensity`], on its own
-    /// grid, before resampling).
+    /// grid, before resampling), after dividing out its bias field when `bias_correction`
+    /// says so ([`crate::bias::correct_bias`] over the [`foreground_threshold`]).
     pub fn on_one_grid(
         &self,
         reduction: MrReduction,
+        bias_correction: Option<&crate::bias::BiasCorrectionConfig>,
     ) -> Result<MrStack, crate::transforms::TransformError> {
         let reference = REFERENCE_ORDER
             .into_iter()
@@ -575,7 +592,20 @@ impl crate::dicom::MrStudyRead {
             .grid();
         let mut channels = Vec::with_capacity(self.sequences.len());
         for s in &self.sequences {
-            let (norm, scale) = normalise_intensity(&s.volume.data);
+            let (corrected, bias_field) =
+                match (bias_correction, foreground_threshold(&s.volume.data)) {
+                    (Some(cfg), Some(threshold)) => {
+                        let (v, field) = crate::bias::correct_bias(&s.volume, threshold, cfg)
+                            .map_err(|e| crate::transforms::TransformError {
+                                step: format!("bias-field correction of {}", s.sequence),
+                                reason: e.to_string(),
+                            })?;
+                        (std::borrow::Cow::Owned(v), Some(field.range))
+                    }
+                    // Nothing above zero: normalisation makes it all 0, there is no field to fit.
+                    _ => (std::borrow::Cow::Borrowed(&s.volume), None),
+                };
+            let (norm, scale) = normalise_intensity(&corrected.data);
             let mut v =
                 s.volume
                     .with_data(norm)
@@ -594,6 +624,7 @@ impl crate::dicom::MrStudyRead {
                 volume,
                 coverage,
                 scale,
+                bias_field,
             });
         }
         Ok(MrStack {
@@ -602,6 +633,7 @@ impl crate::dicom::MrStudyRead {
             channels,
             missing: self.missing.clone(),
             reduction,
+            bias_correction: bias_correction.copied(),
         })
     }
 }

@@ -314,6 +314,33 @@ mod tests {
         };
         assert_eq!(as_demo, demo);
 
+        // The N4 config is the demo's plus the correction with its defaults.
+        let n4 =
+            TrainConfig::from_toml_file(&config_file("demo-mr-n4.toml")).expect("demo-mr-n4.toml");
+        assert_eq!(n4.mr_bias_correction, Some(Default::default()));
+        let mut n4_synth = automatic_slices(n4.synth.clone().expect("[synth]"));
+        assert_eq!(n4_synth, demo_synth);
+        assert_eq!(
+            TrainConfig {
+                mr_bias_correction: None,
+                synth: Some(n4_synth.clone()),
+                ..n4
+            },
+            demo
+        );
+        n4_synth.mr.bias = [0.35, 0.5];
+        let strong = automatic_slices(
+            SynthConfig::from_toml_file(&config_file("cohort-mr-strong-bias.toml"))
+                .expect("cohort-mr-strong-bias.toml"),
+        );
+        assert_eq!(
+            strong,
+            SynthConfig {
+                modality: hn_data::synth::CohortModality::Mr,
+                ..n4_synth
+            }
+        );
+
         let site_b = SynthConfig::from_toml_file(&config_file("cohort-site-b.toml"))
             .expect("cohort-site-b.toml");
         assert_eq!(site_b.size, 192);

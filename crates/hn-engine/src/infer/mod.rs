@@ -417,7 +417,9 @@ impl Predictor {
             source,
         };
         let cfg = &self.card.preprocess;
-        let stack = mr.on_one_grid(cfg.mr_reduction).map_err(transform)?;
+        let stack = mr
+            .on_one_grid(cfg.mr_reduction, cfg.mr_bias_correction.as_ref())
+            .map_err(transform)?;
         if !stack
             .channels
             .iter()
@@ -465,6 +467,7 @@ impl Predictor {
                     sequence: s.sequence,
                     rule: s.rule.clone(),
                     coverage: c.coverage,
+                    bias_field: c.bias_field.map(|(lo, hi)| [lo, hi]),
                 })
                 .collect(),
             missing: cfg

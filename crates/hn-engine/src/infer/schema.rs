@@ -125,6 +125,10 @@ pub struct MrSequenceInfo {
     pub sequence: hn_imaging::mr::MrSequence,
     pub rule: String,
     pub coverage: f64,
+    /// The bias field divided out of the sequence (N4, when the card's preprocessing has it),
+    /// as its smallest and largest value over the foreground.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bias_field: Option<[f32; 2]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

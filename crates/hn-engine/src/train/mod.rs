@@ -154,6 +154,11 @@ pub struct TrainConfig {
     /// the card's preprocessing.
     #[serde(default, skip_serializing_if = "hn_imaging::mr::MrReduction::is_mean")]
     pub mr_reduction: hn_imaging::mr::MrReduction,
+    /// N4 bias-field correction of every MR sequence before normalising (a
+    /// `[mr_bias_correction]` table; empty = the defaults of
+    /// `hn_imaging::bias::BiasCorrectionConfig`); recorded in the card's preprocessing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mr_bias_correction: Option<hn_imaging::bias::BiasCorrectionConfig>,
 }
 
 impl TrainConfig {
@@ -164,6 +169,7 @@ impl TrainConfig {
         let mut p = crate::sample::preprocess_for(self.net.slices, self.net.size, mr);
         if mr {
             p.mr_reduction = self.mr_reduction;
+            p.mr_bias_correction = self.mr_bias_correction;
         }
         p
     }
@@ -196,6 +202,7 @@ impl Default for TrainConfig {
             split: SplitConfig::default(),
             synth: None,
             mr_reduction: Default::default(),
+            mr_bias_correction: None,
         }
     }
 }
