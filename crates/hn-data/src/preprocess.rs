@@ -302,6 +302,55 @@ pub fn resample_slice_labels(input: &[StudyLabels], n_out: usize) -> Vec<StudyLa
         .collect()
 }
 
+/// Cells per side of the label grid [`resample_cell_labels`] writes: fine enough for every
+/// network cell grid of the configs in use (4² at 64², 6² at 96², 8² at 128²) to be pooled
+/// from it.
+pub const CELL_LABEL_GRID: usize = 16;
+
+/// Where in each model slice the blood of each type lies: a generator mask (`dims = [nx, ny,
+/// nz]`, 0 none, 1..=5 subtype index + 1; the whole field of view, as the preprocessing
+/// resamples it) on a [`CELL_LABEL_GRID`]² grid of cells per slice for `n_out` model
+/// slices. Each cell's column of input slices is labelled as slices are (a label is present
+/// in a cell of an input slice when any of its voxels there has it) and carried to the model
+/// slices by [`resample_slice_labels`], the slice rule. Returns `n_out × G × G` bitmasks, row
+/// by row: bit 0 any blood, bit `k + 1` subtype `k`.
+pub fn resample_cell_labels(mask: &[u8], dims: [usize; 3], n_out: usize) -> Vec<u8> {
+    let g = CELL_LABEL_GRID;
+    let [nx, ny, nz] = dims;
+    let mut per_input = vec![[false; 5]; nz * g * g];
+    for k in 0..nz {
+        for y in 0..ny {
+            let gy = y * g / ny;
+            for x in 0..nx {
+                let m = mask[(k * ny + y) * nx + x];
+                if m > 0 {
+                    per_input[(k * g + gy) * g + x * g / nx][m as usize - 1] = true;
+                }
+            }
+        }
+    }
+    let mut out = vec![0u8; n_out * g * g];
+    for cell in 0..g * g {
+        let column: Vec<StudyLabels> = (0..nz)
+            .map(|k| {
+                let subtypes = per_input[k * g * g + cell];
+                StudyLabels {
+                    any: subtypes.iter().any(|b| *b),
+                    subtypes,
+                }
+            })
+            .collect();
+        for (z, l) in resample_slice_labels(&column, n_out).iter().enumerate() {
+            out[z * g * g + cell] = u8::from(l.any)
+                | l.subtypes
+                    .iter()
+                    .enumerate()
+                    .fold(0u8, |acc, (t, b)| acc | (u8::from(*b) << (t + 1)));
+        }
+    }
+    out
+}
+
 /// Lower-case hex of `b`.
 pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -399,6 +448,40 @@ mod tests {
         // The same count is the identity.
         let same: Vec<StudyLabels> = (0..6).map(|k| pos(k % 5)).collect();
         assert_eq!(resample_slice_labels(&same, 6), same);
+    }
+
+    #[test]
+    fn cell_labels_say_where_each_type_lies_and_follow_the_slice_rule() {
+        let g = CELL_LABEL_GRID;
+        // 64 × 32 pixels, 4 input slices → 2 model slices. A subdural voxel in the top left
+        // of slice 0, subarachnoid voxels at the bottom right of slices 2 and 3.
+        let (nx, ny, nz) = (64, 32, 4);
+        let mut mask = vec![0u8; nx * ny * nz];
+        mask[1] = 2;
+        for k in 2..4 {
+            mask[(k * ny + ny - 1) * nx + nx - 1] = 3;
+        }
+        let out = resample_cell_labels(&mask, [nx, ny, nz], 2);
+        assert_eq!(out.len(), 2 * g * g);
+        // Pixel (x 1, y 0) lies in cell (0, 0); (63, 31) in cell (15, 15).
+        assert_eq!(out[0], 0b101, "any + subdural");
+        assert_eq!(out[g * g + g * g - 1], 0b1001, "any + subarachnoid");
+        // Nothing else is labelled: slice 0 of model slice 1 saw no blood.
+        assert_eq!(out.iter().filter(|b| **b != 0).count(), 2);
+        // Each cell column follows the slice rule: the same as the slice labels of a mask
+        // made of that cell alone.
+        let column: Vec<StudyLabels> = (0..nz)
+            .map(|k| {
+                if k >= 2 {
+                    pos(2)
+                } else {
+                    StudyLabels::default()
+                }
+            })
+            .collect();
+        let slices = resample_slice_labels(&column, 2);
+        assert_eq!(slices[1].subtypes[2], out[g * g + g * g - 1] & 0b1000 != 0);
+        assert!(!slices[0].any && out[g * g - 1] == 0);
     }
 }
 

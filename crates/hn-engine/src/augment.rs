@@ -65,6 +65,19 @@ pub fn augment(
     cfg: &AugmentConfig,
     rng: &mut impl Rng,
 ) -> Vec<f32> {
+    augment_and_say_if_flipped(images, shape, windows, slice_labels, cfg, rng).0
+}
+
+/// [`augment`], and whether the study was mirrored left–right (so that labels of places in
+/// the image can follow; the small rotation and scaling are not reported).
+pub fn augment_and_say_if_flipped(
+    images: &[f32],
+    shape: [usize; 4],
+    windows: &[(f32, f32)],
+    slice_labels: Option<&mut Vec<StudyLabels>>,
+    cfg: &AugmentConfig,
+    rng: &mut impl Rng,
+) -> (Vec<f32>, bool) {
     let [s, c, h, w] = shape;
     let plane = h * w;
     let flip = cfg.flip_lr > 0.0 && rng.random::<f64>() < cfg.flip_lr;
@@ -166,7 +179,7 @@ pub fn augment(
             }
         }
     }
-    out
+    (out, flip)
 }
 
 #[cfg(test)]

@@ -122,6 +122,10 @@ pub struct StudySample {
     pub labels: Option<StudyLabels>,
     /// Per-slice labels (length S) when known.
     pub slice_labels: Option<Vec<StudyLabels>>,
+    /// Where in each slice the blood of each type lies, when a mask says so (the synthetic
+    /// CT cohort): `S × G × G` bitmasks of [`hn_data::preprocess::resample_cell_labels`]
+    /// (`G` = [`hn_data::preprocess::CELL_LABEL_GRID`]).
+    pub cell_labels: Option<Vec<u8>>,
     pub outcomes: Outcomes,
     pub truth: Option<SyntheticTruth>,
 }
@@ -155,6 +159,7 @@ impl StudySample {
             clinical,
             labels: cached.labels,
             slice_labels: cached.slice_labels,
+            cell_labels: None,
             outcomes,
             truth: None,
         }
@@ -173,6 +178,11 @@ impl StudySample {
             cfg,
         )?;
         let mut s = Self::from_cached(&study.id, &study.id, cached, study.clinical, study.outcomes);
+        s.cell_labels = Some(hn_data::preprocess::resample_cell_labels(
+            &study.mask,
+            study.volume.dims,
+            s.shape[0],
+        ));
         s.truth = Some(SyntheticTruth::of(
             &study.oracle,
             &study.facts,

@@ -43,23 +43,65 @@ impl SlicePretrainer {
         self.head.forward(pooled)
     }
 
+    /// [`forward`](Self::forward) plus the same head read at every cell of the feature map:
+    /// `(slice logits [N, 6], cell logits [N, h·w, 6])`, cells row by row.
+    ///
+    /// Why cells: the slice head pools the most telling cell, so a slice with two kinds of
+    /// blood, or a faint one, trains only the cells that already stand out; labels per cell
+    /// (where the generator's masks say each type lies) train every cell with blood, and tell
+    /// the encoder which cells hold which type.
+    pub fn forward_with_cells(
+        &self,
+        x: Tensor<4>,
+        modality: Tensor<1, Int>,
+    ) -> (Tensor<2>, Tensor<3>) {
+        let f = self.net.encode_slices(x, modality);
+        let [n, d, h, w] = f.dims();
+        let flat = f.reshape([n, d, h * w]);
+        let pooled = flat.clone().max_dim(2).reshape([n, d]);
+        let cells = flat.swap_dims(1, 2).reshape([n * h * w, d]);
+        (
+            self.head.forward(pooled),
+            self.head.forward(cells).reshape([n, h * w, 1 + N_SUBTYPES]),
+        )
+    }
+
     /// Loss of `logits [N, 6]` against `labels [N, 6]` (0/1): BCE of "any" on every slice plus
     /// BCE of the subtypes on bleeding slices, the hierarchy of the slice loss in
     /// [`MultiTaskLoss`](crate::MultiTaskLoss).
     pub fn loss(logits: Tensor<2>, labels: Tensor<2>) -> Tensor<1> {
+        let [n, _] = logits.dims();
+        let known = Tensor::ones([n, 1], &logits.device());
+        Self::masked_loss(logits, labels, known)
+    }
+
+    /// [`loss`](Self::loss) of cell logits `[N, h·w, 6]` against cell labels of the same
+    /// shape, over the slices whose `known [N]` is 1 (the others have no cell labels).
+    pub fn cell_loss(logits: Tensor<3>, labels: Tensor<3>, known: Tensor<1>) -> Tensor<1> {
+        let [n, c, k] = logits.dims();
+        let known = known.reshape([n, 1]).expand([n, c]).reshape([n * c, 1]);
+        Self::masked_loss(
+            logits.reshape([n * c, k]),
+            labels.reshape([n * c, k]),
+            known,
+        )
+    }
+
+    /// The hierarchical loss over the rows whose `known [N, 1]` is 1.
+    fn masked_loss(logits: Tensor<2>, labels: Tensor<2>, known: Tensor<2>) -> Tensor<1> {
         let [n, _] = logits.dims();
         let device = logits.device();
         let any_t = labels.clone().narrow(1, 0, 1);
         let any = masked_bce(
             logits.clone().narrow(1, 0, 1),
             any_t.clone(),
-            Tensor::ones([n, 1], &device),
+            known.clone(),
             Tensor::ones([1, 1], &device),
         );
         let sub = masked_bce(
             logits.narrow(1, 1, N_SUBTYPES),
             labels.narrow(1, 1, N_SUBTYPES),
-            any_t.expand([n, N_SUBTYPES]),
+            (any_t * known).expand([n, N_SUBTYPES]),
             Tensor::ones([1, N_SUBTYPES], &device),
         );
         any + sub
@@ -141,5 +183,42 @@ mod tests {
             before.len()
         );
         assert_eq!(m.into_net().config().d_model(), 16);
+    }
+
+    #[test]
+    fn the_cell_loss_reads_the_slice_head_at_every_cell_and_only_where_labels_are_known() {
+        let device = Device::flex().autodiff();
+        device.seed(2);
+        let cfg = HemorrhageNetConfig::new()
+            .with_slices(2)
+            .with_channels(2)
+            .with_height(16)
+            .with_width(16)
+            .with_widths(vec![8, 16])
+            .with_n_heads(2)
+            .with_d_attn(8);
+        let m = SlicePretrainer::new(cfg.init(&device), &device);
+        let n = 3;
+        let x = Tensor::<4>::random([n, 2, 16, 16], burn::tensor::Distribution::Default, &device);
+        let md = Tensor::<1, Int>::zeros([n], &device);
+        let (slices, cells) = m.forward_with_cells(x.clone(), md.clone());
+        assert_eq!(slices.dims(), [n, 6]);
+        assert_eq!(cells.dims(), [n, 16, 6]);
+        // The slice logits are forward's.
+        let plain = m.forward(x, md).into_data().convert::<f32>();
+        slices
+            .into_data()
+            .convert::<f32>()
+            .assert_approx_eq::<f32>(&plain, Default::default());
+        // No slice with labels: no loss; one: a positive loss with a gradient.
+        let labels = Tensor::<3>::zeros([n, 16, 6], &device);
+        let none =
+            SlicePretrainer::cell_loss(cells.clone(), labels.clone(), Tensor::zeros([n], &device));
+        assert_eq!(none.into_scalar::<f32>(), 0.0);
+        let known = Tensor::<1>::from_data(TensorData::new(vec![0.0f32, 1.0, 0.0], [n]), &device);
+        let some = SlicePretrainer::cell_loss(cells, labels, known);
+        assert!(some.clone().into_scalar::<f32>() > 0.0);
+        let grads = some.backward();
+        assert!(m.head.weight.grad(&grads).is_some());
     }
 }

@@ -159,6 +159,12 @@ pub struct TrainConfig {
     /// `hn_imaging::bias::BiasCorrectionConfig`); recorded in the card's preprocessing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mr_bias_correction: Option<hn_imaging::bias::BiasCorrectionConfig>,
+    /// Weight of a per-cell loss in encoder pre-training: the slice head read at every cell
+    /// of the feature map against where the generator's masks put each type of blood
+    /// (`hn_model::SlicePretrainer::forward_with_cells`), added to the slice loss. Only slices
+    /// with cell labels (the synthetic CT cohort) take part; `None` = the slice loss alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrain_cell_loss: Option<f64>,
 }
 
 impl TrainConfig {
@@ -203,6 +209,7 @@ impl Default for TrainConfig {
             synth: None,
             mr_reduction: Default::default(),
             mr_bias_correction: None,
+            pretrain_cell_loss: None,
         }
     }
 }
@@ -249,6 +256,13 @@ impl TrainConfig {
         {
             return Err(format!(
                 "pretrain_clean_per_bleeding must be a finite number ≥ 0, got {r}"
+            ));
+        }
+        if let Some(r) = self.pretrain_cell_loss
+            && !(r >= 0.0 && r.is_finite())
+        {
+            return Err(format!(
+                "pretrain_cell_loss must be a finite number ≥ 0, got {r}"
             ));
         }
         if !(self.encoder_lr_ratio >= 0.0 && self.encoder_lr_ratio <= 1.0) {

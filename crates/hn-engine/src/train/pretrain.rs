@@ -47,6 +47,40 @@ pub(super) fn grouped_lr(
         .step()
 }
 
+/// The cell labels of slice `sl` of `smp` pooled onto the network's `h × w` feature cells
+/// (a cell has a label when any label-grid cell it overlaps has it; cell `(i, j)` covers the
+/// pixels [`hn_model::HemorrhageNetConfig::cell_bounds`] says), mirrored when the slice was,
+/// as `h·w` rows of `[any, 5 subtypes]` 0/1; `None` without cell labels.
+pub(super) fn cell_rows(
+    smp: &StudySample,
+    sl: usize,
+    net: &hn_model::HemorrhageNetConfig,
+    flipped: bool,
+) -> Option<Vec<f32>> {
+    let labels = smp.cell_labels.as_ref()?;
+    let g = hn_data::preprocess::CELL_LABEL_GRID;
+    let [_, _, height, width] = smp.shape;
+    let (fh, fw) = net.feature_hw_for(height, width);
+    let grid = &labels[sl * g * g..(sl + 1) * g * g];
+    // Label-grid cells overlapping pixels `r` of an axis of `n` pixels.
+    let span = |r: std::ops::Range<usize>, n: usize| (r.start * g / n)..(r.end * g).div_ceil(n);
+    let mut out = Vec::with_capacity(fh * fw * 6);
+    for i in 0..fh {
+        for j in 0..fw {
+            let jj = if flipped { fw - 1 - j } else { j };
+            let (rows, cols) = net.cell_bounds(i, jj, height, width);
+            let mut bits = 0u8;
+            for gy in span(rows, height) {
+                for gx in span(cols.clone(), width) {
+                    bits |= grid[gy * g + gx];
+                }
+            }
+            out.extend((0..6).map(|b| f32::from((bits >> b) & 1)));
+        }
+    }
+    Some(out)
+}
+
 /// Encoder pre-training on slices mixed across studies (see `hn_model::pretrain` for why):
 /// `cfg.pretrain_epochs` passes over every labelled slice of the training split in shuffled
 /// batches of `cfg.pretrain_batch`, each slice with its `k` context slices, augmented like
@@ -123,6 +157,8 @@ pub(super) fn pretrain_encoder(
             let mut x = Vec::with_capacity(chunk.len() * ctx * c * h * w);
             let mut y = Vec::with_capacity(chunk.len() * 6);
             let mut modality = Vec::with_capacity(chunk.len());
+            let mut cells: Vec<f32> = Vec::new();
+            let mut cells_known: Vec<f32> = Vec::with_capacity(chunk.len());
             for &(i, sl) in chunk {
                 let smp = &data.samples[i];
                 let plane = c * h * w;
@@ -132,14 +168,29 @@ pub(super) fn pretrain_encoder(
                     stack.extend_from_slice(&smp.images[src * plane..(src + 1) * plane]);
                 }
                 // The context slices are stacked as channels in slice order, as in the model.
-                x.extend(augment(
+                let (pixels, flipped) = crate::augment::augment_and_say_if_flipped(
                     &stack,
                     [ctx, c, h, w],
                     smp.hu_windows(windows),
                     None,
                     &aug,
                     &mut rng,
-                ));
+                );
+                x.extend(pixels);
+                if cfg.pretrain_cell_loss.is_some() {
+                    let net_cfg = pre.net.config();
+                    match cell_rows(smp, sl, net_cfg, flipped) {
+                        Some(rows) => {
+                            cells.extend(rows);
+                            cells_known.push(1.0);
+                        }
+                        None => {
+                            let (fh, fw) = net_cfg.feature_hw_for(h, w);
+                            cells.extend(std::iter::repeat_n(0.0, fh * fw * 6));
+                            cells_known.push(0.0);
+                        }
+                    }
+                }
                 let labels = smp.slice_labels.as_ref().expect("filtered above");
                 y.extend(
                     crate::sample::label_row(&labels[sl]).map(|v| if v { 1.0f32 } else { 0.0 }),
@@ -150,7 +201,19 @@ pub(super) fn pretrain_encoder(
             let xt = Tensor::<4>::from_data(TensorData::new(x, [n, ctx * c, h, w]), device);
             let yt = Tensor::<2>::from_data(TensorData::new(y, [n, 6]), device);
             let mt = Tensor::<1, Int>::from_data(TensorData::new(modality, [n]), device);
-            let l = hn_model::SlicePretrainer::loss(pre.forward(xt, mt), yt);
+            let l = match cfg.pretrain_cell_loss {
+                Some(weight) => {
+                    let (slice_logits, cell_logits) = pre.forward_with_cells(xt, mt);
+                    let [_, n_cells, _] = cell_logits.dims();
+                    let ct =
+                        Tensor::<3>::from_data(TensorData::new(cells, [n, n_cells, 6]), device);
+                    let known = Tensor::<1>::from_data(TensorData::new(cells_known, [n]), device);
+                    hn_model::SlicePretrainer::loss(slice_logits, yt)
+                        + hn_model::SlicePretrainer::cell_loss(cell_logits, ct, known)
+                            .mul_scalar(weight)
+                }
+                None => hn_model::SlicePretrainer::loss(pre.forward(xt, mt), yt),
+            };
             let value = f64::from(l.clone().into_scalar::<f32>());
             if !value.is_finite() {
                 return Err(TrainError::Invalid(format!(

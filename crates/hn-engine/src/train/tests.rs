@@ -56,6 +56,11 @@ fn invalid_configs_are_rejected_with_the_field() {
             .unwrap_err()
             .contains("pretrain_clean_per_bleeding")
     );
+    let c = TrainConfig {
+        pretrain_cell_loss: Some(f64::INFINITY),
+        ..TrainConfig::default()
+    };
+    assert!(c.validate().unwrap_err().contains("pretrain_cell_loss"));
 }
 
 /// A pre-training epoch with a clean-slice ratio holds every bleeding slice and that many
@@ -213,4 +218,61 @@ impl hn_model::burn::module::ModuleVisitor for ParamIds<'_> {
     fn visit_float<const D: usize>(&mut self, param: &hn_model::burn::module::Param<Tensor<D>>) {
         self.0.push(param.id);
     }
+}
+
+#[test]
+fn cell_labels_lie_inside_the_slice_labels_and_follow_a_mirrored_slice() {
+    let synth = hn_data::synth::SynthConfig {
+        size: 64,
+        n_slices: Some(20),
+        prevalence_bleed: 1.0,
+        ..Default::default()
+    };
+    let pre = crate::sample::default_preprocess(8, 32);
+    let data = crate::dataset::synthetic(
+        &synth,
+        6,
+        3,
+        &pre,
+        &crate::dataset::SplitConfig::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let net_cfg = hn_model::HemorrhageNetConfig::new()
+        .with_slices(8)
+        .with_height(32)
+        .with_width(32)
+        .with_widths(vec![8, 16, 16]);
+    assert_eq!(net_cfg.feature_hw_for(32, 32), (4, 4));
+    let mut bleeding_cells = 0;
+    for smp in &data.samples {
+        let g = hn_data::preprocess::CELL_LABEL_GRID;
+        assert_eq!(smp.cell_labels.as_ref().unwrap().len(), 8 * g * g);
+        let slices = smp.slice_labels.as_ref().unwrap();
+        for sl in 0..8 {
+            let rows = pretrain::cell_rows(smp, sl, &net_cfg, false).unwrap();
+            assert_eq!(rows.len(), 16 * 6);
+            // A label in a cell is a label of its slice (the same rule over fewer voxels).
+            for cell in rows.chunks(6) {
+                if cell[0] == 1.0 {
+                    assert!(slices[sl].any);
+                    bleeding_cells += 1;
+                }
+                for t in 0..5 {
+                    assert!(cell[t + 1] == 0.0 || slices[sl].subtypes[t]);
+                }
+            }
+            // Mirrored, the rows of each cell row come in reverse column order.
+            let flipped = pretrain::cell_rows(smp, sl, &net_cfg, true).unwrap();
+            for i in 0..4 {
+                for j in 0..4 {
+                    assert_eq!(
+                        flipped[(i * 4 + j) * 6..][..6],
+                        rows[(i * 4 + 3 - j) * 6..][..6]
+                    );
+                }
+            }
+        }
+    }
+    assert!(bleeding_cells > 10, "{bleeding_cells}");
 }
