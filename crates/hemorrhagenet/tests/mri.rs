@@ -150,7 +150,7 @@ fn one_model_trains_on_ct_and_mr_evaluates_each_and_scores_an_mr_study() {
             "--format",
             "both",
             "--studies",
-            "2",
+            "6",
             "--seed",
             "77",
             "--config",
@@ -180,6 +180,16 @@ fn one_model_trains_on_ct_and_mr_evaluates_each_and_scores_an_mr_study() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert!(missing.contains(&"swi"), "{input}");
+    // ... and a reader of the warnings is told in words.
+    assert!(
+        p["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("swi not in the study")),
+        "{}",
+        p["warnings"]
+    );
     assert_eq!(
         input["mr"]["reduction"], "susceptibility_minimum",
         "{input}"
@@ -274,6 +284,125 @@ fn one_model_trains_on_ct_and_mr_evaluates_each_and_scores_an_mr_study() {
     assert!(
         why.contains("outside the training envelope") && why.contains("coverage_mm"),
         "{why}"
+    );
+
+    // MR studies on disk, listed in a manifest (`modality = MR`): the six patients, study 1
+    // as its folder of NIfTI files, the others as DICOM folders, with their labels.
+    let labels = std::fs::read_to_string(cohort.join("labels_study.csv")).unwrap();
+    let mut manifest = String::from(
+        "study_key,path,modality,any,epidural,subdural,subarachnoid,intraparenchymal,intraventricular\n",
+    );
+    for line in labels.lines().skip(1) {
+        let (id, l) = line.split_once(',').unwrap();
+        let path = if id.ends_with('1') {
+            format!("studies/{id}")
+        } else {
+            format!("studies/{id}/mr")
+        };
+        manifest += &format!("{id},{path},MR,{l}\n");
+    }
+    let manifest_csv = cohort.join("manifest.csv");
+    std::fs::write(&manifest_csv, manifest).unwrap();
+    // Trained from disk: the model gets MR channels from the rows alone.
+    let disk_cfg = dir.path().join("disk.toml");
+    std::fs::write(
+        &disk_cfg,
+        "seed = 3\nepochs = 1\nbatch_size = 2\npatience = 0\nmc_passes = 2\n\
+         pretrain_epochs = 0\n[split]\ntrain = 0.34\nvalidation = 0.33\ntest = 0.33\n\
+         [net]\nslices = 6\nsize = 32\nwidths = [8, 16]\nn_heads = 2\nd_attn = 8\n",
+    )
+    .unwrap();
+    let disk = dir.path().join("disk");
+    run(bin()
+        .args(["train", "--dataset", "manifest", "--root"])
+        .arg(&manifest_csv)
+        .arg("--config")
+        .arg(&disk_cfg)
+        .arg("--out")
+        .arg(&disk));
+    let disk_card = json(&disk.join("model/card.json"));
+    assert_eq!(
+        disk_card["preprocess"]["mr_sequences"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5,
+        "{}",
+        disk_card["preprocess"]
+    );
+    assert_eq!(disk_card["mr_envelope"]["modality"], "MR");
+    // Evaluated from disk, every study read as MR.
+    let disk_ev = dir.path().join("disk-ev");
+    run(bin()
+        .args([
+            "evaluate",
+            "--dataset",
+            "manifest",
+            "--split",
+            "all",
+            "--bootstrap",
+            "10",
+            "--root",
+        ])
+        .arg(&manifest_csv)
+        .arg("--model")
+        .arg(disk.join("model"))
+        .arg("--out")
+        .arg(&disk_ev));
+    let ev_metrics = json(&disk_ev.join("metrics.json"));
+    assert_eq!(
+        ev_metrics["dataset"]["n_studies"], 6,
+        "{}",
+        ev_metrics["dataset"]
+    );
+    // Scored in a batch from the same manifest: each study an MR prediction.
+    let batch = dir.path().join("batch");
+    run(bin()
+        .args(["predict", "--quiet", "--manifest"])
+        .arg(&manifest_csv)
+        .arg("--model")
+        .arg(disk.join("model"))
+        .arg("--out")
+        .arg(&batch));
+    for id in ["SYNTH-000001", "SYNTH-000004"] {
+        let b = json(&batch.join(id).join("prediction.json"));
+        assert_eq!(b["input"]["modality"], "MR", "{id}");
+    }
+    // One NIfTI file named by its sequence, read as MR when told so; a file that is no
+    // sequence's name is refused with how to name it.
+    let single = dir.path().join("single");
+    std::fs::create_dir_all(&single).unwrap();
+    std::fs::copy(nii.join("mr_flair.nii.gz"), single.join("flair.nii.gz")).unwrap();
+    std::fs::copy(nii.join("mr_flair.nii.gz"), single.join("head.nii.gz")).unwrap();
+    run(bin()
+        .args([
+            "predict",
+            "--quiet",
+            "--modality",
+            "mr",
+            "--key",
+            "flair-only",
+            "--model",
+        ])
+        .arg(&model)
+        .arg(single.join("flair.nii.gz"))
+        .arg("--out")
+        .arg(&pred));
+    let f = json(&pred.join("flair-only/prediction.json"));
+    assert_eq!(f["input"]["mr"]["sequences"][0]["sequence"], "flair");
+    assert_eq!(f["input"]["mr"]["missing"].as_array().unwrap().len(), 4);
+    let o = bin()
+        .args(["predict", "--quiet", "--modality", "mr", "--model"])
+        .arg(&model)
+        .arg(single.join("head.nii.gz"))
+        .arg("--out")
+        .arg(&pred)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("named by its sequence"),
+        "{err}"
     );
 
     // The triage service on the same model takes the MR series by C-STORE and scores them.

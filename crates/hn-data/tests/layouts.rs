@@ -471,10 +471,55 @@ fn manifest_errors_are_located() {
         ("study_key,path\nx,a.nii\nx,b.nii\n", "duplicate study key"),
         ("study_key\nx\n", "required column is missing"),
         ("path,age\na.nii,1,2\n", "line 2"),
+        ("path,modality\na.nii,PET\n", "line 2, column modality"),
+        (
+            "path,mask,modality\nmr1,m.nii,MR\n",
+            "neither a mask nor a series UID",
+        ),
     ];
     for (text, want) in cases {
         fs::write(&m, text).unwrap();
         let e = layouts::manifest::load(&m).unwrap_err().to_string();
         assert!(e.contains("m.csv") && e.contains(want), "{text:?}: {e}");
     }
+}
+
+#[test]
+fn manifest_mr_rows_are_mr_studies_read_sequence_by_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // An MR study as a folder of NIfTI files named by sequence (a real 4 × 4 × 5 mm MR as
+    // its T2), and a CT row beside it.
+    let mr = root.join("mr1");
+    fs::create_dir_all(&mr).unwrap();
+    fs::copy(
+        testdata().join("nifti/aniso_vox.nii.gz"),
+        mr.join("t2.nii.gz"),
+    )
+    .unwrap();
+    fs::copy(testdata().join("nifti/anatomical.nii"), root.join("ct.nii")).unwrap();
+    fs::write(root.join("file.nii"), "not a folder").unwrap();
+    let m = root.join("manifest.csv");
+    fs::write(
+        &m,
+        "study_key,path,modality\nm1,mr1,mr\nc1,ct.nii,\nc2,ct.nii,CT\n",
+    )
+    .unwrap();
+    let idx = layouts::manifest::load(&m).unwrap();
+    assert!(idx.has_mr());
+    assert!(matches!(&idx.studies[0].source, StudySource::Mr { path } if path == &mr));
+    assert!(!idx.studies[1].source.is_mr() && !idx.studies[2].source.is_mr());
+    // Read per sequence: T2 from its file name, the rest missing.
+    let read = layouts::read_mr_study_record(&idx.studies[0]).unwrap();
+    assert_eq!(read.sequences.len(), 1);
+    assert_eq!(read.sequences[0].sequence, hn_imaging::mr::MrSequence::T2);
+    assert_eq!(read.missing.len(), 4);
+    // Neither reader takes the other's record.
+    let e = layouts::read_study(&idx.studies[0], &Default::default()).unwrap_err();
+    assert!(e.to_string().contains("sequence by sequence"), "{e}");
+    assert!(layouts::read_mr_study_record(&idx.studies[1]).is_err());
+    // An MR row's path must be a folder.
+    fs::write(&m, "study_key,path,modality\nm1,file.nii,MR\n").unwrap();
+    let e = layouts::manifest::load(&m).unwrap_err().to_string();
+    assert!(e.contains("line 2") && e.contains("folder"), "{e}");
 }

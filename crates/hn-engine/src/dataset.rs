@@ -280,6 +280,9 @@ pub fn from_index(
     let n = index.studies.len();
     for (i, rec) in index.studies.iter().enumerate() {
         let build = || -> Result<hn_data::preprocess::CachedStudy, String> {
+            if rec.source.is_mr() {
+                return preprocess_mr_record(rec, pre);
+            }
             let decoded = read_study(rec, &nifti).map_err(|e| e.to_string())?;
             let slice_labels = rec
                 .slice_labels
@@ -300,13 +303,19 @@ pub fn from_index(
             None => build(),
         };
         match got {
-            Ok(cached) => samples.push(StudySample::from_cached(
-                &rec.key,
-                &rec.patient_key,
-                cached,
-                rec.clinical,
-                rec.outcomes,
-            )),
+            Ok(cached) => {
+                let mut s = StudySample::from_cached(
+                    &rec.key,
+                    &rec.patient_key,
+                    cached,
+                    rec.clinical,
+                    rec.outcomes,
+                );
+                if rec.source.is_mr() {
+                    s.modality = hn_model::MODALITY_MR;
+                }
+                samples.push(s)
+            }
             Err(cause) => {
                 tracing::warn!(study = i, "study left out: {cause}");
                 failed.push((rec.key.clone(), cause));
@@ -331,6 +340,26 @@ pub fn from_index(
     };
     ds.split_samples(split)?;
     Ok(ds)
+}
+
+/// An MR study of an index, read sequence by sequence, brought onto one grid and preprocessed
+/// as the synthetic MR studies are (no slice labels: a manifest gives study labels only).
+fn preprocess_mr_record(
+    rec: &hn_data::layouts::StudyRecord,
+    pre: &PreprocessConfig,
+) -> Result<hn_data::preprocess::CachedStudy, String> {
+    if pre.mr_sequences.is_empty() {
+        return Err(
+            "an MR study, and this preprocessing has no MR channels (a CT-only model)".into(),
+        );
+    }
+    let mr = hn_data::layouts::read_mr_study_record(rec).map_err(|e| e.to_string())?;
+    let stack = mr
+        .on_one_grid(pre.mr_reduction, pre.mr_bias_correction.as_ref())
+        .map_err(|e| e.to_string())?;
+    hn_data::preprocess::preprocess_mr(&stack, rec.labels, None, pre)
+        .map(|c| c.quantized(pre.dtype))
+        .map_err(|e| e.to_string())
 }
 
 enum CacheOrDecode {
@@ -456,6 +485,20 @@ pub enum LoadProgress<'a> {
 }
 
 impl DataSource {
+    /// Whether the source holds MR studies (a manifest with `modality = MR` rows; the
+    /// synthetic cohort as its generator config says), so that a model trained on it needs
+    /// MR channels.
+    pub fn holds_mr(&self) -> Result<bool, DatasetError> {
+        use hn_data::layouts::DatasetKind;
+        match (self.kind, &self.root) {
+            (DatasetKind::Synthetic, _) => {
+                Ok(self.synth.as_ref().is_some_and(|s| s.modality.has_mr()))
+            }
+            (DatasetKind::Manifest, Some(root)) => Ok(self.kind.load_index(root)?.has_mr()),
+            _ => Ok(false),
+        }
+    }
+
     /// The dataset at the preprocessing `pre` (its grid: the model's), split by `split`.
     pub fn load(
         &self,

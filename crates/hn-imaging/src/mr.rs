@@ -658,13 +658,7 @@ pub fn read_nifti_folder(
         .collect();
     entries.sort();
     for p in entries {
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let stem = name
-            .trim_end_matches(".gz")
-            .trim_end_matches(".nii")
-            .trim_start_matches("mr_")
-            .to_ascii_lowercase();
-        if let Some(q) = MrSequence::from_name(&stem) {
+        if let Some(q) = sequence_of_nifti_name(&p) {
             if found.iter().any(|f| f.0 == q) {
                 return Err(crate::ImagingError::NoSeries {
                     path: dir.to_path_buf(),
@@ -685,6 +679,48 @@ pub fn read_nifti_folder(
         });
     }
     found.sort_by_key(|f| f.0);
+    read_nifti_sequences(found)
+}
+
+/// The sequence a NIfTI file is named for (`flair.nii.gz`, `mr_flair.nii`, …; `*_mask.*` and
+/// other names: `None`).
+pub fn sequence_of_nifti_name(path: &std::path::Path) -> Option<MrSequence> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let stem = name
+        .trim_end_matches(".gz")
+        .trim_end_matches(".nii")
+        .trim_start_matches("mr_")
+        .to_ascii_lowercase();
+    MrSequence::from_name(&stem)
+}
+
+/// One MR sequence as a single NIfTI file named by it (`flair.nii.gz`): an MR study of that
+/// sequence alone, the others missing. A file whose name is no sequence is an error saying
+/// how to name it (NIfTI has no acquisition attributes).
+pub fn read_nifti_file(
+    path: &std::path::Path,
+) -> Result<crate::dicom::MrStudyRead, crate::ImagingError> {
+    let Some(q) = sequence_of_nifti_name(path) else {
+        let names: Vec<&str> = MrSequence::ALL.iter().map(|q| q.name()).collect();
+        return Err(crate::ImagingError::NoSeries {
+            path: path.to_path_buf(),
+            reason: format!(
+                "an MR NIfTI file must be named by its sequence ({}; e.g. flair.nii.gz): NIfTI \
+                 has no acquisition attributes to tell it by",
+                names.join(", ")
+            ),
+        });
+    };
+    read_nifti_sequences(vec![(q, path.to_path_buf())])
+}
+
+/// Read named NIfTI files (sorted by sequence) as an MR study.
+fn read_nifti_sequences(
+    found: Vec<(MrSequence, std::path::PathBuf)>,
+) -> Result<crate::dicom::MrStudyRead, crate::ImagingError> {
     let opts = crate::NiftiReadOptions {
         modality: Some(crate::Modality::Mr),
         ..Default::default()

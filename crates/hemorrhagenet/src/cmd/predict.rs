@@ -60,6 +60,12 @@ pub struct PredictArgs {
     /// Single-study mode: print nothing on stdout (the files are still written).
     #[arg(long)]
     pub quiet: bool,
+    /// What the study is, instead of what its files say: `mr` reads an MR study (a DICOM
+    /// folder, a folder of NIfTI files named by sequence, or one NIfTI file named by its
+    /// sequence, e.g. flair.nii.gz, which NIfTI alone cannot tell from a CT); `ct` reads one CT
+    /// series whatever else the folder holds
+    #[arg(long, conflicts_with = "manifest")]
+    pub modality: Option<hn_engine::infer::StudyModality>,
     /// Also write the results as DICOM for the source study's PACS: an Enhanced SR and a
     /// Secondary Capture overlay series in OUT/<key>/dicom/ (docs/PREDICT.md). They carry the
     /// patient's and study's identifiers, copied from the input; DICOM input only.
@@ -145,7 +151,7 @@ fn run_single(args: &PredictArgs, predictor: &Predictor) -> anyhow::Result<ExitC
         Some(_) => bail!("--key must not be empty"),
         None => study_key(study),
     };
-    let res = predictor.predict_path(&key, study, clinical)?;
+    let res = predictor.predict_path_as(&key, study, clinical, args.modality)?;
     let dicom = if args.dicom {
         Some(predictor.dicom_results(&res)?)
     } else {

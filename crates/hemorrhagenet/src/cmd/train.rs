@@ -49,7 +49,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     }
     cfg.validate()
         .map_err(|m| anyhow::anyhow!("invalid training config: {m}"))?;
-    let pre = cfg.preprocess();
+    // A manifest with MR rows trains a model with MR channels, as an MR synthetic cohort does.
+    let mr = args.data.source(cfg.synth.as_ref()).holds_mr()?;
+    let pre = cfg.preprocess_reading(mr);
     let data = load(&args.data, &pre, &cfg.split, cfg.synth.as_ref())?;
     let summary = run_training(&cfg, &data, &args.out, args.resume, &devices)?;
     let st = &summary.state;

@@ -4,8 +4,10 @@
 //! `study_key`, `patient_key`, `path`, `mask`, `series_uid`, the labels `any`, `epidural`,
 //! `subdural`, `subarachnoid`, `intraparenchymal`, `intraventricular` (0/1, all six or none),
 //! the clinical columns named as in [`crate::CLINICAL_FEATURES`], and the outcomes
-//! `mortality_30d` (0/1) and `mrs_90d` (0..=6). Blank or `NA` = missing. Paths are relative to
-//! the manifest's folder unless absolute. Unknown columns are reported in the index warnings.
+//! `mortality_30d` (0/1) and `mrs_90d` (0..=6), and `modality` (`CT`, the default when blank
+//! or absent, or `MR`: the path is then a folder holding the MR study's series, or NIfTI files
+//! named by sequence). Blank or `NA` = missing. Paths are relative to the manifest's folder
+//! unless absolute. Unknown columns are reported in the index warnings.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -18,7 +20,7 @@ use crate::clinical::{GCS_RANGE, MRS_RANGE, NIHSS_RANGE, PREMORBID_MRS_RANGE};
 use crate::{CLINICAL_FEATURES, ClinicalRecord, Outcomes, SUBTYPES, StudyLabels};
 
 /// Non-clinical columns the manifest understands.
-pub const MANIFEST_COLUMNS: [&str; 13] = [
+pub const MANIFEST_COLUMNS: [&str; 14] = [
     "study_key",
     "patient_key",
     "path",
@@ -32,6 +34,7 @@ pub const MANIFEST_COLUMNS: [&str; 13] = [
     "intraventricular",
     "mortality_30d",
     "mrs_90d",
+    "modality",
 ];
 
 fn is_nifti(p: &Path) -> bool {
@@ -87,6 +90,7 @@ pub fn load(manifest: &Path) -> Result<StudyIndex, LayoutError> {
     let any_col = col("any");
     let sub_cols: Vec<Option<usize>> = SUBTYPES.iter().map(|s| col(s.rsna_name())).collect();
     let (mort_col, mrs_col) = (col("mortality_30d"), col("mrs_90d"));
+    let modality_col = col("modality");
     let clin_cols: Vec<(&str, usize)> = CLINICAL_FEATURES
         .iter()
         .filter_map(|f| col(f.name).map(|c| (f.name, c)))
@@ -142,7 +146,33 @@ pub fn load(manifest: &Path) -> Result<StudyIndex, LayoutError> {
             .map(|c| row.get(c))
             .filter(|m| !super::is_blank(m))
             .map(resolve);
-        let source = if is_nifti(&path) {
+        let mr = match modality_col.map(|c| row.get(c).trim().to_ascii_uppercase()) {
+            None => false,
+            Some(m) if m.is_empty() || m == "NA" || m == "CT" => false,
+            Some(m) if m == "MR" => true,
+            Some(m) => {
+                return Err(row.err(
+                    modality_col.unwrap_or(path_col),
+                    format!("modality `{m}`: CT or MR"),
+                ));
+            }
+        };
+        let source = if mr {
+            if mask.is_some() || series_col.is_some_and(|c| !row.get(c).is_empty()) {
+                return Err(row.err(
+                    mask_col.or(series_col).unwrap_or(path_col),
+                    "an MR study takes neither a mask nor a series UID (its sequences are told \
+                     apart by their acquisition attributes)",
+                ));
+            }
+            if path.exists() && !path.is_dir() {
+                return Err(row.err(
+                    path_col,
+                    "an MR study's path is a folder (its series, or NIfTI files named by sequence)",
+                ));
+            }
+            StudySource::Mr { path: path.clone() }
+        } else if is_nifti(&path) {
             StudySource::Nifti {
                 path: path.clone(),
                 mask,

@@ -3,7 +3,8 @@
 //!
 //! Pixels are decoded later, per study, through `hn-imaging` (`dicom::read_series` for
 //! [`StudySource::Dicom`] with `ReadOptions { rsna_fix, series_uid, .. }` taken from the
-//! source, `nifti::read_volume` for [`StudySource::Nifti`]).
+//! source, `nifti::read_volume` for [`StudySource::Nifti`]); an MR study
+//! ([`StudySource::Mr`]) is read sequence by sequence by [`read_mr_study_record`].
 //!
 //! Supported layouts (see `docs/DATASETS.md`): RSNA 2019 ([`rsna`]), CQ500 ([`cq500`]),
 //! PhysioNet CT-ICH ([`ctich`]) and a generic manifest CSV ([`manifest`]).
@@ -127,6 +128,16 @@ pub enum StudySource {
         path: PathBuf,
         mask: Option<PathBuf>,
     },
+    /// An MR study: a folder with every series of the study as DICOM (told apart by
+    /// `hn_imaging::mr::classify`), or a folder of NIfTI files named by sequence.
+    Mr { path: PathBuf },
+}
+
+impl StudySource {
+    /// Whether this is an MR study.
+    pub fn is_mr(&self) -> bool {
+        matches!(self, StudySource::Mr { .. })
+    }
 }
 
 /// Labels of one slice of a study.
@@ -175,6 +186,11 @@ impl StudyIndex {
     pub fn get(&self, key: &str) -> Option<&StudyRecord> {
         self.studies.iter().find(|s| s.key == key)
     }
+
+    /// Whether any study of the index is an MR study.
+    pub fn has_mr(&self) -> bool {
+        self.studies.iter().any(|s| s.source.is_mr())
+    }
 }
 
 /// Decoded pixels of a study.
@@ -201,6 +217,36 @@ pub enum DecodeError {
     },
     #[error("study has no DICOM files")]
     NoFiles,
+    #[error(
+        "{0}: an MR study is read sequence by sequence (read_mr_study_record), not as one volume"
+    )]
+    MrStudy(PathBuf),
+    #[error("{0}: not an MR study record")]
+    NotMr(String),
+}
+
+/// Read an MR study record ([`StudySource::Mr`]) sequence by sequence: a folder of NIfTI
+/// files named by sequence ([`hn_imaging::mr::read_nifti_folder`]) when it holds NIfTI,
+/// else every DICOM series below it ([`hn_imaging::dicom::read_mr_study`]).
+pub fn read_mr_study_record(
+    rec: &StudyRecord,
+) -> Result<hn_imaging::dicom::MrStudyRead, DecodeError> {
+    let StudySource::Mr { path } = &rec.source else {
+        return Err(DecodeError::NotMr(rec.key.clone()));
+    };
+    let holds_nifti = std::fs::read_dir(path)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| hn_imaging::nifti::is_nifti_path(&e.path()))
+        })
+        .unwrap_or(false);
+    if holds_nifti {
+        return Ok(hn_imaging::mr::read_nifti_folder(path)?);
+    }
+    Ok(hn_imaging::dicom::read_mr_study(
+        std::slice::from_ref(path),
+        &hn_imaging::ReadOptions::default(),
+    )?)
 }
 
 /// Decode a study's pixels through `hn-imaging`: DICOM with the source's series and RSNA
@@ -231,6 +277,7 @@ pub fn read_study(
                 source: read.source,
             })
         }
+        StudySource::Mr { path } => Err(DecodeError::MrStudy(path.clone())),
         StudySource::Nifti { path, mask } => {
             let volume = hn_imaging::nifti::read_volume(path, nifti)?;
             let mask = match mask {

@@ -458,6 +458,20 @@ pub fn unread_clinical_warning(
 }
 
 /// Observations about the model every report of it carries.
+/// The warning of an MR study that lacks sequences the model reads: their channels were
+/// masked (the network was trained with such gaps), never imputed, and the reader should know
+/// what the answer was made without. `None` for CT or a complete protocol.
+pub fn missing_sequences_warning(input: &InputInfo) -> Option<String> {
+    let mr = input.mr.as_ref()?;
+    (!mr.missing.is_empty()).then(|| {
+        let names: Vec<&str> = mr.missing.iter().map(|q| q.name()).collect();
+        format!(
+            "MR sequence(s) {} not in the study: scored without them (masked, not imputed)",
+            names.join(", ")
+        )
+    })
+}
+
 pub fn model_warnings(card: &ModelCard) -> Vec<String> {
     let mut warnings = Vec::new();
     if card.calibration.is_none() {
@@ -515,6 +529,7 @@ pub fn assemble(
         bleed,
     );
     let nz_in = input.dims[2];
+    let missing = missing_sequences_warning(&input);
     Prediction {
         schema_version: SCHEMA_VERSION,
         study: sample.key.clone(),
@@ -539,6 +554,7 @@ pub fn assemble(
         warnings: model_warnings(card)
             .into_iter()
             .chain(unread_clinical_warning(net, &sample.clinical))
+            .chain(missing)
             .collect(),
         intended_use: card.intended_use.clone(),
         heatmap: heatmap_density(net, scores, (gh, gw)),

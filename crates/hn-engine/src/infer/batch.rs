@@ -85,7 +85,7 @@ pub fn sanitize_key(key: &str) -> String {
 fn study_path(rec: &StudyRecord) -> Option<&Path> {
     match &rec.source {
         StudySource::Dicom { files, .. } => files.first().map(|p| p.as_path()),
-        StudySource::Nifti { path, .. } => Some(path.as_path()),
+        StudySource::Nifti { path, .. } | StudySource::Mr { path } => Some(path.as_path()),
     }
 }
 
@@ -103,13 +103,19 @@ fn predict_one(
             cause: std::io::Error::new(std::io::ErrorKind::NotFound, "study not found"),
         });
     }
-    let decoded = read_study(rec, &hn_imaging::NiftiReadOptions::default())?;
-    let format = match rec.source {
-        StudySource::Dicom { .. } => hn_imaging::InputFormat::Dicom,
-        StudySource::Nifti { .. } => hn_imaging::InputFormat::Nifti,
+    let res = if rec.source.is_mr() {
+        let mr = hn_data::layouts::read_mr_study_record(rec)?;
+        pred.predict_mr(&rec.key, mr, rec.clinical)?
+    } else {
+        let decoded = read_study(rec, &hn_imaging::NiftiReadOptions::default())?;
+        let format = match rec.source {
+            StudySource::Nifti { .. } => hn_imaging::InputFormat::Nifti,
+            _ => hn_imaging::InputFormat::Dicom,
+        };
+        let mut res = pred.predict_volume(&rec.key, decoded.volume, format, rec.clinical)?;
+        res.source = decoded.source;
+        res
     };
-    let mut res = pred.predict_volume(&rec.key, decoded.volume, format, rec.clinical)?;
-    res.source = decoded.source;
     let results = if dicom {
         Some(pred.dicom_results(&res)?)
     } else {

@@ -354,7 +354,66 @@ pub struct StudyResult {
     pub source: Option<hn_imaging::dicom::SourceStudy>,
 }
 
+/// What a study on disk is, when the caller says so instead of letting the files say it
+/// (`predict --modality`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StudyModality {
+    /// Read as a CT (one series in Hounsfield units), whatever else the folder holds.
+    Ct,
+    /// Read as an MR study: a DICOM folder or file (series told apart by their attributes), a
+    /// folder of NIfTI files named by sequence, or one NIfTI file named by its sequence.
+    Mr,
+}
+
+impl std::str::FromStr for StudyModality {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "ct" => Ok(StudyModality::Ct),
+            "mr" => Ok(StudyModality::Mr),
+            other => Err(format!("modality `{other}`: ct or mr")),
+        }
+    }
+}
+
 impl Predictor {
+    /// [`predict_path`](Self::predict_path) with the modality given (`None`: from the files).
+    pub fn predict_path_as(
+        &self,
+        key: &str,
+        path: &Path,
+        clinical: ClinicalRecord,
+        modality: Option<StudyModality>,
+    ) -> Result<StudyResult, InferError> {
+        match modality {
+            None => self.predict_path(key, path, clinical),
+            Some(StudyModality::Ct) => {
+                let read = hn_imaging::read_any(path, &hn_imaging::AnyReadOptions::default())?;
+                self.predict_read(key, read, clinical)
+            }
+            Some(StudyModality::Mr) => {
+                if !path.exists() {
+                    return Err(InferError::Io {
+                        path: path.to_path_buf(),
+                        cause: std::io::Error::new(std::io::ErrorKind::NotFound, "study not found"),
+                    });
+                }
+                let mr = if path.is_dir() && has_nifti(path) {
+                    hn_imaging::mr::read_nifti_folder(path)?
+                } else if hn_imaging::nifti::is_nifti_path(path) {
+                    hn_imaging::mr::read_nifti_file(path)?
+                } else {
+                    hn_imaging::dicom::read_mr_study(
+                        &[path.to_path_buf()],
+                        &hn_imaging::ReadOptions::default(),
+                    )?
+                };
+                self.predict_mr(key, mr, clinical)
+            }
+        }
+    }
+
     /// Read, check, preprocess and score one study: a DICOM folder/file or a NIfTI file.
     pub fn predict_path(
         &self,

@@ -171,7 +171,12 @@ impl TrainConfig {
     /// The preprocessing of the model this config trains: the CT windows on the model grid,
     /// plus the MR channels (combined as `mr_reduction` says) when the cohort holds MR.
     pub fn preprocess(&self) -> hn_data::cache::PreprocessConfig {
-        let mr = self.synth.as_ref().is_some_and(|s| s.modality.has_mr());
+        self.preprocess_reading(self.synth.as_ref().is_some_and(|s| s.modality.has_mr()))
+    }
+
+    /// [`preprocess`](Self::preprocess) for data that hold MR studies (`mr`) or not, whatever
+    /// the synthetic section says (a manifest with MR rows).
+    pub fn preprocess_reading(&self, mr: bool) -> hn_data::cache::PreprocessConfig {
         let mut p = crate::sample::preprocess_for(self.net.slices, self.net.size, mr);
         if mr {
             p.mr_reduction = self.mr_reduction;
