@@ -286,6 +286,22 @@ fn one_model_trains_on_ct_and_mr_evaluates_each_and_scores_an_mr_study() {
         "{why}"
     );
 
+    // `inspect` shows the choices per sequence: of the DICOM study (SWI deleted above) and of
+    // the same patient's NIfTI folder (SWI still there).
+    let shown = run(bin().arg("inspect").arg(&study));
+    assert!(
+        shown.contains("MR study") && shown.contains("missing    swi"),
+        "{shown}"
+    );
+    let shown_nii = run(bin().arg("inspect").arg(&nii));
+    assert!(
+        shown_nii.contains("MR study") && shown_nii.contains("NIfTI file named swi"),
+        "{shown_nii}"
+    );
+    for s in [&shown, &shown_nii] {
+        assert!(s.contains("flair") && s.contains("bias field ×"), "{s}");
+    }
+
     // MR studies on disk, listed in a manifest (`modality = MR`): the six patients, study 1
     // as its folder of NIfTI files, the others as DICOM folders, with their labels.
     let labels = std::fs::read_to_string(cohort.join("labels_study.csv")).unwrap();

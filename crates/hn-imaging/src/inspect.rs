@@ -71,6 +71,11 @@ impl MrInspect {
     /// Read the study sequence by sequence and bring it onto one grid.
     pub fn of(path: &Path, opts: &crate::ReadOptions) -> Result<Self, ImagingError> {
         let study = crate::dicom::read_mr_study(&[path.to_path_buf()], opts)?;
+        Self::from_read(path, study)
+    }
+
+    /// The report of an MR study already read (DICOM or a NIfTI folder).
+    pub fn from_read(path: &Path, study: crate::dicom::MrStudyRead) -> Result<Self, ImagingError> {
         // Coverage does not depend on how footprints are combined: the default reduction.
         let stack = study
             .on_one_grid(
@@ -168,8 +173,26 @@ pub fn report_from(path: &Path, study: &StudyRead) -> InspectReport {
     }
 }
 
-/// Read `path` (DICOM file, DICOM folder or NIfTI) and build the report.
+/// Read `path` (DICOM file, DICOM folder, NIfTI file, or a folder of NIfTI files named by MR
+/// sequence) and build the report.
 pub fn inspect(path: &Path, opts: &AnyReadOptions) -> Result<InspectReport, ImagingError> {
+    // A folder of NIfTI files named by sequence is an MR study: the report of its reference
+    // sequence, and the per-sequence view.
+    let named_nifti = path.is_dir()
+        && std::fs::read_dir(path).is_ok_and(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| crate::mr::sequence_of_nifti_name(&e.path()).is_some())
+        });
+    if named_nifti {
+        let mr = crate::mr::read_nifti_folder(path)?;
+        let reference = crate::mr::REFERENCE_ORDER
+            .into_iter()
+            .find_map(|q| mr.sequences.iter().find(|s| s.sequence == q))
+            .expect("read_nifti_folder reads at least one sequence");
+        let mut report = report_from(path, &crate::nifti_study(reference.volume.clone()));
+        report.mr = Some(MrInspect::from_read(path, mr)?);
+        return Ok(report);
+    }
     let study = read_any(path, opts)?;
     let mut report = report_from(path, &study);
     // An MR study read as a whole (no series forced): the per-sequence view as well.

@@ -685,6 +685,9 @@ pub fn read_nifti_folder(
 /// The sequence a NIfTI file is named for (`flair.nii.gz`, `mr_flair.nii`, …; `*_mask.*` and
 /// other names: `None`).
 pub fn sequence_of_nifti_name(path: &std::path::Path) -> Option<MrSequence> {
+    if !crate::nifti::is_nifti_path(path) {
+        return None;
+    }
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
