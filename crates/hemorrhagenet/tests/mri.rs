@@ -61,6 +61,23 @@ fn one_model_trains_on_ct_and_mr_evaluates_each_and_scores_an_mr_study() {
         .arg("--out")
         .arg(&out));
     assert!(log.contains("pre-training epoch 1"), "{log}");
+    // Pre-training draws slices of both modalities, each through its own stem.
+    let mr_slices: usize = log
+        .split(" of them MR)")
+        .next()
+        .and_then(|head| head.rsplit('(').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no MR slice count in the pre-training log: {log}"));
+    let all_slices: usize = log
+        .split(" slices (")
+        .next()
+        .and_then(|head| head.rsplit("over ").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap();
+    assert!(
+        mr_slices > 0 && mr_slices < all_slices,
+        "{mr_slices} of {all_slices}"
+    );
     let model = out.join("model");
     let card = json(&model.join("card.json"));
     let seqs: Vec<&str> = card["preprocess"]["mr_sequences"]
@@ -139,6 +156,29 @@ fn one_model_trains_on_ct_and_mr_evaluates_each_and_scores_an_mr_study() {
     let referred =
         |m: &serde_json::Value| m["referral"]["test_rate"].as_f64().unwrap() * n(m) as f64;
     assert!((referred(&all) - referred(&ct) - referred(&mr)).abs() < 1e-6);
+
+    // Recalibrated on another site's mixed studies: each modality's calibration refitted on
+    // that modality's validation studies.
+    let rc = dir.path().join("recal");
+    run(bin()
+        .args([
+            "evaluate",
+            "--studies",
+            "24",
+            "--synth-seed",
+            "5",
+            "--bootstrap",
+            "10",
+        ])
+        .args(["--recalibrate-on", "validation", "--model"])
+        .arg(&model)
+        .arg("--out")
+        .arg(&rc));
+    let recal = json(&rc.join("model/card.json"));
+    for c in ["calibration", "mr_calibration"] {
+        assert!(recal[c].is_object(), "{c}");
+        assert_ne!(recal[c], card[c], "{c} was not refitted");
+    }
 
     // An MR study of a new patient with its SWI series missing: scored, the gap reported.
     let cohort = dir.path().join("mr");

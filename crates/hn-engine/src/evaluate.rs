@@ -704,7 +704,8 @@ pub const MIN_RECALIBRATION_STUDIES: usize = 100;
 /// fits it (temperatures and Platt biases, thresholds, mortality threshold, referral policy),
 /// keeping the card's MC passes, test-time augmentation and referral target — and each head's
 /// temperature where a refit does not predict held-out site studies better
-/// ([`crate::train::refit_temperatures`]).
+/// ([`crate::train::refit_temperatures`]). A card with a calibration per modality has each
+/// refitted on the site's studies of that modality (one the site lacks is kept).
 pub fn recalibrate(
     model: &LoadedModel,
     data: &Dataset,
@@ -716,37 +717,58 @@ pub fn recalibrate(
         ));
     }
     check_card(model)?;
-    // Scored as the card scores (what `predict` with it does), refitted with its referral
-    // target and measure.
-    let old = model.card.calibration.as_ref();
-    let (mc_passes, tta) = crate::scoring::scoring_settings(old, None, None);
-    let defaults = crate::train::TrainConfig::default();
-    let cfg = crate::train::TrainConfig {
-        mc_passes,
-        tta,
-        target_referral_rate: old.map_or(defaults.target_referral_rate, |c| c.referral.target_rate),
-        ..defaults
+    let refit = |old: Option<&crate::checkpoint::Calibration>, modality: Option<i64>| {
+        // Scored as the card scores (what `predict` with it does), refitted with its referral
+        // target and measure.
+        let (mc_passes, tta) = crate::scoring::scoring_settings(old, None, None);
+        let defaults = crate::train::TrainConfig::default();
+        let cfg = crate::train::TrainConfig {
+            mc_passes,
+            tta,
+            target_referral_rate: old
+                .map_or(defaults.target_referral_rate, |c| c.referral.target_rate),
+            ..defaults
+        };
+        let measure = old.map(|c| c.uncertainty).unwrap_or_default();
+        let density = crate::train::Density::Keep(
+            old.and_then(|c| c.distance.as_ref())
+                .map(|d| d.density.clone()),
+        );
+        // The card's temperatures are refitted only where the site's data predict better
+        // with a refit (cross-validated): a few dozen events can move a right calibration.
+        let card_temperatures = old.map(|c| c.temperatures);
+        crate::train::calibrate_modality(
+            &model.net,
+            data,
+            &cfg,
+            measure,
+            density,
+            card_temperatures.as_ref(),
+            modality,
+            &model.device(),
+        )
+        .map_err(|e| EvalError::Invalid(format!("recalibration: {e}")))
     };
-    let measure = old.map(|c| c.uncertainty).unwrap_or_default();
-    let density = crate::train::Density::Keep(
-        old.and_then(|c| c.distance.as_ref())
-            .map(|d| d.density.clone()),
-    );
-    // The card's temperatures are refitted only where the site's data predict better with a
-    // refit (cross-validated): a few dozen events can move a right calibration.
-    let card_temperatures = old.map(|c| c.temperatures);
-    let calibration = crate::train::calibrate_with(
-        &model.net,
-        data,
-        &cfg,
-        measure,
-        density,
-        card_temperatures.as_ref(),
-        &model.device(),
-    )
-    .map_err(|e| EvalError::Invalid(format!("recalibration: {e}")))?;
     let mut card = model.card.clone();
-    card.calibration = Some(calibration);
+    match &model.card.mr_calibration {
+        // One calibration for every study the model reads.
+        None => card.calibration = Some(refit(model.card.calibration.as_ref(), None)?),
+        // A model with a calibration per modality: each refitted on the site's studies of its
+        // modality; one the site has no validation study of is kept as it is.
+        Some(mr_old) => {
+            let val = data.indices(Split::Validation);
+            let has = |m: i64| val.iter().any(|&i| data.samples[i].modality == m);
+            if has(hn_model::MODALITY_CT) {
+                card.calibration = Some(refit(
+                    model.card.calibration.as_ref(),
+                    Some(hn_model::MODALITY_CT),
+                )?);
+            }
+            if has(hn_model::MODALITY_MR) {
+                card.mr_calibration = Some(refit(Some(mr_old), Some(hn_model::MODALITY_MR))?);
+            }
+        }
+    }
     Ok(card)
 }
 

@@ -128,8 +128,13 @@ pub fn run_training(
             if let Some(b) = pb.take() {
                 b.finish_and_clear();
             }
+            let mr = if rec.slices_mr > 0 {
+                format!(" ({} of them MR)", rec.slices_mr)
+            } else {
+                String::new()
+            };
             eprintln!(
-                "pre-training epoch {}: slice loss {:.3} over {} slices  {:.0}s",
+                "pre-training epoch {}: slice loss {:.3} over {} slices{mr}  {:.0}s",
                 rec.epoch, rec.loss, rec.slices, rec.seconds
             );
         }

@@ -389,6 +389,9 @@ pub struct PretrainRecord {
     /// Mean slice loss (any + subtypes given a bleed).
     pub loss: f64,
     pub slices: usize,
+    /// Of `slices`, those of MR studies (each through the MR stem; 0 for a CT-only cohort).
+    #[serde(default)]
+    pub slices_mr: usize,
     pub seconds: f64,
 }
 

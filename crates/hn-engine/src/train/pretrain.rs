@@ -151,6 +151,10 @@ pub(super) fn pretrain_encoder(
         };
         order.shuffle(&mut rng);
         let mut loss_sum = 0.0;
+        let slices_mr = order
+            .iter()
+            .filter(|&&(i, _)| data.samples[i].modality == hn_model::MODALITY_MR)
+            .count();
         for (b, chunk) in order.chunks(bs).enumerate() {
             let [s, c, h, w] = data.samples[chunk[0].0].shape;
             let ctx = 2 * k + 1;
@@ -238,6 +242,7 @@ pub(super) fn pretrain_encoder(
             epoch: epoch + 1,
             loss: loss_sum / steps as f64,
             slices: per_epoch,
+            slices_mr,
             seconds: t0.elapsed().as_secs_f64(),
         };
         progress(Progress::PretrainEpoch(&rec));
