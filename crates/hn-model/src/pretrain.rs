@@ -118,11 +118,9 @@ mod tests {
     use super::*;
     use crate::model::HemorrhageNetConfig;
 
-    #[test]
-    fn pretraining_head_learns_and_the_encoder_is_the_networks() {
-        let device = Device::flex().autodiff();
-        device.seed(1);
-        let cfg = HemorrhageNetConfig::new()
+    /// A small network over 2 slices of 2 channels at 16².
+    fn small() -> HemorrhageNetConfig {
+        HemorrhageNetConfig::new()
             .with_slices(2)
             .with_channels(2)
             .with_height(16)
@@ -130,7 +128,13 @@ mod tests {
             .with_widths(vec![8, 16])
             .with_n_heads(2)
             .with_d_attn(8)
-            .with_neighbour_slices(1);
+    }
+
+    #[test]
+    fn pretraining_head_learns_and_the_encoder_is_the_networks() {
+        let device = Device::flex().autodiff();
+        device.seed(1);
+        let cfg = small().with_neighbour_slices(1);
         let mut m = SlicePretrainer::new(cfg.init(&device), &device);
         // Slices with a bright square bleed (label 1, subtype 2) or not.
         let n = 8;
@@ -189,15 +193,7 @@ mod tests {
     fn the_cell_loss_reads_the_slice_head_at_every_cell_and_only_where_labels_are_known() {
         let device = Device::flex().autodiff();
         device.seed(2);
-        let cfg = HemorrhageNetConfig::new()
-            .with_slices(2)
-            .with_channels(2)
-            .with_height(16)
-            .with_width(16)
-            .with_widths(vec![8, 16])
-            .with_n_heads(2)
-            .with_d_attn(8);
-        let m = SlicePretrainer::new(cfg.init(&device), &device);
+        let m = SlicePretrainer::new(small().init(&device), &device);
         let n = 3;
         let x = Tensor::<4>::random([n, 2, 16, 16], burn::tensor::Distribution::Default, &device);
         let md = Tensor::<1, Int>::zeros([n], &device);
