@@ -160,7 +160,7 @@ fn one_model_trains_on_ct_and_mr_evaluates_each_and_scores_an_mr_study() {
     // Recalibrated on another site's mixed studies: each modality's calibration refitted on
     // that modality's validation studies.
     let rc = dir.path().join("recal");
-    run(bin()
+    let said = run(bin()
         .args([
             "evaluate",
             "--studies",
@@ -174,6 +174,12 @@ fn one_model_trains_on_ct_and_mr_evaluates_each_and_scores_an_mr_study() {
         .arg(&model)
         .arg("--out")
         .arg(&rc));
+    // Each modality's few studies are warned about on their own.
+    assert!(
+        said.contains("CT validation studies to recalibrate on")
+            && said.contains("MR validation studies to recalibrate on"),
+        "{said}"
+    );
     let recal = json(&rc.join("model/card.json"));
     for c in ["calibration", "mr_calibration"] {
         assert!(recal[c].is_object(), "{c}");

@@ -302,10 +302,10 @@ pub fn resample_slice_labels(input: &[StudyLabels], n_out: usize) -> Vec<StudyLa
         .collect()
 }
 
-/// Cells per side of the label grid [`resample_cell_labels`] writes: fine enough for every
-/// network cell grid of the configs in use (4² at 64², 6² at 96², 8² at 128²) to be pooled
-/// from it.
-pub const CELL_LABEL_GRID: usize = 16;
+/// Cells per side of the label grid [`resample_cell_labels`] writes: a multiple of every
+/// network cell grid of the configs in use (4² at 64², 6² at 96², 8² at 128², 12² at 192²), so
+/// that each network cell pools exactly its own label cells.
+pub const CELL_LABEL_GRID: usize = 24;
 
 /// Where in each model slice the blood of each type lies: a generator mask (`dims = [nx, ny,
 /// nz]`, 0 none, 1..=5 subtype index + 1; the whole field of view, as the preprocessing

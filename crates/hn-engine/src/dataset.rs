@@ -292,9 +292,16 @@ pub fn from_index(
                 .map(|c| c.quantized(pre.dtype))
                 .map_err(|e| e.to_string())
         };
+        // An MR study's entry has its own key: a row that changes modality under the same key
+        // must not be served the other modality's grid.
+        let cache_key = if rec.source.is_mr() {
+            format!("{}#mr", rec.key)
+        } else {
+            rec.key.clone()
+        };
         let got = match &cache {
             Some(c) => c
-                .get_or_build(&rec.key, || build().map_err(CacheOrDecode::Decode))
+                .get_or_build(&cache_key, || build().map_err(CacheOrDecode::Decode))
                 .map(|(s, _)| s)
                 .map_err(|e| match e {
                     CacheOrDecode::Decode(m) => m,

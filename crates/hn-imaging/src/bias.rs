@@ -84,8 +84,8 @@ pub enum BiasError {
     Config(String),
 }
 
-/// Fewest shrunk foreground voxels a field is fitted to: below this a cubic lattice of the
-/// last level has more coefficients than there are data to fix them.
+/// Fewest shrunk foreground voxels a field is fitted to (about 13 mL of tissue at 4 mm):
+/// fewer is no head, and the finer lattices would be fixed by a handful of voxels each.
 pub const MIN_FOREGROUND: usize = 200;
 
 impl BiasCorrectionConfig {

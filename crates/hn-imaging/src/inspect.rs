@@ -178,12 +178,7 @@ pub fn report_from(path: &Path, study: &StudyRead) -> InspectReport {
 pub fn inspect(path: &Path, opts: &AnyReadOptions) -> Result<InspectReport, ImagingError> {
     // A folder of NIfTI files named by sequence is an MR study: the report of its reference
     // sequence, and the per-sequence view.
-    let named_nifti = path.is_dir()
-        && std::fs::read_dir(path).is_ok_and(|d| {
-            d.filter_map(|e| e.ok())
-                .any(|e| crate::mr::sequence_of_nifti_name(&e.path()).is_some())
-        });
-    if named_nifti {
+    if crate::mr::is_nifti_mr_folder(path) {
         let mr = crate::mr::read_nifti_folder(path)?;
         let reference = crate::mr::REFERENCE_ORDER
             .into_iter()

@@ -503,7 +503,8 @@ pub struct MrChannel {
     /// The foreground median the values were divided by (stored units).
     pub scale: f32,
     /// The bias field divided out before normalising, as its smallest and largest value over
-    /// the foreground (`None`: not corrected).
+    /// the foreground (`None`: not corrected — not asked for, or too little foreground to fit
+    /// one).
     pub bias_field: Option<(f32, f32)>,
 }
 
@@ -595,12 +596,25 @@ impl crate::dicom::MrStudyRead {
             let (corrected, bias_field) =
                 match (bias_correction, foreground_threshold(&s.volume.data)) {
                     (Some(cfg), Some(threshold)) => {
-                        let (v, field) = crate::bias::correct_bias(&s.volume, threshold, cfg)
-                            .map_err(|e| crate::transforms::TransformError {
-                                step: format!("bias-field correction of {}", s.sequence),
-                                reason: e.to_string(),
-                            })?;
-                        (std::borrow::Cow::Owned(v), Some(field.range))
+                        match crate::bias::correct_bias(&s.volume, threshold, cfg) {
+                            Ok((v, field)) => (std::borrow::Cow::Owned(v), Some(field.range)),
+                            // Too small a head for a field (a localiser-like slab): normalised
+                            // as it is, `bias_field` empty to say so.
+                            Err(crate::bias::BiasError::TooLittleForeground { voxels, .. }) => {
+                                tracing::warn!(
+                                    sequence = %s.sequence,
+                                    voxels,
+                                    "bias field not estimated: too little foreground"
+                                );
+                                (std::borrow::Cow::Borrowed(&s.volume), None)
+                            }
+                            Err(e) => {
+                                return Err(crate::transforms::TransformError {
+                                    step: format!("bias-field correction of {}", s.sequence),
+                                    reason: e.to_string(),
+                                });
+                            }
+                        }
                     }
                     // Nothing above zero: normalisation makes it all 0, there is no field to fit.
                     _ => (std::borrow::Cow::Borrowed(&s.volume), None),
@@ -680,6 +694,16 @@ pub fn read_nifti_folder(
     }
     found.sort_by_key(|f| f.0);
     read_nifti_sequences(found)
+}
+
+/// Whether `dir` is a folder holding NIfTI files named by MR sequence (an MR study as
+/// NIfTI, [`read_nifti_folder`]); a DICOM folder with a stray `mask.nii.gz` is not.
+pub fn is_nifti_mr_folder(dir: &std::path::Path) -> bool {
+    dir.is_dir()
+        && std::fs::read_dir(dir).is_ok_and(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| sequence_of_nifti_name(&e.path()).is_some())
+        })
 }
 
 /// The sequence a NIfTI file is named for (`flair.nii.gz`, `mr_flair.nii`, …; `*_mask.*` and
@@ -850,6 +874,45 @@ mod tests {
         let d = classify(&MrAcquisition::default());
         assert_eq!(d.sequence, None);
         assert!(d.rule.contains("not recognised"));
+    }
+
+    /// With bias-field correction asked for, a sequence too small to fit a field on is
+    /// normalised uncorrected (its `bias_field` empty), while a head-sized one is corrected.
+    #[test]
+    fn a_sequence_too_small_for_a_field_is_kept_uncorrected() {
+        let seq = |sequence, dims: [usize; 3], spacing: [f64; 3]| {
+            let n = dims.iter().product();
+            let data = (0..n).map(|i| 100.0 + (i % 7) as f32).collect();
+            crate::dicom::MrSequenceRead {
+                sequence,
+                volume: crate::Volume::new(data, dims, spacing, crate::Modality::Mr).unwrap(),
+                series_uid: String::new(),
+                rule: String::new(),
+            }
+        };
+        let study = crate::dicom::MrStudyRead {
+            sequences: vec![
+                seq(MrSequence::T2, [48, 48, 20], [4.0, 4.0, 5.0]),
+                seq(MrSequence::Swi, [8, 8, 2], [4.0, 4.0, 4.0]),
+            ],
+            missing: vec![],
+            series: vec![],
+            skipped: vec![],
+            source: None,
+        };
+        let cfg = crate::bias::BiasCorrectionConfig::default();
+        let stack = study.on_one_grid(MrReduction::Mean, Some(&cfg)).unwrap();
+        let field = |q| {
+            stack
+                .channels
+                .iter()
+                .find(|c| c.sequence == q)
+                .unwrap()
+                .bias_field
+        };
+        assert!(field(MrSequence::T2).is_some());
+        assert_eq!(field(MrSequence::Swi), None);
+        assert_eq!(stack.bias_correction, Some(cfg));
     }
 
     #[test]

@@ -117,13 +117,34 @@ fn run_recalibration(
     out: &Path,
 ) -> anyhow::Result<Evaluation> {
     eprintln!("recalibrating on the validation split of this data");
-    let n_val = data.indices(hn_data::splits::Split::Validation).len();
-    if n_val < hn_engine::evaluate::MIN_RECALIBRATION_STUDIES {
-        eprintln!(
-            "warning: only {n_val} validation studies to recalibrate on (fewer than {}): the \
-             refitted temperatures, thresholds and referral policy will be noisy",
-            hn_engine::evaluate::MIN_RECALIBRATION_STUDIES
-        );
+    let val = data.indices(hn_data::splits::Split::Validation);
+    // A card with a calibration per modality refits each on that modality's studies alone.
+    let groups: Vec<(&str, usize)> = if model.card.mr_calibration.is_some() {
+        [
+            ("CT ", hn_model::MODALITY_CT),
+            ("MR ", hn_model::MODALITY_MR),
+        ]
+        .into_iter()
+        .map(|(name, m)| {
+            let n = val
+                .iter()
+                .filter(|&&i| data.samples[i].modality == m)
+                .count();
+            (name, n)
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+    } else {
+        vec![("", val.len())]
+    };
+    for (what, n_val) in groups {
+        if n_val < hn_engine::evaluate::MIN_RECALIBRATION_STUDIES {
+            eprintln!(
+                "warning: only {n_val} {what}validation studies to recalibrate on (fewer than \
+                 {}): the refitted temperatures, thresholds and referral policy will be noisy",
+                hn_engine::evaluate::MIN_RECALIBRATION_STUDIES
+            );
+        }
     }
     let (ev, card) = hn_engine::evaluate::evaluate_recalibrated(
         model,

@@ -148,7 +148,7 @@ pub fn load(manifest: &Path) -> Result<StudyIndex, LayoutError> {
             .map(resolve);
         let mr = match modality_col.map(|c| row.get(c).trim().to_ascii_uppercase()) {
             None => false,
-            Some(m) if m.is_empty() || m == "NA" || m == "CT" => false,
+            Some(m) if super::is_blank(&m) || m == "CT" => false,
             Some(m) if m == "MR" => true,
             Some(m) => {
                 return Err(row.err(
@@ -158,9 +158,15 @@ pub fn load(manifest: &Path) -> Result<StudyIndex, LayoutError> {
             }
         };
         let source = if mr {
-            if mask.is_some() || series_col.is_some_and(|c| !row.get(c).is_empty()) {
+            let series_given = series_col.filter(|c| !super::is_blank(row.get(*c)));
+            if mask.is_some() || series_given.is_some() {
                 return Err(row.err(
-                    mask_col.or(series_col).unwrap_or(path_col),
+                    if mask.is_some() {
+                        mask_col
+                    } else {
+                        series_given
+                    }
+                    .unwrap_or(path_col),
                     "an MR study takes neither a mask nor a series UID (its sequences are told \
                      apart by their acquisition attributes)",
                 ));

@@ -226,7 +226,7 @@ pub enum DecodeError {
 }
 
 /// Read an MR study record ([`StudySource::Mr`]) sequence by sequence: a folder of NIfTI
-/// files named by sequence ([`hn_imaging::mr::read_nifti_folder`]) when it holds NIfTI,
+/// files named by sequence ([`hn_imaging::mr::read_nifti_folder`]) when it holds such files,
 /// else every DICOM series below it ([`hn_imaging::dicom::read_mr_study`]).
 pub fn read_mr_study_record(
     rec: &StudyRecord,
@@ -234,13 +234,7 @@ pub fn read_mr_study_record(
     let StudySource::Mr { path } = &rec.source else {
         return Err(DecodeError::NotMr(rec.key.clone()));
     };
-    let holds_nifti = std::fs::read_dir(path)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .any(|e| hn_imaging::nifti::is_nifti_path(&e.path()))
-        })
-        .unwrap_or(false);
-    if holds_nifti {
+    if hn_imaging::mr::is_nifti_mr_folder(path) {
         return Ok(hn_imaging::mr::read_nifti_folder(path)?);
     }
     Ok(hn_imaging::dicom::read_mr_study(

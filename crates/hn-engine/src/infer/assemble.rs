@@ -457,7 +457,6 @@ pub fn unread_clinical_warning(
     })
 }
 
-/// Observations about the model every report of it carries.
 /// The warning of an MR study that lacks sequences the model reads: their channels were
 /// masked (the network was trained with such gaps), never imputed, and the reader should know
 /// what the answer was made without. `None` for CT or a complete protocol.
@@ -472,6 +471,7 @@ pub fn missing_sequences_warning(input: &InputInfo) -> Option<String> {
     })
 }
 
+/// Observations about the model every report of it carries.
 pub fn model_warnings(card: &ModelCard) -> Vec<String> {
     let mut warnings = Vec::new();
     if card.calibration.is_none() {

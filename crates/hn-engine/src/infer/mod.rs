@@ -315,13 +315,6 @@ pub fn describe_input(
 }
 
 /// Whether a folder holds NIfTI files (at its top level).
-fn has_nifti(dir: &Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|rd| {
-        rd.filter_map(|e| e.ok())
-            .any(|e| hn_imaging::nifti::is_nifti_path(&e.path()))
-    })
-}
-
 /// Whether the first instance of a study held in memory is an MR image (a study is one
 /// modality; a broken first instance is left to the reader's errors).
 fn first_is_mr(instances: &[hn_imaging::dicom::MemoryInstance]) -> bool {
@@ -399,7 +392,7 @@ impl Predictor {
                         cause: std::io::Error::new(std::io::ErrorKind::NotFound, "study not found"),
                     });
                 }
-                let mr = if path.is_dir() && has_nifti(path) {
+                let mr = if hn_imaging::mr::is_nifti_mr_folder(path) {
                     hn_imaging::mr::read_nifti_folder(path)?
                 } else if hn_imaging::nifti::is_nifti_path(path) {
                     hn_imaging::mr::read_nifti_file(path)?
@@ -428,7 +421,7 @@ impl Predictor {
             });
         }
         // A folder of NIfTI files named by MR sequence, for a model that reads MR.
-        if self.reads_mr() && path.is_dir() && has_nifti(path) {
+        if self.reads_mr() && hn_imaging::mr::is_nifti_mr_folder(path) {
             let mr = hn_imaging::mr::read_nifti_folder(path)?;
             return self.predict_mr(key, mr, clinical);
         }

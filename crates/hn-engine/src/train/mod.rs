@@ -480,6 +480,11 @@ pub fn train_on(
         )));
     }
     let pre = &data.preprocess;
+    if cfg.mr_bias_correction.is_some() && pre.mr_sequences.is_empty() {
+        tracing::warn!(
+            "mr_bias_correction is set but the data hold no MR study: nothing to correct"
+        );
+    }
     let windows = pre.windows.clone();
     std::fs::create_dir_all(out_dir)
         .map_err(io_err(out_dir))

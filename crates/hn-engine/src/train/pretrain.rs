@@ -67,8 +67,15 @@ pub(super) fn cell_rows(
     let mut out = Vec::with_capacity(fh * fw * 6);
     for i in 0..fh {
         for j in 0..fw {
-            let jj = if flipped { fw - 1 - j } else { j };
-            let (rows, cols) = net.cell_bounds(i, jj, height, width);
+            // Mirrored, output column x shows input column `width - 1 - x`: the cell's pixels
+            // come from the mirrored pixel range (not the mirrored cell index, which differs
+            // when the width is not a multiple of the cell size).
+            let (rows, cols) = net.cell_bounds(i, j, height, width);
+            let cols = if flipped {
+                (width - cols.end)..(width - cols.start)
+            } else {
+                cols
+            };
             let mut bits = 0u8;
             for gy in span(rows, height) {
                 for gx in span(cols.clone(), width) {
@@ -127,6 +134,16 @@ pub(super) fn pretrain_encoder(
     if per_epoch == 0 {
         tracing::warn!("encoder pre-training skipped: the ratio leaves no slice to train on");
         return Ok((model, Vec::new()));
+    }
+    if cfg.pretrain_cell_loss.is_some()
+        && !train_idx
+            .iter()
+            .any(|&i| data.samples[i].cell_labels.is_some())
+    {
+        tracing::warn!(
+            "pretrain_cell_loss is set but no training study has cell labels (only the \
+             synthetic CT cohort has them): the slice loss alone"
+        );
     }
     let Trainable { net, loss } = model;
     let mut pre = hn_model::SlicePretrainer::new(net, device);
