@@ -75,6 +75,10 @@ pub fn demo_config() -> TrainConfig {
         // Half the slices of a full pass (about a quarter of them bleed) for the same figures
         // (docs/RESULTS.md, "Subarachnoid: more context, more slices").
         pretrain_clean_per_bleeding: Some(1.0),
+        // Pre-training also learns where in the slice each type of blood lies (the generator's
+        // masks, per feature cell): the bleed decision holds better under scanner shifts
+        // (docs/RESULTS.md, "Where the blood lies").
+        pretrain_cell_loss: Some(1.0),
         // Frozen after pre-training: at the full rate the end-to-end warm-up undid the slice
         // training for some seeds; frozen or at 0.2 it held on every seed tried, and frozen
         // also skips the CNN's backward pass (docs/RESULTS.md).
@@ -119,6 +123,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(m) = args.modality {
         cfg.synth.get_or_insert_with(Default::default).modality = m;
+        // The generator's masks give cell labels to CT studies only: an MR-only cohort has
+        // nothing for the cell loss to learn from.
+        if !m.has_ct() {
+            cfg.pretrain_cell_loss = None;
+        }
     }
     if let Some(q) = &args.mr_sequences {
         cfg.synth.get_or_insert_with(Default::default).mr.sequences = q.clone();
