@@ -141,6 +141,7 @@ pub fn estimate_bias_field(
         let spans = 1 << level;
         let axes: [AxisWeights; 3] =
             std::array::from_fn(|a| AxisWeights::on_own_grid(small.dims[a], spans));
+        let fitter = BsplineFitter::new(&small.mask, small.dims, &axes);
         let mut sum = Lattice::zeros([axes[0].lattice, axes[1].lattice, axes[2].lattice]);
         let mut done = 0;
         let mut level_converged = false;
@@ -159,7 +160,7 @@ pub fn estimate_bias_field(
                 .zip(&small.mask)
                 .map(|((u, s), m)| if *m { u - s } else { 0.0 })
                 .collect();
-            let increment = fit_bspline(&residual, &small.mask, small.dims, &axes);
+            let increment = fitter.fit(&residual);
             let step = evaluate_bspline(&increment, &axes);
             sum.add(&increment);
             let change = change_cv(&step, &small.mask);
@@ -336,18 +337,29 @@ fn contract(
     let mut out = vec![0.0f32; out_dims.iter().product()];
     let others: Vec<usize> = (0..3).filter(|a| *a != axis).collect();
     let (a1, a2) = (others[0], others[1]);
+    // The powered weights once per call, not once per voxel.
+    let powered: Vec<[f32; 4]> = weights.w.iter().map(|w| w.map(|x| x.powi(power))).collect();
+    let (sa_in, sa_out) = (si[axis], so[axis]);
     for p2 in 0..dims[a2] {
         for p1 in 0..dims[a1] {
             let off_in = p1 * si[a1] + p2 * si[a2];
             let off_out = p1 * so[a1] + p2 * so[a2];
-            for (x, (b, w)) in weights.base.iter().zip(&weights.w).enumerate() {
-                for (t, wt) in w.iter().enumerate() {
-                    let wp = wt.powi(power);
-                    if to_lattice {
-                        out[off_out + (b + t) * so[axis]] += wp * data[off_in + x * si[axis]];
-                    } else {
-                        out[off_out + x * so[axis]] += wp * data[off_in + (b + t) * si[axis]];
+            if to_lattice {
+                for (x, (b, w)) in weights.base.iter().zip(&powered).enumerate() {
+                    let v = data[off_in + x * sa_in];
+                    if v != 0.0 {
+                        for (t, wp) in w.iter().enumerate() {
+                            out[off_out + (b + t) * sa_out] += wp * v;
+                        }
                     }
+                }
+            } else {
+                for (x, (b, w)) in weights.base.iter().zip(&powered).enumerate() {
+                    let mut acc = 0.0;
+                    for (t, wp) in w.iter().enumerate() {
+                        acc += wp * data[off_in + (b + t) * sa_in];
+                    }
+                    out[off_out + x * sa_out] = acc;
                 }
             }
         }
@@ -355,54 +367,81 @@ fn contract(
     (out, out_dims)
 }
 
-/// Lee–Wolberg–Shin B-spline approximation of `residual` over `mask`: each voxel proposes the
+/// Lee–Wolberg–Shin B-spline approximation over `mask` on one lattice: each voxel proposes the
 /// control values that reproduce it exactly with the least norm, and each control point takes
 /// the average of its proposals weighted by the squared weights. Separable, because a
-/// voxel's 64 weights are products of its three axes' weights.
-fn fit_bspline(
-    residual: &[f32],
-    mask: &[bool],
+/// voxel's 64 weights are products of its three axes' weights. What depends only on the mask
+/// and the lattice (each voxel's weight norm, the control points' weight sums) is computed
+/// once per level.
+struct BsplineFitter<'a> {
+    mask: &'a [bool],
     dims: [usize; 3],
-    axes: &[AxisWeights; 3],
-) -> Lattice {
-    // Σ of a voxel's squared weights is the product of its axes' sums.
-    let sq: [Vec<f32>; 3] = std::array::from_fn(|a| {
-        axes[a]
-            .w
-            .iter()
-            .map(|w| w.iter().map(|x| x * x).sum())
-            .collect()
-    });
-    let mut numerator = vec![0.0f32; residual.len()];
-    let mut indicator = vec![0.0f32; residual.len()];
-    for k in 0..dims[2] {
-        for j in 0..dims[1] {
-            for i in 0..dims[0] {
-                let c = (k * dims[1] + j) * dims[0] + i;
-                if mask[c] {
-                    numerator[c] = residual[c] / (sq[0][i] * sq[1][j] * sq[2][k]);
-                    indicator[c] = 1.0;
-                }
-            }
+    axes: &'a [AxisWeights; 3],
+    /// Per axis, each voxel's Σ of squared weights (a voxel's 64-weight norm is their product).
+    sq: [Vec<f32>; 3],
+    /// Σ over masked voxels of each control point's squared weight.
+    omega: Vec<f32>,
+}
+
+impl<'a> BsplineFitter<'a> {
+    fn new(mask: &'a [bool], dims: [usize; 3], axes: &'a [AxisWeights; 3]) -> Self {
+        let sq = std::array::from_fn(|a| {
+            axes[a]
+                .w
+                .iter()
+                .map(|w| w.iter().map(|x| x * x).sum())
+                .collect()
+        });
+        let indicator: Vec<f32> = mask.iter().map(|m| f32::from(u8::from(*m))).collect();
+        let (omega, _) = Self::to_lattice(indicator, dims, axes, 2);
+        BsplineFitter {
+            mask,
+            dims,
+            axes,
+            sq,
+            omega,
         }
     }
-    let to_lattice = |data: Vec<f32>, power: i32| {
+
+    fn to_lattice(
+        data: Vec<f32>,
+        dims: [usize; 3],
+        axes: &[AxisWeights; 3],
+        power: i32,
+    ) -> (Vec<f32>, [usize; 3]) {
         let (mut d, mut dm) = (data, dims);
         for (a, ax) in axes.iter().enumerate() {
             (d, dm) = contract(&d, dm, a, ax, power, true);
         }
         (d, dm)
-    };
-    let (delta, ldims) = to_lattice(numerator, 3);
-    let (omega, _) = to_lattice(indicator, 2);
-    let values = delta
-        .iter()
-        .zip(&omega)
-        .map(|(d, o)| if *o > 0.0 { d / o } else { 0.0 })
-        .collect();
-    Lattice {
-        values,
-        dims: ldims,
+    }
+
+    /// The lattice approximating `residual` over the mask.
+    fn fit(&self, residual: &[f32]) -> Lattice {
+        let dims = self.dims;
+        let mut numerator = vec![0.0f32; residual.len()];
+        for k in 0..dims[2] {
+            for j in 0..dims[1] {
+                let row = (k * dims[1] + j) * dims[0];
+                let norm_jk = self.sq[1][j] * self.sq[2][k];
+                for i in 0..dims[0] {
+                    let c = row + i;
+                    if self.mask[c] {
+                        numerator[c] = residual[c] / (self.sq[0][i] * norm_jk);
+                    }
+                }
+            }
+        }
+        let (delta, ldims) = Self::to_lattice(numerator, dims, self.axes, 3);
+        let values = delta
+            .iter()
+            .zip(&self.omega)
+            .map(|(d, o)| if *o > 0.0 { d / o } else { 0.0 })
+            .collect();
+        Lattice {
+            values,
+            dims: ldims,
+        }
     }
 }
 
@@ -718,7 +757,7 @@ mod tests {
         let n: usize = dims.iter().product();
         let r: Vec<f32> = (0..n).map(|c| ((c * 37 % 11) as f32 - 5.0) / 3.0).collect();
         let mask: Vec<bool> = (0..n).map(|c| c % 5 != 0).collect();
-        let fast = fit_bspline(&r, &mask, dims, &axes);
+        let fast = BsplineFitter::new(&mask, dims, &axes).fit(&r);
         let l = axes[0].lattice;
         let mut delta = vec![0.0f64; l * l * l];
         let mut omega = vec![0.0f64; l * l * l];
