@@ -696,6 +696,22 @@ pub fn read_nifti_folder(
     read_nifti_sequences(found)
 }
 
+/// Read `path` as an MR study: a folder of NIfTI files named by sequence
+/// ([`read_nifti_folder`]), one NIfTI file named by its sequence ([`read_nifti_file`]), or
+/// else DICOM — a folder or file whose series are told apart by their acquisition attributes
+/// ([`crate::dicom::read_mr_study`]).
+pub fn read_mr_path(
+    path: &std::path::Path,
+) -> Result<crate::dicom::MrStudyRead, crate::ImagingError> {
+    if is_nifti_mr_folder(path) {
+        read_nifti_folder(path)
+    } else if crate::nifti::is_nifti_path(path) {
+        read_nifti_file(path)
+    } else {
+        crate::dicom::read_mr_study(&[path.to_path_buf()], &crate::ReadOptions::default())
+    }
+}
+
 /// Whether `dir` is a folder holding NIfTI files named by MR sequence (an MR study as
 /// NIfTI, [`read_nifti_folder`]); a DICOM folder with a stray `mask.nii.gz` is not.
 pub fn is_nifti_mr_folder(dir: &std::path::Path) -> bool {

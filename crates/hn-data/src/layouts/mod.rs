@@ -225,22 +225,16 @@ pub enum DecodeError {
     NotMr(String),
 }
 
-/// Read an MR study record ([`StudySource::Mr`]) sequence by sequence: a folder of NIfTI
-/// files named by sequence ([`hn_imaging::mr::read_nifti_folder`]) when it holds such files,
-/// else every DICOM series below it ([`hn_imaging::dicom::read_mr_study`]).
+/// Read an MR study record ([`StudySource::Mr`]) sequence by sequence
+/// ([`hn_imaging::mr::read_mr_path`]: a folder of NIfTI files named by sequence, else every
+/// DICOM series below it).
 pub fn read_mr_study_record(
     rec: &StudyRecord,
 ) -> Result<hn_imaging::dicom::MrStudyRead, DecodeError> {
     let StudySource::Mr { path } = &rec.source else {
         return Err(DecodeError::NotMr(rec.key.clone()));
     };
-    if hn_imaging::mr::is_nifti_mr_folder(path) {
-        return Ok(hn_imaging::mr::read_nifti_folder(path)?);
-    }
-    Ok(hn_imaging::dicom::read_mr_study(
-        std::slice::from_ref(path),
-        &hn_imaging::ReadOptions::default(),
-    )?)
+    Ok(hn_imaging::mr::read_mr_path(path)?)
 }
 
 /// Decode a study's pixels through `hn-imaging`: DICOM with the source's series and RSNA

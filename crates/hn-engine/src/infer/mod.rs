@@ -379,64 +379,42 @@ impl Predictor {
         clinical: ClinicalRecord,
         modality: Option<StudyModality>,
     ) -> Result<StudyResult, InferError> {
-        match modality {
-            None => self.predict_path(key, path, clinical),
-            Some(StudyModality::Ct) => {
-                let read = hn_imaging::read_any(path, &hn_imaging::AnyReadOptions::default())?;
-                self.predict_read(key, read, clinical)
-            }
-            Some(StudyModality::Mr) => {
-                if !path.exists() {
-                    return Err(InferError::Io {
-                        path: path.to_path_buf(),
-                        cause: std::io::Error::new(std::io::ErrorKind::NotFound, "study not found"),
-                    });
-                }
-                let mr = if hn_imaging::mr::is_nifti_mr_folder(path) {
-                    hn_imaging::mr::read_nifti_folder(path)?
-                } else if hn_imaging::nifti::is_nifti_path(path) {
-                    hn_imaging::mr::read_nifti_file(path)?
-                } else {
-                    hn_imaging::dicom::read_mr_study(
-                        &[path.to_path_buf()],
-                        &hn_imaging::ReadOptions::default(),
-                    )?
-                };
-                self.predict_mr(key, mr, clinical)
-            }
-        }
-    }
-
-    /// Read, check, preprocess and score one study: a DICOM folder/file or a NIfTI file.
-    pub fn predict_path(
-        &self,
-        key: &str,
-        path: &Path,
-        clinical: ClinicalRecord,
-    ) -> Result<StudyResult, InferError> {
         if !path.exists() {
             return Err(InferError::Io {
                 path: path.to_path_buf(),
                 cause: std::io::Error::new(std::io::ErrorKind::NotFound, "study not found"),
             });
         }
-        // A folder of NIfTI files named by MR sequence, for a model that reads MR.
-        if self.reads_mr() && hn_imaging::mr::is_nifti_mr_folder(path) {
-            let mr = hn_imaging::mr::read_nifti_folder(path)?;
-            return self.predict_mr(key, mr, clinical);
-        }
-        // An MR DICOM study for a model that reads MR: read per sequence (one header peeked
-        // first, so the study is decoded once, by the reader it needs).
-        let paths = [path.to_path_buf()];
-        if self.reads_mr()
-            && !hn_imaging::nifti::is_nifti_path(path)
-            && hn_imaging::dicom::peek_modality(&paths).as_deref() == Some("MR")
-        {
-            let mr = hn_imaging::dicom::read_mr_study(&paths, &hn_imaging::ReadOptions::default())?;
-            return self.predict_mr(key, mr, clinical);
+        let mr = match modality {
+            Some(m) => m == StudyModality::Mr,
+            // From the files, for a model that reads MR: a folder of NIfTI files named by
+            // sequence, or a DICOM study whose first header says MR (peeked, so the study is
+            // decoded once, by the reader it needs).
+            None => {
+                self.reads_mr()
+                    && (hn_imaging::mr::is_nifti_mr_folder(path)
+                        || (!hn_imaging::nifti::is_nifti_path(path)
+                            && hn_imaging::dicom::peek_modality(&[path.to_path_buf()]).as_deref()
+                                == Some("MR")))
+            }
+        };
+        if mr {
+            let study = hn_imaging::mr::read_mr_path(path)?;
+            return self.predict_mr(key, study, clinical);
         }
         let read = hn_imaging::read_any(path, &hn_imaging::AnyReadOptions::default())?;
         self.predict_read(key, read, clinical)
+    }
+
+    /// Read, check, preprocess and score one study: a DICOM folder/file or a NIfTI file (an
+    /// MR study when the model reads MR and the files say so).
+    pub fn predict_path(
+        &self,
+        key: &str,
+        path: &Path,
+        clinical: ClinicalRecord,
+    ) -> Result<StudyResult, InferError> {
+        self.predict_path_as(key, path, clinical, None)
     }
 
     /// Whether the model has an MR input (its card's preprocessing has MR channels).
