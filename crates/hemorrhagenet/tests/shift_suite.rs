@@ -44,7 +44,36 @@ fn shift_suite_writes_one_row_per_cohort_and_refuses_bad_arguments() {
         let auc = r["any_auc"]["estimate"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&auc));
         assert!(r["mortality_ece_recalibrated"].as_f64().is_some(), "{r}");
+        // Every detection label is there, with its positives.
+        let labels: Vec<&str> = r["detection"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["label"].as_str().unwrap())
+            .collect();
+        assert_eq!(labels[0], "any", "{r}");
+        assert!(labels.contains(&"subarachnoid"), "{r}");
     }
+    // The per-label table: one row per cohort, each shifted cohort's AUCs with their change
+    // against the reference cohort (the same patients without a shift).
+    let per_label = table
+        .split("Every detection label")
+        .nth(1)
+        .expect("per-label table");
+    assert!(per_label.contains("| subarachnoid |"), "{per_label}");
+    let mine = per_label
+        .lines()
+        .find(|l| l.starts_with("| mine |"))
+        .expect("a row for the user's cohort");
+    assert!(mine.contains("(+") || mine.contains("(-"), "{mine}");
+    let reference = per_label
+        .lines()
+        .find(|l| l.starts_with("| reference |"))
+        .unwrap();
+    assert!(
+        !reference.contains("(+") && !reference.contains("(-"),
+        "{reference}"
+    );
     // Each cohort's reports are there; its images were removed once scored.
     assert!(out.join("reference/report/metrics.json").is_file());
     assert!(out.join("reference/recalibrated/metrics.json").is_file());

@@ -63,6 +63,15 @@ impl ClinicalProcessorConfig {
 }
 
 impl ClinicalProcessor {
+    /// The inputs of the heads' linear clinical path, `[B, 2F]`: each value (0 where missing,
+    /// never read there) and each missing indicator, both scaled by the patient's gate.
+    pub fn linear_inputs(values: Tensor<2>, present: Tensor<2>, gates: Tensor<2>) -> Tensor<2> {
+        let absent = present.lower_equal_elem(0.5);
+        let missing = absent.clone().float();
+        let v = values.mask_fill(absent, 0.0);
+        Tensor::cat(vec![v * gates.clone(), missing * gates], 1)
+    }
+
     /// `values: [B, F]`, `present: [B, F]` (1 present, 0 missing) →
     /// (`tokens [B, F, D]`, `gates [B, F]`).
     pub fn forward(&self, values: Tensor<2>, present: Tensor<2>) -> (Tensor<3>, Tensor<2>) {
@@ -84,5 +93,23 @@ impl ClinicalProcessor {
         );
         let tokens = self.norm.forward(emb) * gates.clone().reshape([b, f, 1]);
         (tokens, gates)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_inputs_are_gated_values_and_missing_indicators_never_the_missing_value() {
+        let device = Device::flex();
+        let t = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [1, 3]), &device);
+        let x = ClinicalProcessor::linear_inputs(
+            t(vec![2.0, f32::NAN, -1.0]),
+            t(vec![1.0, 0.0, 1.0]),
+            t(vec![0.5, 0.25, 1.0]),
+        );
+        let got = x.into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(got, vec![1.0, 0.0, -1.0, 0.0, 0.25, 0.0]);
     }
 }

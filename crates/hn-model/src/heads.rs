@@ -36,6 +36,11 @@ pub struct HierarchicalHeadsConfig {
     /// function.
     #[config(default = true)]
     pub detach_decisions: bool,
+    /// Clinical inputs of the linear path into the prognosis logits (`2F`: the gated values
+    /// and the gated missing indicators, [`crate::clinical::ClinicalProcessor::linear_inputs`]);
+    /// 0 = no such path (networks configured before it existed).
+    #[config(default = 0)]
+    pub clinical_linear_inputs: usize,
 }
 
 /// Level 1 `P(any)`, level 2 `P(subtype | bleed)`, slice logits, and level 3 prognosis
@@ -52,6 +57,13 @@ pub struct HierarchicalHeadsConfig {
 /// dense supervision of exactly the image information prognosis needs, instead of leaving a
 /// few hundred outcome labels to discover it.
 ///
+/// Beside that deep path, the clinical inputs reach the mortality logit and the mRS score
+/// through one linear layer (a "wide" path, when configured): the deep path sees each value
+/// through a layer-normalised token that keeps little of its magnitude, and a logistic
+/// regression on the same inputs out-ranked the network's mortality in distribution
+/// (docs/RESULTS.md). The path reads the values *gated* by the patient's feature gates, so a
+/// closed gate removes a feature from both paths and the gates stay the patient's weights.
+///
 /// The mRS head is a cumulative-link (CORAL-style) model: one shared score `g(x)` and six
 /// thresholds `θ_1 > … > θ_6`, `logit P(mRS ≥ k) = g(x) + θ_k`. The thresholds are built as
 /// `θ_1 − cumsum(softplus(δ))`, so they are strictly decreasing by construction and the six
@@ -67,6 +79,8 @@ pub struct HierarchicalHeads {
     mrs_score: Linear,
     mrs_first: Param<Tensor<1>>,
     mrs_gaps: Param<Tensor<1>>,
+    /// Linear clinical path: adds `w·c` to the mortality logit and to the mRS score.
+    clinical_linear: Option<Linear>,
     dropout: Dropout,
     #[module(skip)]
     detach_decisions: bool,
@@ -104,6 +118,12 @@ impl HierarchicalHeadsConfig {
             // θ_1 = 1.5 and unit-ish gaps put the initial P(mRS ≥ k) across (0.8 … 0.1).
             mrs_first: Initializer::Constant { value: 1.5 }.init([1], device),
             mrs_gaps: Initializer::Constant { value: 0.5 }.init([N_MRS_THRESHOLDS - 1], device),
+            // Starts at zero: the path adds nothing until training finds a use for it.
+            clinical_linear: (self.clinical_linear_inputs > 0).then(|| {
+                LinearConfig::new(self.clinical_linear_inputs, 2)
+                    .with_initializer(Initializer::Zeros)
+                    .init(device)
+            }),
             dropout: DropoutConfig::new(self.dropout).init(),
             detach_decisions: self.detach_decisions,
         }
@@ -111,11 +131,13 @@ impl HierarchicalHeadsConfig {
 }
 
 impl HierarchicalHeads {
-    /// `fused [B, D]`, `slices [B, S, D]` → head logits.
+    /// `fused [B, D]`, `slices [B, S, D]`, and the linear clinical path's inputs `[B, 2F]`
+    /// (read only by heads built with one) → head logits.
     pub fn forward(
         &self,
         fused: Tensor<2>,
         slices: Tensor<3>,
+        clinical: Tensor<2>,
         mc: Option<&McDropout>,
     ) -> HeadOutputs {
         let [b, _] = fused.dims();
@@ -149,7 +171,13 @@ impl HierarchicalHeads {
                 .forward(Tensor::cat(vec![x, p_any, p_sub, burden], 1)),
         );
         let z = drop(&self.dropout, z, mc);
-        let mortality_logit = self.mortality.forward(z.clone()).reshape([b]);
+        let mut mortality_logit = self.mortality.forward(z.clone()).reshape([b]);
+        let mut mrs_score = self.mrs_score.forward(z.clone());
+        if let Some(lin) = &self.clinical_linear {
+            let c = lin.forward(clinical);
+            mortality_logit = mortality_logit + c.clone().narrow(1, 0, 1).reshape([b]);
+            mrs_score = mrs_score + c.narrow(1, 1, 1);
+        }
         let facts = self.facts.forward(z.clone());
         let device = z.device();
         let steps = Tensor::cat(
@@ -161,7 +189,7 @@ impl HierarchicalHeads {
         )
         .cumsum(0);
         let thresholds = self.mrs_first.val() - steps; // [6], strictly decreasing
-        let mrs_logits = self.mrs_score.forward(z) + thresholds.reshape([1, N_MRS_THRESHOLDS]);
+        let mrs_logits = mrs_score + thresholds.reshape([1, N_MRS_THRESHOLDS]);
         HeadOutputs {
             any_logit,
             subtype_cond_logits,
@@ -170,5 +198,77 @@ impl HierarchicalHeads {
             mrs_logits,
             facts,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn the_linear_clinical_path_adds_its_weights_to_prognosis_only() {
+        let device = Device::flex();
+        let (b, d, s, k) = (2, 8, 3, 6);
+        let fused = Tensor::<2>::from_data(
+            TensorData::new(
+                (0..b * d).map(|i| (i as f32 * 0.37).sin()).collect(),
+                [b, d],
+            ),
+            &device,
+        );
+        let slices = Tensor::<3>::from_data(
+            TensorData::new(
+                (0..b * s * d).map(|i| (i as f32 * 0.11).cos()).collect(),
+                [b, s, d],
+            ),
+            &device,
+        );
+        let clinical = |bump: f32| {
+            let mut c = vec![0.25f32; b * k];
+            c[2] += bump; // study 0, input 2
+            Tensor::<2>::from_data(TensorData::new(c, [b, k]), &device)
+        };
+        let mut heads = HierarchicalHeadsConfig::new(d)
+            .with_dropout(0.0)
+            .with_clinical_linear_inputs(k)
+            .init(&device);
+        // Weights `[k, 2]`: input `j` → (mortality, mRS score) = (0.1·2j, 0.1·(2j + 1)).
+        let w: Vec<f32> = (0..2 * k).map(|i| 0.1 * i as f32).collect();
+        let lin = heads.clinical_linear.as_mut().expect("a linear path");
+        lin.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, [k, 2]), &device));
+        let (a, z) = (
+            heads.forward(fused.clone(), slices.clone(), clinical(1.0), None),
+            heads.forward(fused.clone(), slices.clone(), clinical(0.0), None),
+        );
+        let mort: Vec<f32> = host(a.mortality_logit.clone() - z.mortality_logit.clone());
+        assert!(
+            (mort[0] - 0.4).abs() < 1e-5 && mort[1].abs() < 1e-6,
+            "{mort:?}"
+        );
+        // The mRS score moves every threshold's logit alike, for study 0 only.
+        let mrs = host(a.mrs_logits.clone() - z.mrs_logits.clone());
+        let (first, second) = mrs.split_at(N_MRS_THRESHOLDS);
+        assert!(first.iter().all(|v| (v - 0.5).abs() < 1e-5), "{mrs:?}");
+        assert!(second.iter().all(|v| v.abs() < 1e-6), "{mrs:?}");
+        // Detection and the facts read-out do not read it.
+        assert_eq!(host(a.any_logit), host(z.any_logit));
+        assert_eq!(host(a.subtype_cond_logits), host(z.subtype_cond_logits));
+        assert_eq!(host(a.slice_logits), host(z.slice_logits));
+        assert_eq!(host(a.facts), host(z.facts));
+
+        // Heads built without the path ignore its input.
+        let plain = HierarchicalHeadsConfig::new(d)
+            .with_dropout(0.0)
+            .init(&device);
+        let (a, z) = (
+            plain.forward(fused.clone(), slices.clone(), clinical(1.0), None),
+            plain.forward(fused, slices, clinical(0.0), None),
+        );
+        assert_eq!(host(a.mortality_logit), host(z.mortality_logit));
+        assert_eq!(host(a.mrs_logits), host(z.mrs_logits));
     }
 }

@@ -78,12 +78,22 @@ pub struct HemorrhageNetConfig {
     /// clinical path, and values fed to it would move its outputs at random). `None`, as
     /// configs written before the field load: every feature is read.
     pub clinical_unlearned: Option<Vec<usize>>,
+    /// A linear path from the (gated) clinical inputs to the mortality logit and the mRS
+    /// score beside the deep one ([`HierarchicalHeads`]). `None`, as configs written before
+    /// the field load: no such path.
+    pub clinical_linear: Option<bool>,
 }
 
 impl HemorrhageNetConfig {
     /// [`clinical_unlearned`](Self::clinical_unlearned) as a slice (empty when `None`).
     pub fn unlearned_clinical_features(&self) -> &[usize] {
         self.clinical_unlearned.as_deref().unwrap_or_default()
+    }
+
+    /// Whether the network has the linear clinical path
+    /// ([`clinical_linear`](Self::clinical_linear)).
+    pub fn has_clinical_linear(&self) -> bool {
+        self.clinical_linear == Some(true)
     }
 }
 
@@ -359,6 +369,11 @@ impl HemorrhageNetConfig {
             heads: HierarchicalHeadsConfig::new(d)
                 .with_dropout(self.dropout)
                 .with_detach_decisions(self.detach_decisions)
+                .with_clinical_linear_inputs(if self.has_clinical_linear() {
+                    2 * self.n_clinical
+                } else {
+                    0
+                })
                 .init(device),
             config: self.clone(),
             graphs: GraphCache::default(),
@@ -611,9 +626,13 @@ impl HemorrhageNet {
             .sum_dim(2)
             .reshape([b, s, d]);
 
-        let (tokens, feature_gates) = self.clinical.forward(clinical, clinical_present);
+        let (tokens, feature_gates) = self
+            .clinical
+            .forward(clinical.clone(), clinical_present.clone());
+        let linear =
+            ClinicalProcessor::linear_inputs(clinical, clinical_present, feature_gates.clone());
         let (embedding, cross_attention) = self.fusion.forward(tokens, x, image, mc);
-        let heads = self.heads.forward(embedding.clone(), slices, mc);
+        let heads = self.heads.forward(embedding.clone(), slices, linear, mc);
         ModelOutput {
             any_logit: heads.any_logit,
             subtype_cond_logits: heads.subtype_cond_logits,

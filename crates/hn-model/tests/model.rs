@@ -169,10 +169,18 @@ impl ModuleVisitor for GradCheck<'_> {
 
 #[test]
 fn gradients_reach_every_parameter() {
+    for linear in [false, true] {
+        gradients_reach_every_parameter_of(
+            HemorrhageNetConfig::tiny()
+                .with_dropout(0.1)
+                .with_neighbour_slices(1)
+                .with_clinical_linear(Some(linear)),
+        );
+    }
+}
+
+fn gradients_reach_every_parameter_of(cfg: HemorrhageNetConfig) {
     let device = Device::flex().autodiff();
-    let cfg = HemorrhageNetConfig::tiny()
-        .with_dropout(0.1)
-        .with_neighbour_slices(1);
     let model = Trainable::new(&cfg, &MultiTaskLossConfig::new(), &device);
     let b = 4;
     let targets = ModelTargets::from_rows(&rows(b, cfg.slices), cfg.slices, &device);
@@ -283,8 +291,15 @@ fn feature_gates_are_in_unit_interval_and_respond_to_input() {
 
 #[test]
 fn a_missing_feature_value_has_no_effect() {
+    for linear in [false, true] {
+        a_missing_feature_value_has_no_effect_in(
+            HemorrhageNetConfig::tiny().with_clinical_linear(Some(linear)),
+        );
+    }
+}
+
+fn a_missing_feature_value_has_no_effect_in(cfg: HemorrhageNetConfig) {
     let device = Device::flex();
-    let cfg = HemorrhageNetConfig::tiny();
     let net = cfg.init(&device);
     let (b, f) = (2, cfg.n_clinical);
     let base = input(&cfg, b, 3, 16, 16, 9, &device);
@@ -364,6 +379,20 @@ fn an_unlearned_clinical_feature_is_read_as_missing() {
             .unwrap()
             .clinical_unlearned,
         None
+    );
+    // And one written before the linear clinical path existed loads without it.
+    let text = old
+        .lines()
+        .filter(|l| !l.contains("clinical_linear"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace(",\n}", "\n}");
+    assert_ne!(text, old, "the field was written");
+    std::fs::write(&cpath, &text).unwrap();
+    assert!(
+        !HemorrhageNetConfig::load(&cpath)
+            .unwrap()
+            .has_clinical_linear()
     );
 }
 

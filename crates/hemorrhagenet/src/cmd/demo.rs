@@ -86,10 +86,13 @@ pub fn demo_config() -> TrainConfig {
         // Mirror averaging at calibration, evaluation and prediction: a second look at the
         // same anatomy for one more CNN pass (its measured gain and cost: docs/RESULTS.md).
         tta: TestTimeAugmentation::Flip,
+        // Half the cohort to train on: detection and prognosis both gained over 37.5 %
+        // (docs/RESULTS.md, "A larger training split, and a linear clinical path"); the
+        // 900 test studies still measure an ECE of 0.03 (the true probabilities score 0.015).
         split: SplitConfig {
-            train: 0.375,
+            train: 0.5,
             validation: 0.125,
-            test: 0.5,
+            test: 0.375,
             ..SplitConfig::default()
         },
         // Trained on the serving path: studies rendered as a scanner would (128², slice

@@ -59,6 +59,9 @@ struct Row {
     any_auc: Option<Interval>,
     /// The subtype with the lowest AUC among those with at least [`MIN_POSITIVES`] positives.
     weakest_subtype: Option<(String, Interval)>,
+    /// Every detection label's AUC (`None` where the cohort has no positives or negatives),
+    /// with its count of positive studies, in the report's label order.
+    detection: Vec<LabelAuc>,
     mortality_auc: Option<Interval>,
     ich_score_model_estimate_auc: Option<Interval>,
     clinical_only_auc: Option<Interval>,
@@ -214,6 +217,14 @@ pub fn run(args: ShiftSuiteArgs) -> anyhow::Result<ExitCode> {
 /// spans most of [0, 1]).
 const MIN_POSITIVES: usize = 10;
 
+/// One detection label's AUC in one cohort.
+#[derive(Debug, Serialize)]
+struct LabelAuc {
+    label: String,
+    n_positive: usize,
+    auc: Option<Interval>,
+}
+
 /// Bleed-decision errors overall, among flagged and among retained studies.
 struct ErrorRates {
     review: f64,
@@ -289,6 +300,15 @@ fn row(
         n: r.dataset.n_studies,
         any_auc: auc_of("any"),
         weakest_subtype: weakest,
+        detection: r
+            .detection
+            .iter()
+            .map(|d| LabelAuc {
+                label: d.label.clone(),
+                n_positive: d.n_positive,
+                auc: d.auc,
+            })
+            .collect(),
         mortality_auc: mort.and_then(|m| m.auc),
         ich_score_model_estimate_auc: baseline("ich_score_model_estimate"),
         clinical_only_auc: baseline("clinical_only"),
@@ -309,6 +329,62 @@ fn row(
         envelope_outside,
         envelope_refused,
     }
+}
+
+/// Every detection label per cohort (AUC [CI], positives), and — where the suite has the
+/// `reference` cohort, the same patients without a shift — each AUC's change against it, so
+/// what a shift costs is read apart from what the cohort's patients cost.
+fn label_table(rows: &[Row]) -> String {
+    let Some(first) = rows.first() else {
+        return String::new();
+    };
+    let labels: Vec<&str> = first.detection.iter().map(|d| d.label.as_str()).collect();
+    let auc = |r: &Row, label: &str| {
+        r.detection
+            .iter()
+            .find(|d| d.label == label)
+            .map(|d| (d.n_positive, d.auc))
+    };
+    let reference = rows.iter().find(|r| r.cohort == "reference");
+    let mut s = format!(
+        "\nEvery detection label (AUC [95 % CI], positive studies{}):\n\n| cohort |",
+        if reference.is_some() {
+            "; in brackets after it, the change against `reference`"
+        } else {
+            ""
+        }
+    );
+    for l in &labels {
+        s += &format!(" {l} |");
+    }
+    s += "\n|---|";
+    s += &"---|".repeat(labels.len());
+    s += "\n";
+    for r in rows {
+        s += &format!("| {} |", r.cohort);
+        for l in &labels {
+            let cell = match auc(r, l) {
+                Some((n, Some(i))) => {
+                    let delta = reference
+                        .filter(|q| q.cohort != r.cohort)
+                        .and_then(|q| auc(q, l))
+                        .and_then(|(_, a)| a)
+                        .map_or(String::new(), |a| {
+                            format!(" ({:+.3})", i.estimate - a.estimate)
+                        });
+                    format!(
+                        " {:.3} [{:.3}, {:.3}]{delta}, {n} |",
+                        i.estimate, i.lo, i.hi
+                    )
+                }
+                Some((n, None)) => format!(" –, {n} |"),
+                None => " – |".into(),
+            };
+            s += &cell;
+        }
+        s += "\n";
+    }
+    s
 }
 
 fn markdown(rows: &[Row], args: &ShiftSuiteArgs) -> String {
@@ -358,6 +434,7 @@ fn markdown(rows: &[Row], args: &ShiftSuiteArgs) -> String {
             f(r.error_rate_retained_recalibrated)
         );
     }
+    s += &label_table(rows);
     s += "\nCohorts:\n";
     for r in rows {
         s += &format!("* `{}`: {}\n", r.cohort, r.description);

@@ -54,6 +54,9 @@ pub struct NetSection {
     pub dropout: f64,
     pub neighbour_slices: usize,
     pub d_attn: usize,
+    /// A linear path from the clinical inputs to the prognosis logits beside the deep one
+    /// (`HemorrhageNetConfig::clinical_linear`).
+    pub clinical_linear: bool,
 }
 
 impl Default for NetSection {
@@ -67,6 +70,8 @@ impl Default for NetSection {
             dropout: 0.1,
             neighbour_slices: 0,
             d_attn: 32,
+            // docs/RESULTS.md, "A larger training split, and a linear clinical path".
+            clinical_linear: true,
         }
     }
 }
@@ -84,6 +89,7 @@ impl NetSection {
             .with_dropout(self.dropout)
             .with_neighbour_slices(self.neighbour_slices)
             .with_d_attn(self.d_attn)
+            .with_clinical_linear(Some(self.clinical_linear))
     }
 }
 
