@@ -36,11 +36,17 @@ pub struct HierarchicalHeadsConfig {
     /// function.
     #[config(default = true)]
     pub detach_decisions: bool,
-    /// Clinical inputs of the linear path into the prognosis logits (`2F`: the gated values
-    /// and the gated missing indicators, [`crate::clinical::ClinicalProcessor::linear_inputs`]);
-    /// 0 = no such path (networks configured before it existed).
+    /// Width of the clinical inputs the prognosis paths below read (`2F`: the gated values
+    /// and the gated missing indicators, [`crate::clinical::ClinicalProcessor::linear_inputs`]).
     #[config(default = 0)]
-    pub clinical_linear_inputs: usize,
+    pub clinical_inputs: usize,
+    /// A linear path from the clinical inputs into the prognosis logits.
+    #[config(default = false)]
+    pub clinical_linear: bool,
+    /// Hidden width of the facts path into the prognosis logits: a small network over the
+    /// facts read-out (detached) and the clinical inputs of the linear path; 0 = none.
+    #[config(default = 0)]
+    pub facts_hidden: usize,
 }
 
 /// Level 1 `P(any)`, level 2 `P(subtype | bleed)`, slice logits, and level 3 prognosis
@@ -81,6 +87,8 @@ pub struct HierarchicalHeads {
     mrs_gaps: Param<Tensor<1>>,
     /// Linear clinical path: adds `w·c` to the mortality logit and to the mRS score.
     clinical_linear: Option<Linear>,
+    /// Facts path: `[facts, clinical] → GELU → (mortality, mRS score)`.
+    facts_path: Option<(Linear, Linear)>,
     dropout: Dropout,
     #[module(skip)]
     detach_decisions: bool,
@@ -119,10 +127,19 @@ impl HierarchicalHeadsConfig {
             mrs_first: Initializer::Constant { value: 1.5 }.init([1], device),
             mrs_gaps: Initializer::Constant { value: 0.5 }.init([N_MRS_THRESHOLDS - 1], device),
             // Starts at zero: the path adds nothing until training finds a use for it.
-            clinical_linear: (self.clinical_linear_inputs > 0).then(|| {
-                LinearConfig::new(self.clinical_linear_inputs, 2)
+            clinical_linear: self.clinical_linear.then(|| {
+                LinearConfig::new(self.clinical_inputs, 2)
                     .with_initializer(Initializer::Zeros)
                     .init(device)
+            }),
+            facts_path: (self.facts_hidden > 0).then(|| {
+                (
+                    LinearConfig::new(N_FACTS + self.clinical_inputs, self.facts_hidden)
+                        .init(device),
+                    LinearConfig::new(self.facts_hidden, 2)
+                        .with_initializer(Initializer::Zeros)
+                        .init(device),
+                )
             }),
             dropout: DropoutConfig::new(self.dropout).init(),
             detach_decisions: self.detach_decisions,
@@ -173,12 +190,21 @@ impl HierarchicalHeads {
         let z = drop(&self.dropout, z, mc);
         let mut mortality_logit = self.mortality.forward(z.clone()).reshape([b]);
         let mut mrs_score = self.mrs_score.forward(z.clone());
+        let facts = self.facts.forward(z.clone());
+        let mut paths = Vec::new();
+        if let Some((hidden, out)) = &self.facts_path {
+            // Detached: the read-out is trained by the facts' labels alone and reported as
+            // it is; this path learns what the facts mean for outcome.
+            let x = Tensor::cat(vec![facts.clone().detach(), clinical.clone()], 1);
+            paths.push(out.forward(gelu(hidden.forward(x))));
+        }
         if let Some(lin) = &self.clinical_linear {
-            let c = lin.forward(clinical);
+            paths.push(lin.forward(clinical));
+        }
+        for c in paths {
             mortality_logit = mortality_logit + c.clone().narrow(1, 0, 1).reshape([b]);
             mrs_score = mrs_score + c.narrow(1, 1, 1);
         }
-        let facts = self.facts.forward(z.clone());
         let device = z.device();
         let steps = Tensor::cat(
             vec![
@@ -234,7 +260,8 @@ mod tests {
         };
         let mut heads = HierarchicalHeadsConfig::new(d)
             .with_dropout(0.0)
-            .with_clinical_linear_inputs(k)
+            .with_clinical_inputs(k)
+            .with_clinical_linear(true)
             .init(&device);
         // Weights `[k, 2]`: input `j` → (mortality, mRS score) = (0.1·2j, 0.1·(2j + 1)).
         let w: Vec<f32> = (0..2 * k).map(|i| 0.1 * i as f32).collect();
@@ -270,5 +297,47 @@ mod tests {
         );
         assert_eq!(host(a.mortality_logit), host(z.mortality_logit));
         assert_eq!(host(a.mrs_logits), host(z.mrs_logits));
+    }
+
+    /// The facts path reads the facts read-out detached: prognosis losses train the path but
+    /// never bend the read-out, which is reported as the model's estimate of the facts.
+    #[test]
+    fn the_facts_path_moves_prognosis_without_training_the_facts_read_out() {
+        let device = Device::flex().autodiff();
+        let (b, d, s, k) = (3, 8, 2, 4);
+        let t2 = |n: usize, m: usize, f: f32| {
+            Tensor::<2>::from_data(
+                TensorData::new((0..n * m).map(|i| (i as f32 * f).sin()).collect(), [n, m]),
+                &device,
+            )
+        };
+        let slices = Tensor::<3>::from_data(
+            TensorData::new(
+                (0..b * s * d).map(|i| (i as f32 * 0.3).cos()).collect(),
+                [b, s, d],
+            ),
+            &device,
+        );
+        let mut heads = HierarchicalHeadsConfig::new(d)
+            .with_dropout(0.0)
+            .with_clinical_inputs(k)
+            .with_facts_hidden(5)
+            .init(&device);
+        let (hidden, out) = heads.facts_path.as_mut().expect("a facts path");
+        assert_eq!(hidden.weight.dims(), [N_FACTS + k, 5]);
+        // Zero-initialised output: the path adds nothing until trained.
+        let zero = out.weight.val().abs().sum().into_scalar::<f32>();
+        assert_eq!(zero, 0.0);
+        out.weight = Param::from_tensor(t2(5, 2, 0.7).require_grad());
+        let o = heads.forward(t2(b, d, 0.37), slices, t2(b, k, 0.9), None);
+        let grads = (o.mortality_logit.sum() + o.mrs_logits.sum()).backward();
+        let (hidden, _) = heads.facts_path.as_ref().unwrap();
+        let g = hidden.weight.grad(&grads).expect("the path is trained");
+        assert!(g.abs().sum().into_scalar::<f32>() > 0.0);
+        assert!(
+            heads.facts.weight.grad(&grads).is_none(),
+            "prognosis reached the facts read-out"
+        );
+        assert!(heads.mortality.weight.grad(&grads).is_some());
     }
 }

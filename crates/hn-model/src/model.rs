@@ -82,6 +82,9 @@ pub struct HemorrhageNetConfig {
     /// score beside the deep one ([`HierarchicalHeads`]). `None`, as configs written before
     /// the field load: no such path.
     pub clinical_linear: Option<bool>,
+    /// Hidden width of the facts path into the prognosis logits ([`HierarchicalHeads`]);
+    /// `None` (configs written before the field) or 0: no such path.
+    pub facts_prognosis_hidden: Option<usize>,
 }
 
 impl HemorrhageNetConfig {
@@ -369,11 +372,9 @@ impl HemorrhageNetConfig {
             heads: HierarchicalHeadsConfig::new(d)
                 .with_dropout(self.dropout)
                 .with_detach_decisions(self.detach_decisions)
-                .with_clinical_linear_inputs(if self.has_clinical_linear() {
-                    2 * self.n_clinical
-                } else {
-                    0
-                })
+                .with_clinical_inputs(2 * self.n_clinical)
+                .with_clinical_linear(self.has_clinical_linear())
+                .with_facts_hidden(self.facts_prognosis_hidden.unwrap_or(0))
                 .init(device),
             config: self.clone(),
             graphs: GraphCache::default(),

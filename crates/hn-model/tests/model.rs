@@ -383,17 +383,15 @@ fn an_unlearned_clinical_feature_is_read_as_missing() {
     // And one written before the linear clinical path existed loads without it.
     let text = old
         .lines()
-        .filter(|l| !l.contains("clinical_linear"))
+        .filter(|l| !l.contains("clinical_linear") && !l.contains("facts_prognosis_hidden"))
         .collect::<Vec<_>>()
         .join("\n")
         .replace(",\n}", "\n}");
     assert_ne!(text, old, "the field was written");
     std::fs::write(&cpath, &text).unwrap();
-    assert!(
-        !HemorrhageNetConfig::load(&cpath)
-            .unwrap()
-            .has_clinical_linear()
-    );
+    let loaded = HemorrhageNetConfig::load(&cpath).unwrap();
+    assert!(!loaded.has_clinical_linear());
+    assert_eq!(loaded.facts_prognosis_hidden, None);
 }
 
 #[test]

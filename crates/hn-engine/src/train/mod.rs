@@ -57,6 +57,9 @@ pub struct NetSection {
     /// A linear path from the clinical inputs to the prognosis logits beside the deep one
     /// (`HemorrhageNetConfig::clinical_linear`).
     pub clinical_linear: bool,
+    /// Hidden width of the facts path into the prognosis logits, 0 = none
+    /// (`HemorrhageNetConfig::facts_prognosis_hidden`).
+    pub facts_prognosis_hidden: usize,
 }
 
 impl Default for NetSection {
@@ -72,6 +75,7 @@ impl Default for NetSection {
             d_attn: 32,
             // docs/RESULTS.md, "A larger training split, and a linear clinical path".
             clinical_linear: true,
+            facts_prognosis_hidden: 0,
         }
     }
 }
@@ -90,6 +94,7 @@ impl NetSection {
             .with_neighbour_slices(self.neighbour_slices)
             .with_d_attn(self.d_attn)
             .with_clinical_linear(Some(self.clinical_linear))
+            .with_facts_prognosis_hidden(Some(self.facts_prognosis_hidden))
     }
 }
 
