@@ -66,19 +66,15 @@ impl ClinicalProcessor {
     /// The inputs of the heads' linear clinical path, `[B, 2F]`: each value (0 where missing,
     /// never read there) and each missing indicator, both scaled by the patient's gate.
     pub fn linear_inputs(values: Tensor<2>, present: Tensor<2>, gates: Tensor<2>) -> Tensor<2> {
-        let absent = present.lower_equal_elem(0.5);
-        let missing = absent.clone().float();
-        let v = values.mask_fill(absent, 0.0);
-        Tensor::cat(vec![v * gates.clone(), missing * gates], 1)
+        let (v, p) = zeroed_where_missing(values, present);
+        Tensor::cat(vec![v * gates.clone(), p.neg().add_scalar(1.0) * gates], 1)
     }
 
     /// `values: [B, F]`, `present: [B, F]` (1 present, 0 missing) →
     /// (`tokens [B, F, D]`, `gates [B, F]`).
     pub fn forward(&self, values: Tensor<2>, present: Tensor<2>) -> (Tensor<3>, Tensor<2>) {
         let [b, f] = values.dims();
-        let absent = present.lower_equal_elem(0.5);
-        let p = absent.clone().bool_not().float();
-        let v = values.mask_fill(absent, 0.0);
+        let (v, p) = zeroed_where_missing(values, present);
         let d = self.weight.dims()[1];
         let present_emb = v.clone().reshape([b, f, 1]) * self.weight.val().reshape([1, f, d])
             + self.bias.val().reshape([1, f, d]);
@@ -94,6 +90,14 @@ impl ClinicalProcessor {
         let tokens = self.norm.forward(emb) * gates.clone().reshape([b, f, 1]);
         (tokens, gates)
     }
+}
+
+/// `(values with 0 where missing, present as 0/1)`. The mask is applied with `mask_fill`, not
+/// a product, so a missing value (NaN included) cannot reach anything that reads `values`.
+fn zeroed_where_missing(values: Tensor<2>, present: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+    let absent = present.lower_equal_elem(0.5);
+    let p = absent.clone().bool_not().float();
+    (values.mask_fill(absent, 0.0), p)
 }
 
 #[cfg(test)]

@@ -235,24 +235,19 @@ mod tests {
         t.into_data().try_to_vec::<f32>().unwrap()
     }
 
+    /// A fixed, varied tensor: element `i` is `sin(i·step)`.
+    fn wave<const D: usize>(dims: [usize; D], step: f32, device: &Device) -> Tensor<D> {
+        let n = dims.iter().product::<usize>();
+        let v = (0..n).map(|i| (i as f32 * step).sin()).collect();
+        Tensor::from_data(TensorData::new(v, dims), device)
+    }
+
     #[test]
     fn the_linear_clinical_path_adds_its_weights_to_prognosis_only() {
         let device = Device::flex();
         let (b, d, s, k) = (2, 8, 3, 6);
-        let fused = Tensor::<2>::from_data(
-            TensorData::new(
-                (0..b * d).map(|i| (i as f32 * 0.37).sin()).collect(),
-                [b, d],
-            ),
-            &device,
-        );
-        let slices = Tensor::<3>::from_data(
-            TensorData::new(
-                (0..b * s * d).map(|i| (i as f32 * 0.11).cos()).collect(),
-                [b, s, d],
-            ),
-            &device,
-        );
+        let fused = wave([b, d], 0.37, &device);
+        let slices = wave([b, s, d], 0.11, &device);
         let clinical = |bump: f32| {
             let mut c = vec![0.25f32; b * k];
             c[2] += bump; // study 0, input 2
@@ -305,19 +300,7 @@ mod tests {
     fn the_facts_path_moves_prognosis_without_training_the_facts_read_out() {
         let device = Device::flex().autodiff();
         let (b, d, s, k) = (3, 8, 2, 4);
-        let t2 = |n: usize, m: usize, f: f32| {
-            Tensor::<2>::from_data(
-                TensorData::new((0..n * m).map(|i| (i as f32 * f).sin()).collect(), [n, m]),
-                &device,
-            )
-        };
-        let slices = Tensor::<3>::from_data(
-            TensorData::new(
-                (0..b * s * d).map(|i| (i as f32 * 0.3).cos()).collect(),
-                [b, s, d],
-            ),
-            &device,
-        );
+        let slices = wave([b, s, d], 0.3, &device);
         let mut heads = HierarchicalHeadsConfig::new(d)
             .with_dropout(0.0)
             .with_clinical_inputs(k)
@@ -328,8 +311,13 @@ mod tests {
         // Zero-initialised output: the path adds nothing until trained.
         let zero = out.weight.val().abs().sum().into_scalar::<f32>();
         assert_eq!(zero, 0.0);
-        out.weight = Param::from_tensor(t2(5, 2, 0.7).require_grad());
-        let o = heads.forward(t2(b, d, 0.37), slices, t2(b, k, 0.9), None);
+        out.weight = Param::from_tensor(wave([5, 2], 0.7, &device).require_grad());
+        let o = heads.forward(
+            wave([b, d], 0.37, &device),
+            slices,
+            wave([b, k], 0.9, &device),
+            None,
+        );
         let grads = (o.mortality_logit.sum() + o.mrs_logits.sum()).backward();
         let (hidden, _) = heads.facts_path.as_ref().unwrap();
         let g = hidden.weight.grad(&grads).expect("the path is trained");
