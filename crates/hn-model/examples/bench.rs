@@ -9,8 +9,9 @@
 //! `HN_INFERENCE_ONLY=1` skips the timed train steps (one untimed step, then inference): for
 //! profiling inference alone, e.g. under `perf record`.
 //!
-//! `HN_CONV=burn` runs flex's own convolution kernels instead of hn-model's (`hn_model::conv`),
-//! for an A/B comparison in one build.
+//! `HN_CONV=burn` runs the backend's own convolution instead of `hn_model::conv`'s extension
+//! (on flex: flex's kernels instead of ours; on libtorch: burn's generic backward instead of
+//! libtorch's), for an A/B comparison in one build; the JSON's `impl` then ends in `+burn-conv`.
 //!
 //! `HN_DEVICE=cuda` (with `--features cuda`), `HN_DEVICE=libtorch` or `HN_DEVICE=libtorch-cuda`
 //! (with `--features tch`; GPU 0) runs the same measurement on those backends; the default is
@@ -119,6 +120,11 @@ fn main() {
 
     // Train step: forward + loss + backward + AdamW, with autodiff.
     let (base, name) = base_device();
+    let name = if hn_model::conv::fast_kernels_on() {
+        name.to_string()
+    } else {
+        format!("{name}+burn-conv")
+    };
     let device = base.clone().autodiff();
     device.seed(0);
     let mut model = Trainable::new(&cfg, &MultiTaskLossConfig::new(), &device);

@@ -15,6 +15,8 @@
 //! See `docs/MODEL.md` for the architecture and the API walk-through.
 
 pub mod clinical;
+// burn-tch (feature `tch`) is deprecated upstream; this project still offers it.
+#[cfg_attr(feature = "tch", allow(deprecated))]
 pub mod conv;
 pub mod encoder;
 pub mod fusion;

@@ -1,11 +1,15 @@
 //! The network's 2-D convolutions, with our own CPU kernels on burn's `flex` backend.
 //!
 //! [`FastConv`] is a burn backend extension: forward, input gradient and weight gradient are
-//! ours on `flex` ([`cpu`]), tied into burn's autodiff by a hand-written `Backward`. On every
-//! other backend (libtorch, CUDA) [`conv2d`] is burn's own `Conv2d::forward`, so the model
-//! code stays backend-generic and those backends keep their tuned kernels.
+//! ours on `flex` ([`cpu`]), tied into burn's autodiff by a hand-written `Backward`. On
+//! libtorch (feature `tch`) the same extension runs libtorch's own kernels, the weight
+//! gradient through libtorch's autograd ([`libtorch`]), because burn 0.22 computes it there
+//! with a generic formula that cuDNN runs as an odd large-kernel convolution. On every other
+//! backend [`conv2d`] is burn's own `Conv2d::forward`, so the model code stays backend-generic.
 
 pub mod cpu;
+#[cfg(feature = "tch")]
+mod libtorch;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -21,7 +25,7 @@ use burn::tensor::ops::ConvOptions;
 use cpu::ConvGeometry;
 
 /// Convolution without bias (the bias is a broadcast add outside, differentiated by burn).
-#[backend_extension(Flex, Autodiff)]
+#[backend_extension(Flex, LibTorch: cfg(feature = "tch"), Autodiff)]
 pub trait FastConv: Backend {
     /// `x: [N, C_in, H, W]`, `weight: [C_out, C_in, kh, kw]` → `[N, C_out, Ho, Wo]`.
     fn fast_conv2d(
@@ -236,6 +240,21 @@ pub fn runs_fast_kernels(x: &Tensor<4>) -> bool {
     fast_kernels_on() && x.device().inner() == Device::flex()
 }
 
+/// Whether [`conv2d`] goes through [`FastConv`] for `x`: our kernels on flex, libtorch's
+/// convolution backward on libtorch.
+fn runs_extension(x: &Tensor<4>) -> bool {
+    #[cfg(feature = "tch")]
+    if fast_kernels_on()
+        && matches!(
+            x.device().inner().as_dispatch(),
+            burn::backend::DispatchDevice::LibTorch(_)
+        )
+    {
+        return true;
+    }
+    runs_fast_kernels(x)
+}
+
 /// `conv.forward(x)`, on our kernels where `x` is on flex.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     use burn::nn::PaddingConfig2d;
@@ -261,7 +280,7 @@ pub fn conv2d_tensor(
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
-    if !runs_fast_kernels(&x) || options.groups != 1 {
+    if !runs_extension(&x) || options.groups != 1 {
         return burn::tensor::module::conv2d(x, weight, bias, options);
     }
     let y = Tensor::<4>::from_dispatch(<burn::backend::Dispatch as FastConv>::fast_conv2d(
@@ -303,7 +322,20 @@ mod tests {
     /// (pointwise and strided) and batch 1 — more samples than threads and fewer.
     #[test]
     fn fast_convolution_equals_burns_forward_and_backward() {
-        let device = Device::flex().autodiff();
+        equals_burns_convolution(Device::flex().autodiff());
+    }
+
+    /// The extension on libtorch (its weight gradient from libtorch's autograd) against
+    /// burn-tch's own convolution and burn's generic backward, on the same cases.
+    #[cfg(feature = "tch")]
+    #[allow(deprecated)]
+    #[test]
+    fn libtorch_extension_equals_burns_forward_and_backward() {
+        equals_burns_convolution(Device::libtorch().autodiff());
+    }
+
+    /// [`conv2d_tensor`] on `device` against burn's functional `conv2d` there.
+    fn equals_burns_convolution(device: Device) {
         device.seed(11);
         let cases: [Case; 7] = [
             (
