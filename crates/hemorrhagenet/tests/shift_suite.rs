@@ -53,7 +53,20 @@ fn shift_suite_writes_one_row_per_cohort_and_refuses_bad_arguments() {
             .collect();
         assert_eq!(labels[0], "any", "{r}");
         assert!(labels.contains(&"subarachnoid"), "{r}");
+        // The model's paired gain over the clinical-only ablation: on the same studies, so
+        // exactly the difference of the two AUCs.
+        if let (Some(m), Some(c)) = (
+            r["mortality_auc"]["estimate"].as_f64(),
+            r["clinical_only_auc"]["estimate"].as_f64(),
+        ) {
+            let gain = r["gain_over_clinical_only"]["estimate"].as_f64().unwrap();
+            assert!((gain - (m - c)).abs() < 1e-9, "{r}");
+        }
     }
+    assert!(
+        table.contains("; model "),
+        "paired gains in the table:\n{table}"
+    );
     // The per-label table: one row per cohort, each shifted cohort's AUCs with their change
     // against the reference cohort (the same patients without a shift).
     let per_label = table

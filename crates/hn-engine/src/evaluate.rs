@@ -365,15 +365,16 @@ pub fn evaluate(
             .untrained(crate::checkpoint::Head::of_outcome(name))
             .is_some()
     };
+    // Each logit on the primary calibration's scale (unchanged for its own studies).
+    let on_primary = |head: HeadCalibration, logit: Logit, sc: &StudyScores, own: &Calibration| {
+        head(&primary.temperatures).equivalent_logit(logit(sc), &head(&own.temperatures))
+    };
     let mut prognosis = Vec::new();
     for (name, get, logit, head) in outcomes {
         if unlearned(name) {
             continue;
         }
-        // Each logit on the primary calibration's scale (unchanged for its own studies).
-        let on_primary = |sc: &StudyScores, own: &Calibration| {
-            head(&primary.temperatures).equivalent_logit(logit(sc), &head(&own.temperatures))
-        };
+        let on_primary = |sc: &StudyScores, own: &Calibration| on_primary(head, logit, sc, own);
         let (mut vl, mut vy, mut tl, mut ty) = (vec![], vec![], vec![], vec![]);
         for (k, &i) in val_idx.iter().enumerate() {
             if let Some(y) = get(&data.samples[i]) {
@@ -482,6 +483,11 @@ pub fn evaluate(
             continue;
         }
         let y: Vec<bool> = ks.iter().map(|&k| get(smp(k)).unwrap()).collect();
+        // The model's scores as its own row of the report has them, for the paired gains.
+        let model: Vec<f64> = ks
+            .iter()
+            .map(|&k| on_primary(head, logit, &test[k], cal_of(k)))
+            .collect();
         let ablations: &[(&str, &Vec<StudyScores>)] = if unlearned(name) {
             &[]
         } else {
@@ -497,6 +503,7 @@ pub fn evaluate(
                     .collect(),
                 labels: y.clone(),
                 probabilities: true,
+                model_scores: Some(model.clone()),
             });
         }
         // Clinical logistic regression fitted on the training split (not on external data,
@@ -512,18 +519,20 @@ pub fn evaluate(
                 scores: ks.iter().map(|&k| lr.predict(&smp(k).clinical)).collect(),
                 labels: y.clone(),
                 probabilities: true,
+                model_scores: Some(model.clone()),
             });
         }
         // ICH score: from the true hematoma facts (synthetic masks) and from the model's own
         // estimate, with the recorded GCS and age (undefined, so left out, when missing).
         let mut ich = |label: &str, facts: &dyn Fn(usize) -> Option<IchImageFacts>| {
-            let (mut s, mut yy) = (Vec::new(), Vec::new());
+            let (mut s, mut yy, mut m) = (Vec::new(), Vec::new(), Vec::new());
             for (n, &k) in ks.iter().enumerate() {
                 if let Some(f) = facts(k)
                     && let Ok(Some(score)) = baselines::ich_score_from_record(&smp(k).clinical, &f)
                 {
                     s.push(f64::from(score));
                     yy.push(y[n]);
+                    m.push(model[n]);
                 }
             }
             if !s.is_empty() {
@@ -533,6 +542,7 @@ pub fn evaluate(
                     scores: s,
                     labels: yy,
                     probabilities: false,
+                    model_scores: Some(m),
                 });
             }
         };

@@ -65,6 +65,10 @@ struct Row {
     mortality_auc: Option<Interval>,
     ich_score_model_estimate_auc: Option<Interval>,
     clinical_only_auc: Option<Interval>,
+    /// The model's mortality AUC minus each of those two on the same studies (paired
+    /// bootstrap; the ICH score's studies are those with a recorded GCS and age).
+    gain_over_ich_score: Option<Interval>,
+    gain_over_clinical_only: Option<Interval>,
     /// 30-day mortality ECE on the reported half under the card's calibration, and after the
     /// recalibration on the other half.
     mortality_ece_card: Option<f64>,
@@ -291,7 +295,6 @@ fn row(
         r.baselines
             .iter()
             .find(|b| b.name == name && b.task == "mortality_30d")
-            .and_then(|b| b.auc)
     };
     let rc = recal.report.recalibration.as_ref();
     Row {
@@ -310,8 +313,10 @@ fn row(
             })
             .collect(),
         mortality_auc: mort.and_then(|m| m.auc),
-        ich_score_model_estimate_auc: baseline("ich_score_model_estimate"),
-        clinical_only_auc: baseline("clinical_only"),
+        ich_score_model_estimate_auc: baseline("ich_score_model_estimate").and_then(|b| b.auc),
+        clinical_only_auc: baseline("clinical_only").and_then(|b| b.auc),
+        gain_over_ich_score: baseline("ich_score_model_estimate").and_then(|b| b.model_gain),
+        gain_over_clinical_only: baseline("clinical_only").and_then(|b| b.model_gain),
         mortality_ece_card: rc.and_then(|c| c.before.ece[1]),
         mortality_ece_recalibrated: rc.and_then(|c| c.after.ece[1]),
         review_rate: errors.review,
@@ -393,10 +398,21 @@ fn markdown(rows: &[Row], args: &ShiftSuiteArgs) -> String {
         None => "–".into(),
     };
     let f = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.3}"));
+    // A baseline's AUC, then the model's paired gain over it.
+    let versus = |auc: &Option<Interval>, gain: &Option<Interval>| match gain {
+        Some(g) => format!(
+            "{}; model {:+.3} [{:+.3}, {:+.3}]",
+            ci(auc),
+            g.estimate,
+            g.lo,
+            g.hi
+        ),
+        None => ci(auc),
+    };
     let mut s = format!(
         "Shift suite: model {}, {} studies per cohort, cohort seed {}, {} bootstrap resamples \
          (`hemorrhagenet shift-suite --model {} --out OUT --studies {} --seed {}`).\n\n\
-         | cohort | n | any AUC | weakest subtype (≥ {MIN_POSITIVES} positives) | mortality AUC | ICH score (model's read-out) | clinical-only | mortality ECE: card → recalibrated | review rate (any reason) | by distance | outside envelope / refused | bleed-decision errors: all / flagged / retained | the same after recalibration |\n\
+         | cohort | n | any AUC | weakest subtype (≥ {MIN_POSITIVES} positives) | mortality AUC | ICH score (model's read-out); the model's paired gain over it | clinical-only; the model's paired gain | mortality ECE: card → recalibrated | review rate (any reason) | by distance | outside envelope / refused | bleed-decision errors: all / flagged / retained | the same after recalibration |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         args.model.display(),
         args.studies,
@@ -418,8 +434,8 @@ fn markdown(rows: &[Row], args: &ShiftSuiteArgs) -> String {
             ci(&r.any_auc),
             weakest,
             ci(&r.mortality_auc),
-            ci(&r.ich_score_model_estimate_auc),
-            ci(&r.clinical_only_auc),
+            versus(&r.ich_score_model_estimate_auc, &r.gain_over_ich_score),
+            versus(&r.clinical_only_auc, &r.gain_over_clinical_only),
             f(r.mortality_ece_card),
             f(r.mortality_ece_recalibrated),
             r.review_rate,

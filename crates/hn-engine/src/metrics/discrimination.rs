@@ -33,38 +33,72 @@ pub struct Interval {
 /// replacement; resamples with a single class are redrawn up to `10 * n_boot` draws in all).
 pub fn roc_auc_ci(scores: &[f64], labels: &[bool], n_boot: usize, seed: u64) -> Result<Interval> {
     let estimate = roc_auc(scores, labels)?;
-    let n = scores.len();
+    Ok(bootstrap(estimate, labels, n_boot, seed, |pick, l| {
+        let s: Vec<f64> = pick.iter().map(|&j| scores[j]).collect();
+        roc_auc(&s, l).ok()
+    }))
+}
+
+/// The AUC of `scores` minus that of `other` on the same cases, with a seeded paired
+/// percentile-bootstrap 95 % CI: both are scored on each resample, so what the two have in
+/// common (the cases drawn) cancels and the interval is that of the difference, much
+/// narrower than the two AUCs' own intervals side by side. Resampling as [`roc_auc_ci`].
+pub fn roc_auc_difference_ci(
+    scores: &[f64],
+    other: &[f64],
+    labels: &[bool],
+    n_boot: usize,
+    seed: u64,
+) -> Result<Interval> {
+    check("roc_auc_difference", other, labels)?;
+    let estimate = roc_auc(scores, labels)? - roc_auc(other, labels)?;
+    Ok(bootstrap(estimate, labels, n_boot, seed, |pick, l| {
+        let a: Vec<f64> = pick.iter().map(|&j| scores[j]).collect();
+        let b: Vec<f64> = pick.iter().map(|&j| other[j]).collect();
+        Some(roc_auc(&a, l).ok()? - roc_auc(&b, l).ok()?)
+    }))
+}
+
+/// Percentile bootstrap of `stat(case indices, their labels)` over `n_boot` case resamples
+/// (those where `stat` is `None`, a single class, are redrawn up to `10 * n_boot` draws).
+fn bootstrap(
+    estimate: f64,
+    labels: &[bool],
+    n_boot: usize,
+    seed: u64,
+    stat: impl Fn(&[usize], &[bool]) -> Option<f64>,
+) -> Interval {
+    let n = labels.len();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut aucs = Vec::with_capacity(n_boot);
-    let mut s = vec![0.0; n];
+    let mut values = Vec::with_capacity(n_boot);
+    let mut pick = vec![0; n];
     let mut l = vec![false; n];
     let mut draws = 0;
-    while aucs.len() < n_boot && draws < n_boot.saturating_mul(10) {
+    while values.len() < n_boot && draws < n_boot.saturating_mul(10) {
         draws += 1;
         for k in 0..n {
-            let j = rng.random_range(0..n);
-            s[k] = scores[j];
-            l[k] = labels[j];
+            pick[k] = rng.random_range(0..n);
+            l[k] = labels[pick[k]];
         }
-        if let Ok(a) = roc_auc(&s, &l) {
-            aucs.push(a);
+        if let Some(v) = stat(&pick, &l) {
+            values.push(v);
         }
     }
-    if aucs.is_empty() {
-        return Ok(Interval {
+    if values.is_empty() {
+        return Interval {
             estimate,
             lo: f64::NAN,
             hi: f64::NAN,
             n_boot: 0,
-        });
+        };
     }
-    aucs.sort_by(f64::total_cmp);
-    Ok(Interval {
+    values.sort_by(f64::total_cmp);
+    Interval {
         estimate,
-        lo: percentile_sorted(&aucs, 2.5),
-        hi: percentile_sorted(&aucs, 97.5),
-        n_boot: aucs.len(),
-    })
+        lo: percentile_sorted(&values, 2.5),
+        hi: percentile_sorted(&values, 97.5),
+        n_boot: values.len(),
+    }
 }
 
 /// Linear-interpolated percentile (numpy's default) of sorted values, `q` in 0..=100.

@@ -63,6 +63,47 @@ fn bootstrap_ci_is_seeded_and_brackets_estimate() {
 }
 
 #[test]
+fn paired_auc_difference_is_exact_and_narrower_than_the_two_intervals() {
+    // 400 cases: a score that separates the classes, and a second one with extra noise.
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let y: Vec<bool> = (0..400).map(|i| i % 3 == 0).collect();
+    let a: Vec<f64> = y
+        .iter()
+        .map(|&l| f64::from(u8::from(l)) + rng.random_range(-1.0..1.0))
+        .collect();
+    let b: Vec<f64> = a.iter().map(|v| v + rng.random_range(-0.8..0.8)).collect();
+    let d = roc_auc_difference_ci(&a, &b, &y, 500, 7).unwrap();
+    let (ia, ib) = (
+        roc_auc_ci(&a, &y, 500, 7).unwrap(),
+        roc_auc_ci(&b, &y, 500, 7).unwrap(),
+    );
+    assert!(
+        (d.estimate - (ia.estimate - ib.estimate)).abs() < 1e-12,
+        "{d:?}"
+    );
+    assert!(
+        d.estimate > 0.0 && d.lo <= d.estimate && d.estimate <= d.hi,
+        "{d:?}"
+    );
+    // Paired: the cases drawn cancel, so the difference is known better than either AUC.
+    assert!(
+        d.hi - d.lo < (ia.hi - ia.lo).min(ib.hi - ib.lo),
+        "{d:?} {ia:?} {ib:?}"
+    );
+    assert!(d.lo > 0.0, "the noisier score is worse beyond doubt: {d:?}");
+    // A score against itself differs by exactly nothing on every resample.
+    let same = roc_auc_difference_ci(&a, &a, &y, 200, 1).unwrap();
+    assert_eq!(
+        (same.estimate, same.lo, same.hi, same.n_boot),
+        (0.0, 0.0, 0.0, 200)
+    );
+    assert!(matches!(
+        roc_auc_difference_ci(&a, &b[..10], &y, 10, 1),
+        Err(MetricsError::LengthMismatch { .. })
+    ));
+}
+
+#[test]
 fn roc_curve_matches_sklearn() {
     const ROC: [(f64, f64, f64); 9] = [
         (f64::INFINITY, 0.0, 0.0),

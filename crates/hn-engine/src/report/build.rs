@@ -88,26 +88,32 @@ pub fn prognosis_metrics(
     })
 }
 
-/// A baseline's AUC (and Brier when `probs_are_probabilities`).
+/// A baseline's AUC (and Brier when its scores are probabilities), and the model's AUC gain
+/// over it on the same cases where the model's scores are given.
 pub fn baseline_result(
-    name: &str,
-    task: &str,
-    scores: &[f64],
-    labels: &[bool],
-    probs_are_probabilities: bool,
+    b: &BaselineInputs,
     n_boot: usize,
     seed: u64,
 ) -> Result<BaselineResult, ReportError> {
+    let model_gain = match &b.model_scores {
+        Some(m) => match metrics::roc_auc_difference_ci(m, &b.scores, &b.labels, n_boot, seed) {
+            Ok(i) => Some(i),
+            Err(MetricsError::SingleClass(_)) => None,
+            Err(e) => return Err(e.into()),
+        },
+        None => None,
+    };
     Ok(BaselineResult {
-        name: name.to_string(),
-        task: task.to_string(),
-        n: scores.len(),
-        auc: auc_opt(scores, labels, n_boot, seed)?,
-        brier: if probs_are_probabilities {
-            Some(metrics::brier(scores, labels)?)
+        name: b.name.clone(),
+        task: b.task.clone(),
+        n: b.scores.len(),
+        auc: auc_opt(&b.scores, &b.labels, n_boot, seed)?,
+        brier: if b.probabilities {
+            Some(metrics::brier(&b.scores, &b.labels)?)
         } else {
             None
         },
+        model_gain,
     })
 }
 
@@ -168,6 +174,9 @@ pub struct BaselineInputs {
     pub labels: Vec<bool>,
     /// True when `scores` are probabilities (then Brier is reported).
     pub probabilities: bool,
+    /// The model's scores on the same cases, in the same order, for a paired comparison
+    /// ([`BaselineResult::model_gain`]); `None` leaves it out.
+    pub model_scores: Option<Vec<f64>>,
 }
 
 /// Everything an evaluation produced, for [`evaluate`].
@@ -355,17 +364,7 @@ pub fn evaluate(inp: &EvalInputs) -> Result<(MetricsReport, ReportPlots), Report
     let baselines = inp
         .baselines
         .iter()
-        .map(|b| {
-            baseline_result(
-                &b.name,
-                &b.task,
-                &b.scores,
-                &b.labels,
-                b.probabilities,
-                n_boot,
-                seed,
-            )
-        })
+        .map(|b| baseline_result(b, n_boot, seed))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((
         MetricsReport {

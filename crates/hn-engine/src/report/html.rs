@@ -231,23 +231,26 @@ generator's true volume, each group against every study without a bleed.</p><tab
     }
     if !r.baselines.is_empty() || !r.bayes_limit.is_empty() {
         h += "<h2>Baselines and ablations</h2><table><tr><th>name</th><th>task</th><th>n</th>\
-<th>AUC (95 % CI)</th><th>Brier</th></tr>";
+<th>AUC (95 % CI)</th><th>Brier</th><th>model's AUC minus this one, same cases (paired 95 % CI)</th></tr>";
         for b in &r.baselines {
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&b.name),
                 esc(&b.task),
                 b.n,
                 fmt_ci(&b.auc),
-                b.brier.map(f3).unwrap_or_else(|| "–".into())
+                b.brier.map(f3).unwrap_or_else(|| "–".into()),
+                b.model_gain
+                    .map(|g| format!("{:+.3} [{:+.3}, {:+.3}]", g.estimate, g.lo, g.hi))
+                    .unwrap_or_else(|| "–".into())
             );
         }
         for b in &r.bayes_limit {
             let _ = write!(
                 h,
-                "<tr><td>Bayes limit</td><td>{}</td><td></td><td>{}</td><td>{}</td></tr>\
-<tr><td colspan=\"5\"><small>{}{}</small></td></tr>",
+                "<tr><td>Bayes limit</td><td>{}</td><td></td><td>{}</td><td>{}</td><td></td></tr>\
+<tr><td colspan=\"6\"><small>{}{}</small></td></tr>",
                 esc(&b.task),
                 f3(b.auc),
                 b.brier.map(f3).unwrap_or_else(|| "–".into()),

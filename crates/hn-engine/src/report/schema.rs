@@ -192,6 +192,11 @@ pub struct BaselineResult {
     pub auc: Option<Interval>,
     /// Brier score when the outputs are probabilities.
     pub brier: Option<f64>,
+    /// The model's AUC minus this baseline's on the same cases, with a paired bootstrap 95 %
+    /// CI (absent where the model's scores on those cases were not given, and in reports
+    /// written before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_gain: Option<Interval>,
 }
 
 /// Bayes limit of a task (synthetic data: the generator's own probabilities).

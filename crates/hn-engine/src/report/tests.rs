@@ -29,6 +29,14 @@ fn fake() -> (MetricsReport, ReportPlots) {
         .enumerate()
         .map(|(i, p)| (p + ((i * 13 % 7) as f64) / 7.0) / 2.0)
         .collect();
+    let baseline = |name: &str| BaselineInputs {
+        name: name.into(),
+        task: "mortality_30d".into(),
+        scores: base.clone(),
+        labels: y.clone(),
+        probabilities: true,
+        model_scores: None,
+    };
     let det = label_metrics("any", &s, &y, &vec![0.5; s.len()], 200, 1).unwrap();
     let prog = prognosis_metrics("mortality_30d", None, &z, &y, &z, &y, 200, 1).unwrap();
     let unc: Vec<f64> = s.iter().map(|p| metrics::binary_entropy(*p)).collect();
@@ -57,8 +65,8 @@ fn fake() -> (MetricsReport, ReportPlots) {
             distance: None,
         }),
         baselines: vec![
-            baseline_result("ich_score", "mortality_30d", &base, &y, true, 200, 1).unwrap(),
-            baseline_result("clinical_lr", "mortality_30d", &base, &y, true, 200, 1).unwrap(),
+            baseline_result(&baseline("ich_score"), 200, 1).unwrap(),
+            baseline_result(&baseline("clinical_lr"), 200, 1).unwrap(),
         ],
         bayes_limit: vec![BayesLimit {
             task: "any".into(),
@@ -257,6 +265,7 @@ fn evaluate_assembles_all_sections() {
             scores: z.iter().map(|v| metrics::sigmoid(v / 4.0)).collect(),
             labels: y.clone(),
             probabilities: true,
+            model_scores: Some(z.clone()),
         }],
         bayes_limit: vec![],
         hematoma_facts: None,
@@ -292,6 +301,9 @@ fn evaluate_assembles_all_sections() {
     assert!((rf.test_rate - 0.1).abs() < 0.05, "{rf:?}");
     assert_eq!(rf.curve.len(), REFERRAL_FRACTIONS.len());
     assert_eq!(r.baselines[0].n, n);
+    // The baseline ranks the cases as the model does: a gain of exactly nothing, paired.
+    let gain = r.baselines[0].model_gain.expect("model scores were given");
+    assert_eq!((gain.estimate, gain.lo, gain.hi), (0.0, 0.0, 0.0));
     let html = render_html(&r, &plots).unwrap();
     assert!(!html.contains("SYNTHETIC DATA"));
     assert_eq!(html.matches("<svg").count(), 5 + 1 + 1 + 1);
