@@ -483,11 +483,14 @@ pub fn evaluate(
             continue;
         }
         let y: Vec<bool> = ks.iter().map(|&k| get(smp(k)).unwrap()).collect();
-        // The model's scores as its own row of the report has them, for the paired gains.
-        let model: Vec<f64> = ks
-            .iter()
-            .map(|&k| on_primary(head, logit, &test[k], cal_of(k)))
-            .collect();
+        // The model's scores as its own row of the report has them, for the paired gains;
+        // none where that row is not reported (a head that never learned, or no validation
+        // labels to calibrate it on).
+        let model: Option<Vec<f64>> = prognosis.iter().any(|p| p.outcome == name).then(|| {
+            ks.iter()
+                .map(|&k| on_primary(head, logit, &test[k], cal_of(k)))
+                .collect()
+        });
         let ablations: &[(&str, &Vec<StudyScores>)] = if unlearned(name) {
             &[]
         } else {
@@ -503,7 +506,7 @@ pub fn evaluate(
                     .collect(),
                 labels: y.clone(),
                 probabilities: true,
-                model_scores: Some(model.clone()),
+                model_scores: model.clone(),
             });
         }
         // Clinical logistic regression fitted on the training split (not on external data,
@@ -519,7 +522,7 @@ pub fn evaluate(
                 scores: ks.iter().map(|&k| lr.predict(&smp(k).clinical)).collect(),
                 labels: y.clone(),
                 probabilities: true,
-                model_scores: Some(model.clone()),
+                model_scores: model.clone(),
             });
         }
         // ICH score: from the true hematoma facts (synthetic masks) and from the model's own
@@ -532,7 +535,9 @@ pub fn evaluate(
                 {
                     s.push(f64::from(score));
                     yy.push(y[n]);
-                    m.push(model[n]);
+                    if let Some(model) = &model {
+                        m.push(model[n]);
+                    }
                 }
             }
             if !s.is_empty() {
@@ -542,7 +547,7 @@ pub fn evaluate(
                     scores: s,
                     labels: yy,
                     probabilities: false,
-                    model_scores: Some(m),
+                    model_scores: model.is_some().then_some(m),
                 });
             }
         };

@@ -9,9 +9,10 @@
 //! `HN_INFERENCE_ONLY=1` skips the timed train steps (one untimed step, then inference): for
 //! profiling inference alone, e.g. under `perf record`.
 //!
-//! `HN_CONV=burn` runs the backend's own convolution instead of `hn_model::conv`'s extension
-//! (on flex: flex's kernels instead of ours; on libtorch: burn's generic backward instead of
-//! libtorch's), for an A/B comparison in one build; the JSON's `impl` then ends in `+burn-conv`.
+//! `HN_CONV=burn` turns hn-model's backend extensions off (`hn_model::conv::set_fast_kernels`):
+//! on flex, flex's own convolution, GroupNorm and gather instead of ours; on libtorch, burn's
+//! generic convolution backward instead of libtorch's. For an A/B comparison in one build; the
+//! JSON's `impl` then ends in `+burn-kernels`.
 //!
 //! `HN_DEVICE=cuda` (with `--features cuda`), `HN_DEVICE=libtorch` or `HN_DEVICE=libtorch-cuda`
 //! (with `--features tch`; GPU 0) runs the same measurement on those backends; the default is
@@ -123,7 +124,7 @@ fn main() {
     let name = if hn_model::conv::fast_kernels_on() {
         name.to_string()
     } else {
-        format!("{name}+burn-conv")
+        format!("{name}+burn-kernels")
     };
     let device = base.clone().autodiff();
     device.seed(0);

@@ -66,10 +66,9 @@ impl ResBlock {
     /// `[N, C_in, H, W]` → `[N, C_out, ceil(H/stride), ceil(W/stride)]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = match &self.shortcut {
-            // Our kernels gather strided pixels themselves; the rewrite is for burn's.
-            Some(conv) if crate::conv::runs_fast_kernels(&x) => {
-                crate::conv::conv2d(conv, x.clone())
-            }
+            // Our kernels gather strided pixels themselves, and libtorch takes a strided 1×1
+            // as it is; the rewrite is for burn's kernels.
+            Some(conv) if crate::conv::runs_extension(&x) => crate::conv::conv2d(conv, x.clone()),
             Some(conv) => strided_pointwise(conv, x.clone()),
             None => x.clone(),
         };
@@ -141,7 +140,7 @@ impl ImageEncoderConfig {
 
 /// A 1×1 convolution of stride `s` is the 1×1 stride-1 convolution of every `s`-th row and
 /// column: the same numbers. Used where hn-model's own kernels do not run
-/// ([`crate::conv::runs_fast_kernels`]): burn's `flex` kernels run a strided 1×1 through their
+/// ([`crate::conv::runs_extension`]): burn's `flex` kernels run a strided 1×1 through their
 /// general im2col path but a stride-1 1×1 straight as one GEMM (faster forward and backward at
 /// the demo's shapes; figures in docs/BENCHMARKS.md). The rows and columns are
 /// picked by a reshape and a plain slice, not a stepped slice: libtorch's backward of a

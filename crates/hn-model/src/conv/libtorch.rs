@@ -7,9 +7,10 @@
 //! large-kernel convolution instead of their backward-filter kernels. tch 0.22 binds no ATen
 //! `convolution_backward`, so the weight gradient is taken from libtorch's autograd: the
 //! forward is recomputed on detached copies of the saved input and weight (only the weight
-//! tracked), and the backward starts from `y · dy`, whose gradient with respect to `y` is `dy`
-//! (`run_backward` seeds its roots with ones). libtorch then runs its own backward-filter
-//! kernel, for the price of one more forward convolution.
+//! tracked), and the backward starts from `Σ y · dy`, whose gradient with respect to `y` is
+//! `dy` (a scalar root, so `run_backward`'s seed of ones is one number, not another buffer of
+//! the output's size). libtorch then runs its own backward-filter kernel, for the price of one
+//! more forward convolution.
 
 // burn-tch is deprecated upstream; this project still offers it (docs/BENCHMARKS.md).
 #![allow(deprecated)]
@@ -61,7 +62,7 @@ impl FastConv for LibTorch {
                 i64s(options.dilation),
                 options.groups as i64,
             );
-            let root = y * &grad.tensor;
+            let root = (y * &grad.tensor).sum(None);
             tch::Tensor::run_backward(&[root], &[&w], false, false)
                 .pop()
                 .expect("one gradient per input")

@@ -235,14 +235,15 @@ pub fn fast_kernels_on() -> bool {
 }
 
 /// Whether [`conv2d`] runs our kernels for `x`: it lives on flex (with or without autodiff) and
-/// they are on. Callers keep rewrites meant for burn's kernels for the other case.
-pub fn runs_fast_kernels(x: &Tensor<4>) -> bool {
+/// they are on.
+fn runs_fast_kernels(x: &Tensor<4>) -> bool {
     fast_kernels_on() && x.device().inner() == Device::flex()
 }
 
 /// Whether [`conv2d`] goes through [`FastConv`] for `x`: our kernels on flex, libtorch's
-/// convolution backward on libtorch.
-fn runs_extension(x: &Tensor<4>) -> bool {
+/// convolution backward on libtorch. Callers keep rewrites meant for burn's own kernels for
+/// the other case.
+pub fn runs_extension(x: &Tensor<4>) -> bool {
     #[cfg(feature = "tch")]
     if fast_kernels_on()
         && matches!(
