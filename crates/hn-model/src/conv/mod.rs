@@ -2,10 +2,11 @@
 //!
 //! [`FastConv`] is a burn backend extension: forward, input gradient and weight gradient are
 //! ours on `flex` ([`cpu`]), tied into burn's autodiff by a hand-written `Backward`. On
-//! libtorch (feature `tch`) the same extension runs libtorch's own kernels, the weight
-//! gradient through libtorch's autograd ([`libtorch`]), because burn 0.22 computes it there
-//! with a generic formula that cuDNN runs as an odd large-kernel convolution. On every other
-//! backend [`conv2d`] is burn's own `Conv2d::forward`, so the model code stays backend-generic.
+//! libtorch's CUDA devices (feature `tch`) the same extension runs libtorch's own kernels, the
+//! weight gradient through libtorch's autograd ([`libtorch`]), because burn 0.22 computes it
+//! there with a generic formula that cuDNN runs as an odd large-kernel convolution. On every
+//! other backend and device [`conv2d`] is burn's own `Conv2d::forward`, so the model code
+//! stays backend-generic.
 
 pub mod cpu;
 #[cfg(feature = "tch")]
@@ -241,14 +242,16 @@ fn runs_fast_kernels(x: &Tensor<4>) -> bool {
 }
 
 /// Whether [`conv2d`] goes through [`FastConv`] for `x`: our kernels on flex, libtorch's
-/// convolution backward on libtorch. Callers keep rewrites meant for burn's own kernels for
-/// the other case.
+/// convolution backward on a libtorch CUDA device. (On libtorch's CPU, oneDNN runs burn's
+/// generic weight gradient as fast as its own backward, and the extension's recomputed
+/// forward made a train step no faster, up to 15 % slower: docs/BENCHMARKS.md, run O.)
+/// Callers keep rewrites meant for burn's own kernels for the other case.
 pub fn runs_extension(x: &Tensor<4>) -> bool {
     #[cfg(feature = "tch")]
     if fast_kernels_on()
         && matches!(
             x.device().inner().as_dispatch(),
-            burn::backend::DispatchDevice::LibTorch(_)
+            burn::backend::DispatchDevice::LibTorch(burn::backend::LibTorchDevice::Cuda(_))
         )
     {
         return true;
@@ -284,6 +287,16 @@ pub fn conv2d_tensor(
     if !runs_extension(&x) || options.groups != 1 {
         return burn::tensor::module::conv2d(x, weight, bias, options);
     }
+    through_extension(x, weight, bias, options)
+}
+
+/// [`conv2d_tensor`] through [`FastConv`] whatever the device (groups = 1).
+fn through_extension(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
     let y = Tensor::<4>::from_dispatch(<burn::backend::Dispatch as FastConv>::fast_conv2d(
         x.into_dispatch(),
         weight.into_dispatch(),
@@ -323,20 +336,25 @@ mod tests {
     /// (pointwise and strided) and batch 1 — more samples than threads and fewer.
     #[test]
     fn fast_convolution_equals_burns_forward_and_backward() {
-        equals_burns_convolution(Device::flex().autodiff());
+        equals_burns_convolution(Device::flex().autodiff(), conv2d_tensor);
     }
 
     /// The extension on libtorch (its weight gradient from libtorch's autograd) against
-    /// burn-tch's own convolution and burn's generic backward, on the same cases.
+    /// burn-tch's own convolution and burn's generic backward, on the same cases: run on the
+    /// CPU device, which [`conv2d_tensor`] itself leaves to burn, so the extension is called
+    /// directly.
     #[cfg(feature = "tch")]
     #[allow(deprecated)]
     #[test]
     fn libtorch_extension_equals_burns_forward_and_backward() {
-        equals_burns_convolution(Device::libtorch().autodiff());
+        equals_burns_convolution(Device::libtorch().autodiff(), through_extension);
     }
 
-    /// [`conv2d_tensor`] on `device` against burn's functional `conv2d` there.
-    fn equals_burns_convolution(device: Device) {
+    /// `ours` on `device` against burn's functional `conv2d` there.
+    fn equals_burns_convolution(
+        device: Device,
+        ours: fn(Tensor<4>, Tensor<4>, Option<Tensor<1>>, ConvOptions<2>) -> Tensor<4>,
+    ) {
         device.seed(11);
         let cases: [Case; 7] = [
             (
@@ -383,7 +401,7 @@ mod tests {
                 Some(b.clone()),
                 options.clone(),
             );
-            let ours = conv2d_tensor(x.clone(), w.clone(), Some(b.clone()), options);
+            let ours = ours(x.clone(), w.clone(), Some(b.clone()), options);
             let r = Tensor::<4>::random(reference.dims(), normal, &device);
             let ga = (reference.clone() * r.clone()).sum().backward();
             let gb = (ours.clone() * r).sum().backward();
