@@ -365,16 +365,15 @@ pub fn evaluate(
             .untrained(crate::checkpoint::Head::of_outcome(name))
             .is_some()
     };
-    // Each logit on the primary calibration's scale (unchanged for its own studies).
-    let on_primary = |head: HeadCalibration, logit: Logit, sc: &StudyScores, own: &Calibration| {
-        head(&primary.temperatures).equivalent_logit(logit(sc), &head(&own.temperatures))
-    };
     let mut prognosis = Vec::new();
     for (name, get, logit, head) in outcomes {
         if unlearned(name) {
             continue;
         }
-        let on_primary = |sc: &StudyScores, own: &Calibration| on_primary(head, logit, sc, own);
+        // Each logit on the primary calibration's scale (unchanged for its own studies).
+        let on_primary = |sc: &StudyScores, own: &Calibration| {
+            head(&primary.temperatures).equivalent_logit(logit(sc), &head(&own.temperatures))
+        };
         let (mut vl, mut vy, mut tl, mut ty) = (vec![], vec![], vec![], vec![]);
         for (k, &i) in val_idx.iter().enumerate() {
             if let Some(y) = get(&data.samples[i]) {
@@ -483,14 +482,14 @@ pub fn evaluate(
             continue;
         }
         let y: Vec<bool> = ks.iter().map(|&k| get(smp(k)).unwrap()).collect();
-        // The model's scores as its own row of the report has them, for the paired gains;
-        // none where that row is not reported (a head that never learned, or no validation
-        // labels to calibrate it on).
-        let model: Option<Vec<f64>> = prognosis.iter().any(|p| p.outcome == name).then(|| {
-            ks.iter()
-                .map(|&k| on_primary(head, logit, &test[k], cal_of(k)))
-                .collect()
-        });
+        // The model's own row's scores (the same studies, in the same order, as `ks`), for
+        // the paired gains; none where that row is not reported (a head that never learned,
+        // or no validation labels to calibrate it on).
+        let model: Option<Vec<f64>> = prognosis
+            .iter()
+            .find(|p| p.outcome == name)
+            .map(|p| p.test_logits.clone());
+        debug_assert!(model.as_ref().is_none_or(|m| m.len() == ks.len()));
         let ablations: &[(&str, &Vec<StudyScores>)] = if unlearned(name) {
             &[]
         } else {

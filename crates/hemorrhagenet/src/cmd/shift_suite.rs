@@ -296,6 +296,10 @@ fn row(
             .iter()
             .find(|b| b.name == name && b.task == "mortality_30d")
     };
+    let (ich, clinical) = (
+        baseline("ich_score_model_estimate"),
+        baseline("clinical_only"),
+    );
     let rc = recal.report.recalibration.as_ref();
     Row {
         cohort: name.into(),
@@ -313,10 +317,10 @@ fn row(
             })
             .collect(),
         mortality_auc: mort.and_then(|m| m.auc),
-        ich_score_model_estimate_auc: baseline("ich_score_model_estimate").and_then(|b| b.auc),
-        clinical_only_auc: baseline("clinical_only").and_then(|b| b.auc),
-        gain_over_ich_score: baseline("ich_score_model_estimate").and_then(|b| b.model_gain),
-        gain_over_clinical_only: baseline("clinical_only").and_then(|b| b.model_gain),
+        ich_score_model_estimate_auc: ich.and_then(|b| b.auc),
+        clinical_only_auc: clinical.and_then(|b| b.auc),
+        gain_over_ich_score: ich.and_then(|b| b.model_gain),
+        gain_over_clinical_only: clinical.and_then(|b| b.model_gain),
         mortality_ece_card: rc.and_then(|c| c.before.ece[1]),
         mortality_ece_recalibrated: rc.and_then(|c| c.after.ece[1]),
         review_rate: errors.review,

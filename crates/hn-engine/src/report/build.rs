@@ -10,7 +10,14 @@ pub(super) fn auc_opt(
     n_boot: usize,
     seed: u64,
 ) -> Result<Option<Interval>, ReportError> {
-    match metrics::roc_auc_ci(s, y, n_boot, seed) {
+    single_class_as_none(metrics::roc_auc_ci(s, y, n_boot, seed))
+}
+
+/// An AUC interval, or `None` where the cases hold one class only (no AUC is defined).
+fn single_class_as_none(
+    r: Result<Interval, MetricsError>,
+) -> Result<Option<Interval>, ReportError> {
+    match r {
         Ok(i) => Ok(Some(i)),
         Err(MetricsError::SingleClass(_)) => Ok(None),
         Err(e) => Err(e.into()),
@@ -96,11 +103,9 @@ pub fn baseline_result(
     seed: u64,
 ) -> Result<BaselineResult, ReportError> {
     let model_gain = match &b.model_scores {
-        Some(m) => match metrics::roc_auc_difference_ci(m, &b.scores, &b.labels, n_boot, seed) {
-            Ok(i) => Some(i),
-            Err(MetricsError::SingleClass(_)) => None,
-            Err(e) => return Err(e.into()),
-        },
+        Some(m) => single_class_as_none(metrics::roc_auc_difference_ci(
+            m, &b.scores, &b.labels, n_boot, seed,
+        ))?,
         None => None,
     };
     Ok(BaselineResult {
